@@ -1,0 +1,1 @@
+"""Slides, tissue masks, tiling, the synthetic demo cohort, features and cohorts."""

@@ -1,0 +1,1 @@
+"""Graph construction: the H2-MIL/HIGT pyramid graph and single-resolution spatial graphs."""

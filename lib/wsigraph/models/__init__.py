@@ -1,0 +1,1 @@
+"""One file per paper model, each with a dataclass config."""

@@ -1,0 +1,1 @@
+"""Layers: sparse attention, RAConv, IHPool, RSF, ViT blocks, MIL pooling."""

@@ -1,0 +1,218 @@
+"""Profiles: every path and every profile-dependent value, in one place.
+
+Two profiles exist:
+
+``demo`` (the default)
+    No network, no GPU, no weights. A deterministic synthetic cohort of small
+    OpenSlide-readable pyramidal TIFF slides (see :mod:`wsigraph.data.synthetic`) plus the
+    real fixture slide ``CMU-1-Small-Region.svs`` from ``../shared/data/wsi`` (unlabelled; it
+    goes through tiling, features and graphs so the demo also exercises a real Aperio file).
+    Patches are 64 px instead of the papers' 512 px and the ``demo`` filter-bank encoder
+    replaces KimiaNet, so that everything runs on 2 CPU cores. Demo numbers are demo numbers.
+
+``tcga``
+    The papers' setting: TCGA diagnostic slides from the NCI GDC, 512 x 512 patches at
+    5x and 10x plus the thumbnail node, KimiaNet (DenseNet-121) 1024-d features from a weights
+    file the user supplies, 5 x 5-fold CV, 50 epochs. Needs a CUDA GPU to be practical.
+
+Precedence: environment variable > profile default > nothing. The environment variables are
+``WSIGRAPH_WORK`` (root of the work folders), ``WSIGRAPH_RESULTS`` (root of ``results/``) and
+``WSIGRAPH_SHARED_DATA`` (the shared fixtures, default ``../shared/data`` beside the repo).
+Experiment knobs a reader changes per run live in each notebook's ``parameters`` cell.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class DemoDataset:
+    """One synthetic dataset of the demo cohort, mirroring a TCGA cohort of the papers.
+
+    Class counts follow the ratios of H2-MIL's cohorts (typing and staging drawn jointly so
+    that both marginals hold exactly; see :func:`wsigraph.data.synthetic.assign_labels`).
+    """
+
+    name: str
+    n_slides: int
+    typing_classes: tuple[str, str]
+    typing_minority: int  # slides of typing class 1
+    staging_minority: int  # slides of staging class 1 (late, III-IV)
+    seed: int
+
+
+@dataclass(frozen=True)
+class Profile:
+    """All profile-dependent settings. Use :func:`get_profile` rather than building one."""
+
+    name: str
+    # Cohort ------------------------------------------------------------------------------
+    datasets: tuple[str, ...]
+    demo_datasets: tuple[DemoDataset, ...] = ()
+    include_real_slide: bool = False
+    slide_size: tuple[int, int] = (2048, 1536)  # synthetic slides, level-0 (width, height)
+    slide_base_mag: float = 20.0  # synthetic slides' objective power (AppMag)
+    slide_mpp: float = 0.5  # synthetic slides' microns per pixel at level 0
+    # Tiling (H2-MIL: thumbnail + 5x + 10x, 512 px patches) ------------------------------
+    magnifications: tuple[float, ...] = (5.0, 10.0)
+    patch_size: int = 512
+    thumbnail_side: int = 1024  # longest side of the thumbnail the tissue mask is computed on
+    min_tissue: float = 0.5  # minimum tissue-mask fraction of a patch
+    rgb_var_threshold: float = 100.0  # H2-MIL's background filter: RGB variance below this
+    # Features -----------------------------------------------------------------------------
+    encoder: str = "kimianet"
+    batch_size: int = 64
+    num_workers: int = 2
+    # Training protocol (H2-MIL / HIGT) ---------------------------------------------------
+    folds: int = 5
+    repeats: int = 5
+    epochs: int = 50
+    extra: dict = field(default_factory=dict)
+
+    # Paths --------------------------------------------------------------------------------
+    @property
+    def work_dir(self) -> Path:
+        """Root of this profile's intermediate files (slides, features, graphs, checkpoints)."""
+        root = os.environ.get("WSIGRAPH_WORK")
+        return (Path(root) if root else REPO_ROOT / "work") / self.name
+
+    @property
+    def results_dir(self) -> Path:
+        """``results/<profile>``: executed notebooks, tables, figures, run records."""
+        root = os.environ.get("WSIGRAPH_RESULTS")
+        return (Path(root) if root else REPO_ROOT / "results") / self.name
+
+    @property
+    def slides_dir(self) -> Path:
+        return self.work_dir / "slides"
+
+    @property
+    def features_dir(self) -> Path:
+        return self.work_dir / "features"
+
+    @property
+    def graphs_dir(self) -> Path:
+        return self.work_dir / "graphs"
+
+    @property
+    def cohort_csv(self) -> Path:
+        """The cohort manifest written by ``01_cohort``: one row per slide."""
+        return self.work_dir / "cohort.csv"
+
+    def with_demo_size(
+        self, n_slides: int | None = None, slide_size: tuple[int, int] | None = None
+    ) -> Profile:
+        """A demo profile with ``n_slides`` per dataset (class ratios kept) and/or a slide size.
+
+        Used by notebooks' parameters (``n_slides``, ``slide_size``) for quick runs and tests.
+        """
+        out = self
+        if n_slides is not None:
+            if n_slides < 4:
+                raise ValueError(
+                    f"n_slides must be >= 4 so both classes of both tasks exist, got {n_slides}"
+                )
+
+            def scaled(k: int, n: int) -> int:
+                return min(n_slides - 1, max(1, round(k * n_slides / n)))
+
+            out = replace(
+                out,
+                demo_datasets=tuple(
+                    replace(
+                        d,
+                        n_slides=n_slides,
+                        typing_minority=scaled(d.typing_minority, d.n_slides),
+                        staging_minority=scaled(d.staging_minority, d.n_slides),
+                    )
+                    for d in self.demo_datasets
+                ),
+            )
+        if slide_size is not None:
+            out = replace(out, slide_size=(int(slide_size[0]), int(slide_size[1])))
+        return out
+
+    def with_overrides(self, **values) -> Profile:
+        """A copy with some fields replaced; unknown names raise a clear error."""
+        unknown = sorted(set(values) - set(self.__dataclass_fields__))
+        if unknown:
+            allowed = ", ".join(sorted(self.__dataclass_fields__))
+            raise ValueError(f"unknown profile setting(s) {unknown}; allowed: {allowed}")
+        return replace(self, **values)
+
+
+def shared_data_dir() -> Path:
+    """The shared real fixtures (``../shared/data`` beside the repo unless overridden)."""
+    env = os.environ.get("WSIGRAPH_SHARED_DATA")
+    return Path(env) if env else REPO_ROOT.parent / "shared" / "data"
+
+
+def real_fixture_slide() -> Path:
+    """The real Aperio slide used by the demo profile and the tests (CC0, OpenSlide test data)."""
+    return shared_data_dir() / "wsi" / "CMU-1-Small-Region.svs"
+
+
+# Demo: ratios of H2-MIL's cohorts (ESCA typing 86/49, staging 80/55; KICA typing 192/83,
+# staging 205/70) scaled to 40 and 48 slides so 5-fold CV with a 25 % validation split keeps
+# at least 7 minority slides per training split.
+_DEMO = Profile(
+    name="demo",
+    datasets=("esca", "kica"),
+    demo_datasets=(
+        DemoDataset("esca", 40, ("adenocarcinoma", "squamous"), 15, 16, seed=1),
+        DemoDataset("kica", 48, ("KIRP", "KICH"), 14, 12, seed=2),
+    ),
+    include_real_slide=True,
+    slide_size=(2048, 1536),
+    slide_base_mag=20.0,
+    slide_mpp=0.5,
+    magnifications=(5.0, 10.0),
+    patch_size=64,
+    thumbnail_side=512,
+    min_tissue=0.5,
+    rgb_var_threshold=20.0,
+    encoder="demo",
+    batch_size=256,
+    num_workers=1,
+    folds=5,
+    repeats=1,
+    epochs=20,
+)
+
+_TCGA = Profile(
+    name="tcga",
+    datasets=("esca", "kica"),
+    magnifications=(5.0, 10.0),
+    patch_size=512,
+    thumbnail_side=2048,
+    min_tissue=0.5,
+    rgb_var_threshold=100.0,
+    encoder="kimianet",
+    batch_size=64,
+    num_workers=4,
+    folds=5,
+    repeats=5,
+    epochs=50,
+)
+
+PROFILES: dict[str, Profile] = {p.name: p for p in (_DEMO, _TCGA)}
+
+
+def get_profile(name: str = "demo", **overrides) -> Profile:
+    """Return the named profile, optionally with some settings overridden.
+
+    Raises:
+        ValueError: for an unknown profile name (the message lists the known ones).
+    """
+    try:
+        profile = PROFILES[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown profile {name!r}; known profiles: {', '.join(PROFILES)}"
+        ) from None
+    return profile.with_overrides(**overrides) if overrides else profile

@@ -1,0 +1,1 @@
+"""Cross-validation, training loop, metrics, executors."""

@@ -1,0 +1,73 @@
+"""Where is the class signal? A linear probe on per-level pooled patch features.
+
+For each dataset, task and pyramid level, every slide becomes one vector -- the mean and the
+standard deviation of its patch features at that level -- and a standardised logistic
+regression is scored by stratified k-fold cross-validated ROC AUC (scikit-learn). This is a
+check of the *data* (does a level carry the label at all, without any graph?), not one of the
+papers' methods; the demo cohort documents which level should carry which label.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import StratifiedKFold, cross_val_predict
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+
+def pooled_level_features(
+    features: np.ndarray, level: np.ndarray, n_levels: int
+) -> dict[int, np.ndarray]:
+    """Mean and std of the patch features of each level: ``{level: [2 * D]}``."""
+    out = {}
+    for lv in range(n_levels):
+        sel = features[level == lv]
+        if len(sel) == 0:
+            sel = np.zeros((1, features.shape[1]), features.dtype)
+        out[lv] = np.concatenate([sel.mean(axis=0), sel.std(axis=0)])
+    return out
+
+
+def linear_probe(
+    manifest: pd.DataFrame,
+    pooled: dict[str, dict[int, np.ndarray]],
+    level_names: list[str],
+    tasks: tuple[str, ...] = ("typing", "staging"),
+    folds: int = 5,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Cross-validated AUC of a logistic regression per (dataset, task, level).
+
+    Args:
+        manifest: slides with ``slide_id, dataset`` and the task columns (missing labels skipped).
+        pooled: ``slide_id -> {level: vector}`` from :func:`pooled_level_features`.
+        level_names: display name of each level, e.g. ``["thumbnail", "5x", "10x"]``.
+    """
+    rows = []
+    for dataset, sub in manifest.groupby("dataset", sort=True):
+        for task in tasks:
+            lab = sub[sub[task].notna() & sub["slide_id"].isin(pooled)]
+            if lab.empty or lab[task].nunique() < 2:
+                continue
+            y = lab[task].astype(int).to_numpy()
+            k = min(folds, int(np.bincount(y).min()))
+            if k < 2:
+                continue
+            cv = StratifiedKFold(k, shuffle=True, random_state=seed)
+            for lv, name in enumerate(level_names):
+                x = np.stack([pooled[s][lv] for s in lab["slide_id"]])
+                model = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=2000))
+                p = cross_val_predict(model, x, y, cv=cv, method="predict_proba")[:, 1]
+                rows.append(
+                    {
+                        "dataset": dataset,
+                        "task": task,
+                        "level": name,
+                        "slides": len(y),
+                        "probe AUC": roc_auc_score(y, p),
+                    }
+                )
+    return pd.DataFrame(rows)

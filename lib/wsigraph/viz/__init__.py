@@ -1,0 +1,1 @@
+"""Figures: graph overlays, heatmaps over thumbnails, ROC, memory/size plots."""

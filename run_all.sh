@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Regenerate every table and figure: bootstrap .venv if needed, then execute notebooks/ in order
+# with papermill into results/<profile>/. Usage: ./run_all.sh [--profile demo|tcga] [-p NAME VALUE]...
+# ./run_all.sh --help lists the options; ./run_all.sh --list the notebooks and their parameters.
+set -euo pipefail
+cd "$(dirname "$0")"
+./scripts/bootstrap.sh
+export MPLBACKEND=Agg PYTHONWARNINGS="ignore::FutureWarning"
+exec .venv/bin/python -m wsigraph.pipeline "$@"

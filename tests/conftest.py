@@ -1,0 +1,43 @@
+"""Shared fixtures: the real files in ../shared/data and small synthetic slides."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Triton's interpreter must be chosen before any kernel module is imported (kernel tests).
+os.environ.setdefault("TRITON_INTERPRET", "1")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+from wsigraph.data.synthetic import SlideSpec, render_slide, write_pyramid_tiff  # noqa: E402
+from wsigraph.profiles import real_fixture_slide, shared_data_dir  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    path = shared_data_dir()
+    if not path.is_dir():
+        pytest.fail(f"shared fixtures not found at {path}; set WSIGRAPH_SHARED_DATA")
+    return path
+
+
+@pytest.fixture(scope="session")
+def real_slide(shared_data) -> Path:
+    path = real_fixture_slide()
+    assert path.exists(), path
+    return path
+
+
+def small_spec(**kw) -> SlideSpec:
+    """A 768 x 512 px synthetic slide (20x, 0.5 um/px) -- fast to render."""
+    base = dict(slide_id="t", dataset="esca", typing=0, staging=0, seed=7, width=768, height=512)
+    return SlideSpec(**(base | kw))
+
+
+@pytest.fixture(scope="session")
+def synthetic_slide(tmp_path_factory) -> Path:
+    spec = small_spec()
+    path = tmp_path_factory.mktemp("slides") / "synthetic.tif"
+    return write_pyramid_tiff(path, render_slide(spec), spec.base_mag, spec.mpp, min_side=128)

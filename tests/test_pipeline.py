@@ -1,0 +1,99 @@
+"""run_all.sh's driver and notebooks 01-03 executed under papermill with tiny parameters."""
+
+import json
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_notebook
+
+from wsigraph import pipeline
+from wsigraph.data.cohort import read_manifest
+from wsigraph.graphs.pyramid import load_graph
+
+
+@pytest.mark.parametrize(
+    "text, value",
+    [
+        ("3", 3),
+        ("0.5", 0.5),
+        ("true", True),
+        ("None", None),
+        ("[768, 512]", [768, 512]),
+        ("kimianet", "kimianet"),
+    ],
+)
+def test_parse_value(text, value):
+    assert pipeline.parse_value(text) == value
+
+
+def _notebook(path, body, params="profile = 'demo'\nx = 1"):
+    nb = new_notebook()
+    nb.metadata["kernelspec"] = {
+        "name": "wsigraph",
+        "display_name": "wsigraph",
+        "language": "python",
+    }
+    cell = new_code_cell(params)
+    cell.metadata["tags"] = ["parameters"]
+    nb.cells = [cell, new_code_cell(body)]
+    nbformat.write(nb, path)
+
+
+@pytest.fixture
+def fake_notebooks(tmp_path, monkeypatch):
+    nbdir = tmp_path / "notebooks"
+    nbdir.mkdir()
+    monkeypatch.setattr(pipeline, "NOTEBOOKS_DIR", nbdir)
+    monkeypatch.setenv("WSIGRAPH_RESULTS", str(tmp_path / "results"))
+    return nbdir
+
+
+def test_unknown_parameter_is_refused_with_the_allowed_names(fake_notebooks, capsys):
+    _notebook(fake_notebooks / "01_a.ipynb", "pass")
+    assert pipeline.main(["-p", "epoch", "3"]) == 2
+    err = capsys.readouterr().err
+    assert "epoch" in err and "profile, x" in err
+
+
+def test_list_and_unknown_notebook(fake_notebooks, capsys):
+    _notebook(fake_notebooks / "01_a.ipynb", "pass")
+    assert pipeline.main(["--list"]) == 0
+    assert "01_a: profile='demo', x=1" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="no notebook 07"):
+        pipeline.main(["--only", "07"])
+
+
+@pytest.mark.slow
+def test_failing_notebook_stops_the_run_and_is_named(fake_notebooks, tmp_path, capsys):
+    _notebook(fake_notebooks / "01_ok.ipynb", "assert x == 5")
+    _notebook(fake_notebooks / "02_boom.ipynb", "raise RuntimeError('boom')")
+    _notebook(fake_notebooks / "03_never.ipynb", "open('never-ran', 'w')")
+    assert pipeline.main(["-p", "x", "5"]) == 1
+    err = capsys.readouterr().err
+    assert "notebook 02_boom failed" in err and "RuntimeError: boom" in err
+    out = tmp_path / "results" / "demo" / "notebooks"
+    params = json.loads((out / "01_ok.params.json").read_text())
+    assert params["parameters"]["x"] == 5
+    assert (out / "02_boom.ipynb").exists() and not (out / "03_never.ipynb").exists()
+
+
+@pytest.mark.slow
+def test_notebooks_01_to_03_execute_with_tiny_parameters(tmp_path, monkeypatch):
+    monkeypatch.setenv("WSIGRAPH_WORK", str(tmp_path / "work"))
+    monkeypatch.setenv("WSIGRAPH_RESULTS", str(tmp_path / "results"))
+    rc = pipeline.main(
+        ["--only", "01", "02", "03", "-p", "n_slides", "4", "-p", "slide_size", "[768, 512]"]
+    )
+    assert rc == 0
+    results = tmp_path / "results" / "demo"
+    for name in ("01_cohort", "02_tiles_features", "03_graphs"):
+        assert (results / "notebooks" / f"{name}.ipynb").exists()
+        assert (results / "notebooks" / f"{name}.params.json").exists()
+    for fig in ("cohort_thumbnails.png", "tiles_overlay.png", "pyramid_graph_overlay.png"):
+        assert (results / "figures" / fig).stat().st_size > 10_000
+    manifest = read_manifest(tmp_path / "work" / "demo" / "cohort.csv")
+    assert len(manifest) == 4 + 4 + 1  # two demo datasets and the real slide
+    graph = load_graph(tmp_path / "work" / "demo" / "graphs" / "CMU-1-Small-Region.pt")
+    assert graph.num_nodes > 20 and int(graph.y_typing) == -1
+    labelled = load_graph(tmp_path / "work" / "demo" / "graphs" / "esca-demo-000.pt")
+    assert int(labelled.y_typing) in (0, 1)
