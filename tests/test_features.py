@@ -122,3 +122,29 @@ def test_real_slide_tiled_at_two_magnifications_becomes_a_pyramid_graph(tmp_path
     spatial = types == SPATIAL
     assert (g.level[src[spatial]] == g.level[dst[spatial]]).all()
     assert ((g.grid[src[spatial]] - g.grid[dst[spatial]]).abs().max(dim=1).values == 1).all()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_extraction_matches_cpu(tmp_path, synthetic_slide):
+    """device='auto' picks CUDA when present; the features agree with the CPU's."""
+    slides = pd.DataFrame({"slide_id": ["s"], "path": [str(synthetic_slide)]})
+    kw = dict(encoder="demo", batch_size=64, num_workers=0, progress=False)
+    extract_features(slides, tmp_path / "cpu", SETTINGS, device="cpu", **kw)
+    extract_features(slides, tmp_path / "gpu", SETTINGS, device="auto", **kw)
+    cpu, gpu = load_features(tmp_path / "cpu" / "s.pt"), load_features(tmp_path / "gpu" / "s.pt")
+    torch.testing.assert_close(gpu["features"], cpu["features"], rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ({"patch_size": 8}, "patch_size"),
+        ({"min_tissue": 1.5}, "min_tissue"),
+        ({"magnifications": (0.0, 10.0)}, "magnifications"),
+        ({"rgb_var_threshold": -1}, "rgb_var_threshold"),
+    ],
+)
+def test_bad_tiling_settings_are_refused(bad, message):
+    with pytest.raises(ValueError, match=message):
+        TilingSettings(**bad)

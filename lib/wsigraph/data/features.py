@@ -44,6 +44,21 @@ class TilingSettings:
     min_tissue: float = 0.5
     rgb_var_threshold: float = 100.0
 
+    def __post_init__(self):
+        problems = []
+        if not self.magnifications or any(m <= 0 for m in self.magnifications):
+            problems.append(f"magnifications must be positive, got {self.magnifications}")
+        if not 16 <= self.patch_size <= 4096:
+            problems.append(f"patch_size must lie in 16..4096 px, got {self.patch_size}")
+        if self.thumbnail_side < 64:
+            problems.append(f"thumbnail_side must be >= 64 px, got {self.thumbnail_side}")
+        if not 0.0 <= self.min_tissue <= 1.0:
+            problems.append(f"min_tissue must lie in [0, 1], got {self.min_tissue}")
+        if self.rgb_var_threshold < 0:
+            problems.append(f"rgb_var_threshold must be >= 0, got {self.rgb_var_threshold}")
+        if problems:
+            raise ValueError("bad tiling settings: " + "; ".join(problems))
+
     @classmethod
     def from_profile(cls, profile) -> TilingSettings:
         return cls(

@@ -70,12 +70,11 @@ def tissue_mask(
     ink_or_debris = ((hue >= pen_hue[0]) & (hue <= pen_hue[1]) & (sat > pen_min_saturation)) | (
         val <= dark_value
     )
-    mask &= ~ink_or_debris
+    # Ink and debris are excluded with a margin: their anti-aliased rims are neither ink nor tissue.
+    artefact = ndimage.binary_dilation(ink_or_debris, morphology.disk(closing_radius))
+    disk = morphology.disk(closing_radius)
+    mask = ndimage.binary_closing(mask & ~artefact, disk, border_value=1) & ~artefact
     min_size = max(4, int(min_object_fraction * mask.size))
-    mask = (
-        ndimage.binary_closing(mask, morphology.disk(closing_radius), border_value=1)
-        & ~ink_or_debris
-    )
     mask = morphology.remove_small_objects(mask, max_size=min_size)
     mask = morphology.remove_small_holes(mask, max_size=min_size)
     if not mask.any():
