@@ -30,8 +30,13 @@ if [ ! -x "$venv/bin/python" ]; then
   "$py" -m venv "$venv"
 fi
 rm -f "$venv/.wsigraph-stamp"
-"$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$root/requirements.lock"
-"$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e "$root"
+# (Some machines' pip configs name local indexes that may be absent; drop those warnings only.)
+pip_install() {
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "$@" 2>&1 \
+    | sed '/is ignored: it is neither a file nor a directory/d'
+}
+pip_install -r "$root/requirements.lock"
+pip_install --no-deps --no-build-isolation -e "$root"
 "$venv/bin/python" -m ipykernel install --sys-prefix --name wsigraph --display-name "Python (wsigraph)" >/dev/null
 "$venv/bin/python" -c 'import wsigraph, torch, torch_geometric, openslide, papermill' \
   || { echo "bootstrap: the environment was installed but does not import; see the messages above" >&2; exit 1; }

@@ -187,7 +187,10 @@ def extract_features(
 
     summary: dict[str, dict] = {}
     jobs, ids = [], []
-    for slide_id, path, power in zip(slides["slide_id"], slides["path"], powers, strict=True):
+    rows = zip(slides["slide_id"], slides["path"], powers, strict=True)
+    for slide_id, path, power in tqdm(
+        list(rows), desc="tissue masks and tiles", unit="slide", disable=not progress
+    ):
         finished = _finished(feature_path(out_dir, slide_id), enc, settings)
         if finished is not None:
             summary[slide_id] = {
