@@ -6,9 +6,13 @@ import os
 from pathlib import Path
 
 import pytest
+import torch  # noqa: E402  (does not import triton)
 
-# Triton's interpreter must be chosen before any kernel module is imported (kernel tests).
-os.environ.setdefault("TRITON_INTERPRET", "1")
+# Without a GPU, Triton kernels are tested in Triton's interpreter, which must be chosen before
+# any kernel module is imported. With a GPU they compile for it (set TRITON_INTERPRET=1 to
+# force the interpreter there too).
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 from wsigraph.data.synthetic import SlideSpec, render_slide, write_pyramid_tiff  # noqa: E402

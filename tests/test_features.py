@@ -148,3 +148,23 @@ def test_cuda_extraction_matches_cpu(tmp_path, synthetic_slide):
 def test_bad_tiling_settings_are_refused(bad, message):
     with pytest.raises(ValueError, match=message):
         TilingSettings(**bad)
+
+
+def test_a_changed_slide_invalidates_its_features(tmp_path, synthetic_slide):
+    import shutil
+
+    from conftest import small_spec
+
+    from wsigraph.data.synthetic import render_slide, write_pyramid_tiff
+
+    path = tmp_path / "s.tif"
+    shutil.copy(synthetic_slide, path)
+    slides = pd.DataFrame({"slide_id": ["s"], "path": [str(path)]})
+    kw = dict(encoder="demo", num_workers=0, progress=False)
+    assert extract_features(slides, tmp_path / "f", SETTINGS, **kw)["status"].tolist() == ["done"]
+    assert extract_features(slides, tmp_path / "f", SETTINGS, **kw)["status"].tolist() == [
+        "skipped"
+    ]
+    spec = small_spec(seed=99)  # the slide is redrawn under the same name
+    write_pyramid_tiff(path, render_slide(spec), spec.base_mag, spec.mpp, min_side=128)
+    assert extract_features(slides, tmp_path / "f", SETTINGS, **kw)["status"].tolist() == ["done"]

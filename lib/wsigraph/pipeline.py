@@ -11,7 +11,8 @@ Usage::
 Each notebook ``notebooks/NN_name.ipynb`` runs with the parameters it declares in its cell
 tagged ``parameters``; ``-p NAME VALUE`` reaches every notebook that declares ``NAME`` (a name
 no notebook declares is an error). Executed copies go to ``results/<profile>/notebooks/`` with
-the resolved parameters beside them as ``NN_name.params.json``. The first failing notebook
+the resolved parameters beside them as ``NN_name.params.json``; ``04_train`` runs once per table
+run, into ``results/<profile>/runs/`` (see :func:`expand`). The first failing notebook
 stops the run with a message naming it and the executed copy that holds the traceback.
 """
 
@@ -24,6 +25,7 @@ import sys
 import time
 from pathlib import Path
 
+from wsigraph.io import write_text
 from wsigraph.profiles import PROFILES, REPO_ROOT, get_profile
 
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
@@ -100,17 +102,16 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
 
-    out_dir = profile.results_dir / "notebooks"
-    out_dir.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    for nb in selected:
-        params = {k: v for k, v in ({"profile": profile.name} | given).items() if k in declared[nb]}
-        output = out_dir / nb.name
-        resolved = declared[nb] | params
-        print(
-            f"run_all: {nb.stem} ({', '.join(f'{k}={v!r}' for k, v in params.items()) or 'defaults'})",
-            flush=True,
-        )
+    runs = [
+        (nb, params, out)
+        for nb in selected
+        for params, out in expand(nb, profile, given, declared[nb])
+    ]
+    for nb, params, output in runs:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        shown = ", ".join(f"{k}={v!r}" for k, v in params.items()) or "defaults"
+        print(f"run_all: {nb.stem} ({shown})", flush=True)
         t0 = time.time()
         try:
             pm.execute_notebook(
@@ -129,17 +130,48 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return 1
-        (out_dir / f"{nb.stem}.params.json").write_text(
-            json.dumps(
-                {"notebook": nb.name, "profile": profile.name, "parameters": resolved}, indent=2
-            )
-            + "\n"
+        record = {"notebook": nb.name, "profile": profile.name, "parameters": declared[nb] | params}
+        write_text(
+            output.with_suffix(".params.json"), json.dumps(record, indent=2, default=str) + "\n"
         )
         print(f"run_all: {nb.stem} done in {time.time() - t0:.0f} s -> {_rel(output)}", flush=True)
     print(
-        f"run_all: {len(selected)} notebook(s) on profile '{profile.name}' in {time.time() - started:.0f} s"
+        f"run_all: {len(runs)} notebook run(s) on profile '{profile.name}' in {time.time() - started:.0f} s"
     )
     return 0
+
+
+def expand(nb: Path, profile, given: dict, declared: dict) -> list[tuple[dict, Path]]:
+    """The executions of one notebook: ``(parameters, output path)`` pairs.
+
+    ``04_train`` runs once per table run that has a model (``wsigraph.tables``), into
+    ``results/<profile>/runs/<run name>.ipynb``; runs that are the same experiment under another
+    table (equal config key, e.g. H2-MIL in Table 1 and "L = 2" in Table 4) run once, and the
+    tables reuse their record. ``-p table/row/dataset/task`` narrow the runs. Every other
+    notebook runs once into ``results/<profile>/notebooks/``.
+    """
+    base = {k: v for k, v in ({"profile": profile.name} | given).items() if k in declared}
+    if nb.stem != "04_train":
+        return [(base, profile.results_dir / "notebooks" / nb.name)]
+    from wsigraph.tables import config_key, get_row, implemented_runs, run_name
+
+    wanted = {k: given[k] for k in ("table", "row", "dataset", "task") if k in given}
+    seen, out = set(), []
+    for table, row, dataset, task in implemented_runs():
+        run = {"table": table, "row": row, "dataset": dataset, "task": task}
+        key = config_key(get_row(table, row), dataset, task)
+        if any(run[k] != v for k, v in wanted.items()) or key in seen:
+            continue
+        seen.add(key)
+        out.append(
+            (
+                base | run,
+                profile.results_dir / "runs" / f"{run_name(table, row, dataset, task)}.ipynb",
+            )
+        )
+    if not out:
+        raise SystemExit(f"run_all: no implemented table run matches {wanted}")
+    return out
 
 
 def _rel(path: Path) -> str:

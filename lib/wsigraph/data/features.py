@@ -112,8 +112,8 @@ class PatchDataset(Dataset):
     """
 
     def __init__(self, jobs: list[tuple[Path, TileSet, float]]):
-        self.jobs = jobs  # (path, tiles, objective power)
-        sizes = np.array([len(t) for _, t, _ in jobs], np.int64)
+        self.jobs = jobs  # (path, tiles, objective power, slide hash)
+        sizes = np.array([len(job[1]) for job in jobs], np.int64)
         self.slide_of = np.repeat(np.arange(len(jobs)), sizes)
         self.tile_of = (
             np.concatenate([np.arange(n) for n in sizes]) if len(sizes) else np.zeros(0, np.int64)
@@ -125,7 +125,7 @@ class PatchDataset(Dataset):
 
     def __getitem__(self, idx: int) -> dict:
         s, i = int(self.slide_of[idx]), int(self.tile_of[idx])
-        path, tiles, power = self.jobs[s]
+        path, tiles, power, _ = self.jobs[s]
         try:
             patch = read_patch(self._slide(s, path, power), tiles, i)
             return {
@@ -191,17 +191,16 @@ def extract_features(
     for slide_id, path, power in tqdm(
         list(rows), desc="tissue masks and tiles", unit="slide", disable=not progress
     ):
-        finished = _finished(feature_path(out_dir, slide_id), enc, settings)
-        if finished is not None:
-            summary[slide_id] = {
-                "status": "skipped",
-                "n_patches": len(finished),
-            } | finished.counts()
-            continue
         try:
             with Slide(path, objective_power=_none_if_nan(power)) as slide:
+                stamp = slide.properties.get("openslide.quickhash-1", "")
+                finished = _finished(feature_path(out_dir, slide_id), enc, settings, stamp)
+                if finished is not None:
+                    counts = {"n_patches": len(finished)} | finished.counts()
+                    summary[slide_id] = {"status": "skipped"} | counts
+                    continue
                 tiles, _, _ = plan_slide(slide, settings)
-                jobs.append((Path(path), tiles, slide.base_magnification))
+                jobs.append((Path(path), tiles, slide.base_magnification, stamp))
                 ids.append(slide_id)
         except (SlideError, EmptyTissueError, ValueError) as e:
             summary[slide_id] = {"status": "failed", "error": str(e)}
@@ -250,7 +249,7 @@ def extract_features(
 def _finish_slide(
     slide_id, job, parts, enc: Encoder, settings: TilingSettings, out_dir: Path
 ) -> dict:
-    path, tiles, power = job
+    path, tiles, power, stamp = job
     errors = [e for _, _, errs in parts for e in errs if e]
     if errors:
         return {"status": "failed", "error": errors[0]}
@@ -266,6 +265,7 @@ def _finish_slide(
         "encoder": enc.name,
         "objective_power": float(power),
         "settings": _settings_key(enc, settings),
+        "slide_hash": stamp,
     }
     with atomic_path(feature_path(out_dir, slide_id)) as tmp:
         torch.save(record, tmp)
@@ -276,15 +276,19 @@ def _settings_key(enc: Encoder, settings: TilingSettings) -> str:
     return f"{enc.name}|{settings}"
 
 
-def _finished(path: Path, enc: Encoder, settings: TilingSettings) -> TileSet | None:
-    """The tiles of an existing, valid feature file made with the same settings, else None."""
+def _finished(path: Path, enc: Encoder, settings: TilingSettings, stamp: str) -> TileSet | None:
+    """The tiles of an existing, valid feature file made from the same slide (OpenSlide's
+    content quickhash) with the same settings, else None."""
     if not path.exists():
         return None
     try:
         record = load_features(path)
     except ValueError:
         return None
-    return record["tiles"] if record.get("settings") == _settings_key(enc, settings) else None
+    same = (
+        record.get("settings") == _settings_key(enc, settings) and record.get("slide_hash") == stamp
+    )
+    return record["tiles"] if same else None
 
 
 def _device(device: str) -> str:

@@ -16,16 +16,19 @@ elongated nuclei). With patches of ``cell`` = 64 px at 10x (128 level-0 px; the 
   chromatin checkerboard of 2 x 2 level-0 pixel blocks (+-``speckle_amplitude`` of the intensity) whose
   mean is zero: at 10x (level 1) it is a pixel-level checkerboard, at 5x (level 2) it averages
   out *exactly*, and every colour statistic is the same for both classes. Class 0 draws
-  ``q ~ U(0.45, 0.85)``, class 1 ``q ~ U(0.15, 0.55)``.
-* **Staging -- tissue architecture, visible at 5x and in the thumbnail, not inside a 10x
-  patch.** Tumour covers ~40 % of the tissue. It is laid out on the 128-px lattice of the 10x
-  grid (boundaries warped by ~3 px), so a 10x patch holds one tissue type whatever the
+  ``q ~ U(0.5, 0.9)``, class 1 ``q ~ U(0.1, 0.5)``.
+* **Staging -- needs two scales: tissue architecture (5x and thumbnail) and a stromal reaction
+  (10x only).** Tumour covers ~40 % of the tissue. It is laid out on the 128-px lattice of the
+  10x grid (boundaries warped by ~3 px), so a 10x patch holds one tissue type whatever the
   stage and the *bag* of 10x patches has the same composition for both classes. What differs is
   the arrangement: a fraction ``f`` (the infiltration) of the tumour lattice cells is scattered
   as isolated nests among stroma, the rest forms one compact mass. A 5x patch covers 2 x 2
-  lattice cells, so it sees tumour/stroma mixing in proportion to ``f``. Early stage (class 0)
-  draws ``f ~ U(0.0, 0.5)``, late stage (class 1) ``f ~ U(0.35, 0.9)``. A 10x-only model can
-  find it only through the spatial graph (neighbouring patches), not from patch features.
+  lattice cells, so it sees tumour/stroma mixing in proportion to ``f``. Independently, the
+  stroma of a fraction ``s`` of the lattice cells carries fine horizontal stripes (rows of 2
+  px, +-``stroma_amplitude``) that cancel exactly at 5x like the chromatin texture. Early stage
+  (class 0) draws ``f ~ 0.9 U(0, 0.6)`` and ``s ~ U(0, 0.6)``; late stage ``f ~ 0.9 U(0.4, 1)``
+  and ``s ~ U(0.4, 1)``: each half alone separates the classes only partly, both together
+  better -- so a model needs the mid *and* the bottom level for its best staging AUC.
 
 Staging is assigned stratified by typing and the signal strengths are spread evenly within
 each (typing, staging) cell, so that neither label leaks into the other's level. Per-slide stain strength varies (+-15 %), and
@@ -36,6 +39,8 @@ green or blue (saturated non-H&E hue) on ~40 % of slides, and dark debris specks
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import nullcontext
@@ -51,6 +56,9 @@ from scipy import ndimage
 from tqdm.auto import tqdm
 
 from wsigraph.io import atomic_path
+
+# Bump when render_slide changes, so that slides written by an older generator are redrawn.
+GENERATOR_VERSION = 3
 
 # Ruifrok & Johnston (2001) optical-density vectors, normalised.
 _H = np.array([0.65, 0.70, 0.29])
@@ -79,8 +87,10 @@ class SlideSpec:
     mpp: float = 0.5
     cell: int = 128  # level-0 side of the architecture lattice (= one 10x demo patch)
     speckle_fraction: float = 0.5  # q: fraction of tumour nuclei with fine chromatin texture
-    speckle_amplitude: float = 0.35
+    speckle_amplitude: float = 0.45
     infiltration: float = 0.5  # f: fraction of tumour cells scattered as nests
+    stroma_reaction: float = 0.5  # s: fraction of lattice cells whose stroma has fine stripes
+    stroma_amplitude: float = 0.08
     tumour_fraction: float = 0.4
     stain_h: float = 1.0
     stain_e: float = 1.0
@@ -142,12 +152,14 @@ def slide_specs(
     cells = 2 * typing + staging
     u_q = _stratified_uniform(np.random.default_rng([seed, 2]), cells)
     u_f = _stratified_uniform(np.random.default_rng([seed, 3]), cells)
-    q_all = np.where(typing == 1, 0.15 + 0.40 * u_q, 0.45 + 0.40 * u_q)
-    f_all = np.where(staging == 1, 0.35 + 0.55 * u_f, 0.50 * u_f)
+    q_all = np.where(typing == 1, 0.1 + 0.40 * u_q, 0.5 + 0.40 * u_q)
+    u_s = _stratified_uniform(np.random.default_rng([seed, 4]), cells)
+    f_all = 0.9 * (0.4 * staging + 0.6 * u_f)
+    s_all = 0.4 * staging + 0.6 * u_s
     specs = []
     for i in range(n_slides):
         rng = np.random.default_rng([seed, 1, i])
-        q, f = q_all[i], f_all[i]
+        q, f, s_react = q_all[i], f_all[i], s_all[i]
         pen = rng.choice(["green", "blue"]) if rng.random() < 0.4 else ""
         specs.append(
             SlideSpec(
@@ -163,6 +175,7 @@ def slide_specs(
                 cell=cell,
                 speckle_fraction=float(q),
                 infiltration=float(f),
+                stroma_reaction=float(s_react),
                 stain_h=float(rng.uniform(0.85, 1.15)),
                 stain_e=float(rng.uniform(0.85, 1.15)),
                 pen=str(pen),
@@ -203,10 +216,19 @@ def render_slide(spec: SlideSpec) -> np.ndarray:
     checker = np.where(((yy // 2) + (xx // 2)) % 2 == 0, 1.0, -1.0)
     # The amplitude is capped per block and channel so that no pixel clips at 0 or 255
     # (clipping would shift the mean and leak the label into 5x colour).
+    # Stromal reaction: rows of 2 pixels alternating, in the stroma of a fraction of the lattice
+    # cells (staging's fine-scale half); it cancels at 5x the same way.
+    stripes = np.where((yy // 2) % 2 == 0, 1.0, -1.0)
+    c = spec.cell
+    reactive = rng.random((-(-h // c)) * (-(-w // c))) < spec.stroma_reaction
+    reactive = reactive.reshape(-(-h // c), -(-w // c))[yy // c, xx // c] & stroma
+    clean = ~_add_artefacts(rng, rgb, tissue, spec.pen)  # textures stay off artefact blocks
+    texture = spec.speckle_amplitude * checker * _whole_blocks(nuclei_speckled * clean, 4) + (
+        spec.stroma_amplitude * stripes * _whole_blocks(reactive & clean, 4)
+    )
     mean, lo, hi = _block_stats(rgb, 4)
-    amp = np.minimum(spec.speckle_amplitude, np.minimum(lo, 255.0 - hi) / np.maximum(mean, 1e-6))
-    rgb += (checker * _whole_blocks(nuclei_speckled, 4))[..., None] * amp * mean
-    _add_artefacts(rng, rgb, tissue, spec.pen)
+    cap = np.minimum(lo, 255.0 - hi) / np.maximum(mean, 1e-6)
+    rgb += np.sign(texture)[..., None] * np.minimum(np.abs(texture)[..., None], cap) * mean
     return np.clip(np.round(rgb), 0, 255).astype(np.uint8)
 
 
@@ -326,7 +348,7 @@ def _is_written(spec: SlideSpec, path: Path) -> bool:
     try:
         with Slide(path) as s:
             s.verify()
-            return s.dimensions == (spec.width, spec.height) and f"seed = {spec.seed}" in s.comment
+            return s.dimensions == (spec.width, spec.height) and _spec_tag(spec) in s.comment
     except SlideError:
         return False
 
@@ -334,8 +356,14 @@ def _is_written(spec: SlideSpec, path: Path) -> bool:
 def _write_slide(job: tuple[SlideSpec, Path]) -> Path:
     spec, path = job
     return write_pyramid_tiff(
-        path, render_slide(spec), spec.base_mag, spec.mpp, note=f"seed = {spec.seed}"
+        path, render_slide(spec), spec.base_mag, spec.mpp, note=_spec_tag(spec)
     )
+
+
+def _spec_tag(spec: SlideSpec) -> str:
+    """Identifies everything that made the slide (and the generator version), for resuming."""
+    text = json.dumps(asdict(spec), sort_keys=True) + f"|generator {GENERATOR_VERSION}"
+    return f"spec = {hashlib.sha1(text.encode()).hexdigest()[:16]}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -465,17 +493,21 @@ def _stroma_nuclei(rng, stroma: np.ndarray) -> np.ndarray:
     return _stamp(h, w, cy, cx, ellipse, 8)
 
 
-def _add_artefacts(rng, rgb: np.ndarray, tissue: np.ndarray, pen: str) -> None:
+def _add_artefacts(rng, rgb: np.ndarray, tissue: np.ndarray, pen: str) -> np.ndarray:
+    """Draw glass smudge, debris and pen into ``rgb``; return the mask of pixels drawn on."""
     h, w = tissue.shape
     yy, xx = np.mgrid[0:h, 0:w]
     # Grey smudge on the glass: unsaturated, low variance.
     sy, sx = rng.uniform(0.1, 0.9) * h, rng.choice([0.08, 0.92]) * w
     smudge = ((yy - sy) / (0.08 * h)) ** 2 + ((xx - sx) / (0.05 * w)) ** 2 <= 1.0
     rgb[smudge & ~tissue] *= np.exp(-0.10)
+    touched = smudge & ~tissue
     # Dark debris specks anywhere.
     for _ in range(int(rng.integers(2, 5))):
         dy, dx, r = rng.uniform(0, h), rng.uniform(0, w), rng.uniform(6, 18)
-        rgb[(yy - dy) ** 2 + (xx - dx) ** 2 <= r**2] = 255.0 * np.exp(-2.2)
+        speck = (yy - dy) ** 2 + (xx - dx) ** 2 <= r**2
+        rgb[speck] = 255.0 * np.exp(-2.2)
+        touched |= speck
     # Pen stroke: a thick quadratic Bezier curve in non-H&E ink.
     if pen:
         ink = np.array([0.95, 0.08, 0.75]) if pen == "green" else np.array([1.1, 0.55, 0.05])
@@ -494,6 +526,8 @@ def _add_artefacts(rng, rgb: np.ndarray, tissue: np.ndarray, pen: str) -> None:
             > 0
         )
         rgb[stroke] = 255.0 * np.exp(-ink)
+        touched |= stroke
+    return touched
 
 
 def _whole_blocks(mask: np.ndarray, b: int) -> np.ndarray:

@@ -1,0 +1,200 @@
+"""Benchmark: RAConv forward + backward -- ours vs the official E x N formulation vs PyG GATConv.
+
+On pyramid graphs of about 500, 4,500, 20,000 and 100,000 nodes (thumbnail + a 5x grid + its 10x
+children, 30 % of cells removed as background), with 1024-d input features (KimiaNet), 4 heads
+and 256 channels, it times forward + backward (best of a few) and measures peak memory for:
+
+* ``ours``: :class:`wsigraph.nn.raconv.RAConv` on :func:`~wsigraph.nn.attention.segment_attention`
+  (the PyTorch reference on CPU; on CUDA the Triton kernel, and the reference as ``ours-reference``);
+* ``official``: RAConv as the official H2-MIL/HIGT code computes it -- prototypes by scattering
+  the *raw* neighbour features, two PyG-style message passings, and the product of the two
+  attentions matched through a boolean ``E x N'`` matrix (``torch.where(type_edge == soft_index
+  [:, None])``, N' = number of (node, resolution) prototypes). Re-implemented here from the
+  official code's structure for the comparison only; the library never uses it;
+* ``gatconv``: :class:`torch_geometric.nn.GATConv` with the same heads and channels.
+
+A method whose estimated memory exceeds the budget is skipped, and the output says so. Peak
+memory: ``torch.cuda.max_memory_allocated`` on CUDA; on CPU the peak of bytes held by torch
+tensors, from the profiler's allocation events. Ratios are measured side by side in this
+process. Writes ``results/benchmarks/attention.json``. Run: ``.venv/bin/python benchmarks/attention.py``.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch_geometric.nn import GATConv
+from torch_geometric.utils import scatter, softmax
+
+from wsigraph.bench import best_time, device_name, peak_bytes
+from wsigraph.graphs.pyramid import pyramid_edges
+from wsigraph.io import write_text
+from wsigraph.nn.raconv import RAConv
+
+ROOT = Path(__file__).resolve().parents[1]
+IN, HEADS, CH = 1024, 4, 256
+SIDES = {500: 14, 4_500: 41, 20_000: 87, 100_000: 194}  # nodes (~2.66 side^2) -> 5x grid side
+BOOL_MATRIX_LIMIT = 3e9  # E x N' booleans the official formulation may allocate
+
+
+class OfficialRAConv(nn.Module):
+    """RAConv as the official code computes it (for this benchmark only; see module docstring)."""
+
+    def __init__(self, in_channels: int, out_channels: int, heads: int, num_types: int = 3):
+        super().__init__()
+        self.H, self.C, self.T = heads, out_channels, num_types
+        self.lin = nn.Linear(in_channels, heads * out_channels, bias=False)
+        self.t_lin = nn.Linear(in_channels, heads * out_channels, bias=False)
+        self.att_l = nn.Parameter(torch.randn(1, heads, out_channels) * 0.05)
+        self.att_r = nn.Parameter(torch.randn(1, heads, out_channels) * 0.05)
+        self.t_att_l = nn.Parameter(torch.randn(1, heads, out_channels) * 0.05)
+        self.t_att_r = nn.Parameter(torch.randn(1, heads, out_channels) * 0.05)
+
+    def forward(self, x, edge_index, node_type):
+        N, H, C = x.size(0), self.H, self.C
+        src, dst = edge_index
+        x_l = self.lin(x).view(N, H, C)
+        a_l, a_r = (x_l * self.att_l).sum(-1), (x_l * self.att_r).sum(-1)
+        # resolution-level graph: one prototype node per (dst, type), mean of raw features
+        new_index = node_type[src] + dst * self.T
+        protos, inverse = torch.unique(new_index, return_inverse=True)
+        t_x = torch.cat(
+            [x, scatter(x[src], inverse, dim=0, dim_size=protos.numel(), reduce="mean")]
+        )
+        t_x = self.t_lin(t_x).view(-1, H, C)
+        t_al, t_ar = (t_x * self.t_att_l).sum(-1), (t_x * self.t_att_r).sum(-1)
+        p_src = torch.arange(protos.numel(), device=x.device) + N
+        p_dst = protos // self.T
+        t_alpha = softmax(
+            F.leaky_relu(t_al[p_src] + t_ar[p_dst], 0.2), p_dst, num_nodes=N
+        )  # [N', H]
+        # node-level attention within each (dst, type)
+        alpha = softmax(F.leaky_relu(a_l[src] + a_r[dst], 0.2), inverse, num_nodes=protos.numel())
+        # the official matching of each edge to its prototype: an E x N' boolean matrix
+        match = torch.where((p_src - N) == inverse[:, None])[-1]
+        alpha = t_alpha[match] * alpha
+        return scatter(x_l[src] * alpha.unsqueeze(-1), dst, dim=0, dim_size=N, reduce="sum").mean(1)
+
+
+def pyramid(nodes: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """edge_index and level of a pyramid graph of about ``nodes`` nodes."""
+    rng = np.random.default_rng(seed)
+    side = SIDES[nodes]
+    r5, c5 = np.divmod(np.flatnonzero(rng.random(side * side) < 0.7), side)
+    level, row, col, parent = [0], [0], [0], [-1]
+    level += [1] * len(r5)
+    row += r5.tolist()
+    col += c5.tolist()
+    parent += [0] * len(r5)
+    for k, (r, c) in enumerate(zip(r5, c5, strict=True), start=1):
+        for dr in (0, 1):
+            for dc in (0, 1):
+                if rng.random() < 0.7:
+                    (
+                        level.append(2),
+                        row.append(2 * r + dr),
+                        col.append(2 * c + dc),
+                        parent.append(k),
+                    )
+    edge_index, _ = pyramid_edges(np.array(level), np.array(row), np.array(col), np.array(parent))
+    return torch.from_numpy(edge_index), torch.tensor(level)
+
+
+def step(
+    model: nn.Module, x: torch.Tensor, edge_index: torch.Tensor, level: torch.Tensor, gat: bool
+) -> None:
+    out = model(x, edge_index) if gat else model(x, edge_index, level)
+    out.square().mean().backward()
+
+
+def measure(model, gat, x, edge_index, level, repeats, device) -> dict:
+    def run():
+        step(model, x, edge_index, level, gat)
+
+    times = best_time(run, repeats, device)
+    return {"seconds": min(times), "seconds_all": times, "peak_bytes": peak_bytes(run, device)}
+
+
+def _show(m: dict) -> str:
+    return f"{m['seconds'] * 1e3:10.1f} ms  peak {m['peak_bytes'] / 2**20:9.1f} MiB"
+
+
+def main() -> None:
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch.manual_seed(0)
+    results = []
+    for nodes in SIDES:
+        edge_index, level = pyramid(nodes)
+        N, E = level.numel(), edge_index.size(1)
+        x = torch.randn(N, IN)
+        edge_index, level, x = edge_index.to(device), level.to(device), x.to(device)
+        n_protos = int(torch.unique(edge_index[1] * 3 + level[edge_index[0]]).numel())
+        methods: dict[str, tuple[nn.Module, bool] | str] = {
+            "ours": (RAConv(IN, CH, num_levels=3, heads=HEADS).to(device), False),
+            "official": (OfficialRAConv(IN, CH, HEADS).to(device), False)
+            if E * n_protos <= BOOL_MATRIX_LIMIT
+            else f"skipped: its E x N' matrix would hold {E * n_protos / 1e9:.1f} G booleans",
+            "gatconv": (GATConv(IN, CH, heads=HEADS).to(device), True),
+        }
+        if device.type == "cpu" and N > 50_000:
+            methods["gatconv"] = "skipped on CPU above 50,000 nodes (minutes per step)"
+        row = {"nodes": N, "edges": E, "prototypes": n_protos, "methods": {}}
+        print(f"{N:>7} nodes, {E:>8} edges:")
+        for name, spec in methods.items():
+            if isinstance(spec, str):
+                row["methods"][name] = {"skipped": spec}
+                print(f"  {name:>15}: {spec}")
+                continue
+            model, gat = spec
+            repeats = 3 if N <= 20_000 else 1
+            row["methods"][name] = measure(model, gat, x, edge_index, level, repeats, device)
+            print(f"  {name:>15}: {_show(row['methods'][name])}")
+            if name == "ours" and device.type == "cuda":  # the reference on the GPU too
+                os.environ["WSIGRAPH_ATTENTION"] = "reference"
+                row["methods"]["ours-reference"] = measure(
+                    model, gat, x, edge_index, level, repeats, device
+                )
+                del os.environ["WSIGRAPH_ATTENTION"]
+                print(f"  {'ours-reference':>15}: {_show(row['methods']['ours-reference'])}")
+        ours = row["methods"]["ours"]
+        row["ratios_vs_ours"] = {
+            name: {
+                "time": m["seconds"] / ours["seconds"],
+                "peak_memory": m["peak_bytes"] / max(1, ours["peak_bytes"]),
+            }
+            for name, m in row["methods"].items()
+            if name != "ours" and "seconds" in m
+        }
+        for name, r in row["ratios_vs_ours"].items():
+            print(
+                f"  ours vs {name}: {r['time']:.1f}x faster, {r['peak_memory']:.1f}x less peak memory"
+            )
+        results.append(row)
+
+    out = {
+        "benchmark": "attention",
+        "what": "RAConv forward + backward (1024 -> 4 heads x 256), ours vs official E x N vs PyG GATConv",
+        "device": device_name(device),
+        "threads": torch.get_num_threads(),
+        "peak_memory_method": "torch.cuda.max_memory_allocated"
+        if device.type == "cuda"
+        else "torch.profiler allocation events (bytes held by CPU tensors)",
+        "results": results,
+        "versions": {"python": sys.version.split()[0], "torch": torch.__version__},
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    }
+    name = "attention_cuda.json" if device.type == "cuda" else "attention.json"
+    write_text(ROOT / "results" / "benchmarks" / name, json.dumps(out, indent=2) + "\n")
+    print(f"wrote results/benchmarks/{name}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,83 @@
+"""Measurement helpers for ``benchmarks/``: wall time and peak tensor memory, CPU or CUDA."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+
+import torch
+
+
+def cpu_name() -> str:
+    """The CPU model from /proc/cpuinfo (Linux), else what ``platform`` reports."""
+    import platform
+
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU: {cpu_name()}"
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def best_time(
+    fn: Callable[[], object], repeats: int, device: torch.device, warmup: int = 1
+) -> list[float]:
+    """Wall seconds of ``repeats`` calls of ``fn`` after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        synchronize(device)
+        start = time.perf_counter()
+        fn()
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def _walk(events) -> Iterator:
+    for event in events:
+        yield event
+        yield from _walk(event.children)
+
+
+def peak_bytes(fn: Callable[[], object], device: torch.device) -> int:
+    """Most bytes held by torch tensors while ``fn`` runs, above those held before.
+
+    CUDA: ``torch.cuda.max_memory_allocated``. CPU: the largest running total of the CPU
+    allocator seen in the profiler's allocation events (``profile_memory=True``).
+    """
+    if device.type == "cuda":
+        synchronize(device)
+        before = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        fn()
+        synchronize(device)
+        return torch.cuda.max_memory_allocated(device) - before
+    from torch._C._profiler import _EventType
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    tree = prof.profiler.kineto_results.experimental_event_tree()
+    events = [
+        e.extra_fields
+        for e in _walk(tree)
+        if e.tag == _EventType.Allocation and e.extra_fields.device.type == "cpu"
+    ]
+    if not events:
+        return 0
+    events.sort(key=lambda f: f.start_time_ns if hasattr(f, "start_time_ns") else 0)
+    before = events[0].total_allocated - events[0].alloc_size  # held before fn's first allocation
+    return max(f.total_allocated for f in events) - before

@@ -1,0 +1,148 @@
+"""H2-MIL (Hou et al., AAAI 2022): L blocks of RAConv + IHPool on the pyramid graph.
+
+Fig. 2 and Eq. 6 of the paper: each block is a convolution, an activation and a pooling; every
+block's pooled graph is read out and the read-outs are summed; a classifier maps the sum to
+class logits. The ablations of Tables 1-2 swap the convolution (GCN, GAT, HGAT) or the pooling
+(GAP = none plus global mean, TopK, SAGPool); Table 3 keeps a subset of the pyramid levels and
+Table 4 varies L -- all through :class:`H2MILConfig`.
+
+Choices where the paper is silent: a read-out is the global mean (``readout="mean"``) of the
+pooled nodes; the hidden size equals the read-out size; the classifier is
+dropout -> linear -> ReLU -> dropout -> linear. The loss is cross-entropy on the logits: Eq. 6's
+softmax is applied only for probabilities (the official code applies it twice before the loss).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch_geometric.nn import (
+    GATConv,
+    GCNConv,
+    SAGPooling,
+    TopKPooling,
+    global_max_pool,
+    global_mean_pool,
+)
+
+from wsigraph.graphs.pyramid import SCALING, SPATIAL
+from wsigraph.models import register
+from wsigraph.nn.ihpool import IHPool, PoolInfo, Pyramid, from_batch, keep_levels
+from wsigraph.nn.raconv import HGATConv, RAConv
+
+CONVS = ("raconv", "gcn", "gat", "hgat")
+POOLS = ("ihpool", "gap", "topk", "sag")
+
+
+@dataclass
+class H2MILConfig:
+    conv: str = "raconv"  # raconv | gcn | gat | hgat  (Tables 1-2 ablation)
+    pool: str = "ihpool"  # ihpool | gap | topk | sag (Tables 1-2 ablation)
+    levels: tuple[int, ...] = (0, 1, 2)  # pyramid levels kept (Table 3): 0 thumb, 1 mid, 2 bottom
+    layers: int = 2  # L (Table 4)
+    hidden: int = 128  # read-out dimension, {128, 256, 512} in the paper
+    heads: int = 1
+    ratio: float = 0.2  # IHPool / TopK / SAG ratio, {0.1 ... 0.4} in the paper
+    dropout: float = 0.2  # {0 ... 0.4} in the paper
+    readout: str = "mean"  # mean | max
+    official_compat: bool = False  # IHPool's plain-mean S, as the official code
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.levels = tuple(sorted(self.levels))
+        for name, value, allowed in (
+            ("conv", self.conv, CONVS),
+            ("pool", self.pool, POOLS),
+            ("readout", self.readout, ("mean", "max")),
+        ):
+            if value not in allowed:
+                raise ValueError(f"unknown {name} {value!r}; allowed: {', '.join(allowed)}")
+        if self.layers < 1:
+            raise ValueError(f"layers (L) must be >= 1, got {self.layers}")
+        if 0 not in self.levels:
+            raise ValueError(f"levels must include 0 (the thumbnail), got {self.levels}")
+
+
+@register("h2mil")
+class H2MIL(nn.Module):
+    """H2-MIL and its ablations. ``forward(batch)`` -> logits ``[B, n_classes]``."""
+
+    def __init__(self, in_dim: int, n_classes: int, **config):
+        super().__init__()
+        self.config = c = H2MILConfig(**config)
+        R = len(c.levels)
+        self.convs = nn.ModuleList(
+            _conv(c, in_dim if i == 0 else c.hidden, R) for i in range(c.layers)
+        )
+        self.pools = nn.ModuleList(_pool(c, R) for _ in range(c.layers))
+        self.classifier = nn.Sequential(
+            nn.Dropout(c.dropout),
+            nn.Linear(c.hidden, c.hidden),
+            nn.ReLU(),
+            nn.Dropout(c.dropout),
+            nn.Linear(c.hidden, n_classes),
+        )
+
+    def forward(
+        self, data, return_info: bool = False
+    ) -> Tensor | tuple[Tensor, list[PoolInfo | None]]:
+        p = from_batch(data)
+        if self.config.levels != tuple(range(int(p.level.max()) + 1)):
+            p = keep_levels(p, self.config.levels)
+        readout = 0
+        infos: list[PoolInfo | None] = []
+        for conv, pool in zip(self.convs, self.pools, strict=True):
+            p = p.replace(x=F.relu(_apply_conv(conv, p)))  # [N, hidden]
+            p, info = _apply_pool(pool, p)
+            infos.append(info)
+            read = global_mean_pool if self.config.readout == "mean" else global_max_pool
+            readout = readout + read(p.x, p.batch, size=p.num_graphs)  # [B, hidden], summed (Eq. 6)
+        logits = self.classifier(readout)  # [B, n_classes]
+        return (logits, infos) if return_info else logits
+
+    def settings(self) -> dict:
+        return asdict(self.config)
+
+
+def _conv(c: H2MILConfig, in_dim: int, num_levels: int) -> nn.Module:
+    if c.conv == "raconv":
+        return RAConv(in_dim, c.hidden, num_levels=num_levels, heads=c.heads, dropout=c.dropout)
+    if c.conv == "hgat":
+        return HGATConv(in_dim, c.hidden, num_levels=num_levels, heads=c.heads, dropout=c.dropout)
+    if c.conv == "gat":
+        return GATConv(in_dim, c.hidden, heads=c.heads, concat=False, dropout=c.dropout)
+    return GCNConv(in_dim, c.hidden)
+
+
+def _apply_conv(conv: nn.Module, p: Pyramid) -> Tensor:
+    if isinstance(conv, RAConv | HGATConv):
+        return conv(p.x, p.edge_index, p.level)
+    return conv(p.x, p.edge_index)
+
+
+def _pool(c: H2MILConfig, num_levels: int) -> nn.Module | None:
+    if c.pool == "ihpool":
+        return IHPool(
+            c.hidden, ratio=c.ratio, num_levels=num_levels, official_compat=c.official_compat
+        )
+    if c.pool == "topk":
+        return TopKPooling(c.hidden, ratio=c.ratio)
+    if c.pool == "sag":
+        return SAGPooling(c.hidden, ratio=c.ratio)
+    return None  # gap: no hierarchical pooling, only the global mean read-out
+
+
+def _apply_pool(pool: nn.Module | None, p: Pyramid) -> tuple[Pyramid, PoolInfo | None]:
+    if pool is None:
+        return p, None
+    if isinstance(pool, IHPool):
+        return pool(p)
+    # PyG TopK / SAG pooling keep a subset of nodes; carry their level and position along.
+    x, edge_index, _, batch, perm, _ = pool(p.x, p.edge_index, batch=p.batch)
+    level = p.level[perm]
+    edge_type = torch.where(level[edge_index[0]] == level[edge_index[1]], SPATIAL, SCALING)
+    parent = torch.full_like(perm, -1)  # the pyramid's parent links do not survive top-k selection
+    return Pyramid(x, edge_index, edge_type, level, p.grid[perm], parent, batch, p.num_graphs), None

@@ -1,0 +1,635 @@
+"""The paper-table registry: every reproduced table, its rows, the model behind each row, and
+the numbers the paper published for it.
+
+A :class:`Table` lists its rows in the paper's order; each :class:`Row` names the model that
+produces it (``wsigraph.models.build_model(row.model, in_dim, n_classes, **config)``, ``model
+is None`` meaning "not implemented yet") and carries the paper's value for every printed cell
+as a :class:`PaperValue` (percent, exactly as printed, with the place it was read from).
+:func:`render` puts our measured mean ± std beside the paper's value and their difference; a
+row we have not run shows "not run yet", never a number.
+
+Where the numbers come from
+    Typed in by hand from the paper texts in ``../shared/papers``:
+    H2-MIL (AAAI 2022, ``000_d2f63223306d16ff.txt``) Tables 1-4 and HIGT (MICCAI 2023,
+    ``001_9dce4a7616eb1d99.txt``) Tables 1-3. Each row's numbers are kept below as the
+    literal string printed in the paper (``"68.74± 3.90 75.50± 4.82 ..."``, odd spacing
+    included), so a reader can find the line in the paper text verbatim;
+    ``tests/test_tables.py`` checks that it is there. Every :class:`PaperValue` has a
+    ``source`` such as ``"H2-MIL Table 1, row 'MinMax', Typing ACC"`` quoting the row as
+    printed. Tables 3 and 4 of H2-MIL print the mean AUC only, so their ``std`` is ``None``.
+
+Ambiguities in the papers and the choices made
+    * Row spelling. H2-MIL Table 1 prints "RAConv+GAP", "RAConv+TopK", "RAConv+SAGP" while
+      Table 2 prints "RAConv + GAP" etc. (and both print "GCN + IHPool"). The registry uses one
+      canonical name per row, with spaces around "+" (Table 2's spelling); ``source`` keeps
+      the spelling printed in the table the number came from (``Row.printed``).
+    * HIGT's full model is printed as "Ours"; here it is named ``"HIGT (Ours)"`` so that it is
+      not mistaken for *our* (this repository's) column. Its ablations keep their printed
+      names ("Ours w/o SSA", ...). HIGT's citation marks are dropped ("ABMIL [9]" -> "ABMIL").
+    * H2-MIL's number of IHPool layers L. Table 4 says L = 2 is best for ESCA typing, ESCA
+      staging and KICA typing, and L = 1 for KICA staging (also stated in the text); and the
+      H2-MIL row of Table 2 and the "Thu. + Mid. + Bot." row of Table 3 print KICA staging
+      AUC 69.16, which is Table 4's "L = 1" value, not its "L = 2" value (68.18). So the
+      published H2-MIL uses L = 2 except for KICA staging, where it uses L = 1. The H2-MIL
+      family rows of Tables 1-3 (H2-MIL, its ablations, the schemes) therefore carry
+      ``cell_config={("kica", "staging"): {"layers": 1}}`` on top of ``layers: 2``; Table 4
+      sets L explicitly. :func:`run_config` returns the merged config of one run, and shared
+      runs are: H2-MIL = "Thu. + Mid. + Bot." = "L = 2" for three cells and = "L = 1" for
+      KICA staging (the paper prints the same AUC in each group).
+    * H2-MIL reports F1 in Tables 1-2 without saying which average; we compute macro F1.
+    * HIGT's "H2-MIL" rows are HIGT's re-run of H2-MIL on HIGT's larger cohorts (ESCA 161,
+      KICA 371 cases, against H2-MIL's 135 and 275), so they differ from H2-MIL's own tables.
+    * HIGT Table 3's first row is printed "H2-MIL + HIViT" and described in the text as HIGT
+      with RAConv+ replaced by the original RAConv.
+    * Printed as is, though unusual: HIGT Table 2 "ABMIL" typing ACC 98.86 > AUC 97.76; HIGT
+      Table 3 "Ours w/o BI" typing AUC 98.04 ± 8.30 (a std that large at that mean needs a
+      fold far below the others).
+    * Column order follows each paper: H2-MIL Typing then Staging, ACC AUC F1; HIGT Staging
+      then Typing, AUC then ACC.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from wsigraph.io import atomic_path
+
+DATASETS = {"esca": "ESCA", "kica": "KICA"}
+TASKS = {"typing": "Typing", "staging": "Staging"}
+METRICS = {"acc": "ACC", "auc": "AUC", "f1": "F1"}
+GROUPS = ("SOTA", "Ablation", "Ours", "Scheme", "Setting")
+NOT_RUN = "not run yet"
+NOT_MEASURED = "not measured"
+PAPER_NOTE = "paper numbers as published; ours measured by this repository"
+
+
+@dataclass(frozen=True)
+class PaperValue:
+    """One published number, in percent as printed; ``std`` is ``None`` where none is printed."""
+
+    mean: float
+    std: float | None
+    source: str
+
+    def __str__(self) -> str:
+        return f"{self.mean:.2f}" if self.std is None else f"{self.mean:.2f} ± {self.std:.2f}"
+
+
+@dataclass(frozen=True)
+class Row:
+    """One row of a paper table.
+
+    Args:
+        name: canonical row name (as printed; see the module docstring for the few choices).
+        group: "SOTA", "Ablation", "Ours", "Scheme" or "Setting".
+        model: name for :func:`wsigraph.models.build_model`; ``None`` = not implemented yet.
+        config: keyword arguments of the model for every cell of the row.
+        paper: ``(dataset, task, metric) -> PaperValue``.
+        printed: the name exactly as printed in this table (the registry always sets it).
+        cell_config: ``(dataset, task) -> overrides`` of ``config`` for single cells
+            (default: none). Use :func:`run_config` to get the config of one run.
+    """
+
+    name: str
+    group: str
+    model: str | None
+    config: dict
+    paper: dict
+    printed: str = ""
+    cell_config: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Table:
+    """One paper table: its columns (datasets x tasks x metrics, in printed order) and rows."""
+
+    id: str
+    paper: str
+    number: int
+    title: str
+    datasets: tuple
+    tasks: tuple
+    metrics: tuple
+    rows: tuple
+    caption: str
+    row_header: str = "Method"
+
+    @property
+    def columns(self) -> list[tuple[str, str, str]]:
+        """Every ``(dataset, task, metric)`` cell of a row, in the paper's column order."""
+        return [(d, t, m) for d in self.datasets for t in self.tasks for m in self.metrics]
+
+    @property
+    def row_names(self) -> list[str]:
+        return [r.name for r in self.rows]
+
+
+# ----------------------------------------------------------------------------------------
+# Typed-in tables: row name -> the row's numbers exactly as printed in the paper (one string,
+# printed spacing kept), in the paper's column order. Models and configs are attached below.
+# ----------------------------------------------------------------------------------------
+
+_H2MIL = {"conv": "raconv", "pool": "ihpool", "levels": (0, 1, 2), "layers": 2}
+# The published H2-MIL uses L = 1 for KICA staging (see the module docstring).
+_H2MIL_CELLS = {("kica", "staging"): {"layers": 1}}
+
+
+def _h2(**changes) -> dict:
+    return _H2MIL | changes
+
+
+_H2MIL_SOTA = ("MIL-CNN", "MinMax", "MIL-RNN", "MS-DA-MIL", "DS-MIL", "PTree-Net")
+_H2MIL_ABLATION = {
+    "GCN + IHPool": _h2(conv="gcn"),
+    "GAT + IHPool": _h2(conv="gat"),
+    "HGAT + IHPool": _h2(conv="hgat"),
+    "RAConv + GAP": _h2(pool="gap"),
+    "RAConv + TopK": _h2(pool="topk"),
+    "RAConv + SAGP": _h2(pool="sag"),
+}
+
+_H2MIL_T1 = {
+    "MIL-CNN": "68.74± 3.90 75.50± 4.82 67.89± 2.59 56.59± 2.46 57.73± 7.02 53.20± 2.82",
+    "MinMax": "86.44± 2.69 91.78± 3.09 85.94± 3.71 58.52± 3.14 60.88± 4.37 57.15± 3.78",
+    "MIL-RNN": "81.33± 3.16 87.50± 2.65 80.20± 1.99 64.74± 3.43 63.25± 3.05 63.05± 2.69",
+    "MS-DA-MIL": "88.89± 3.70 92.27± 4.67 88.22± 3.88 69.13± 2.13 72.53± 3.32 64.14± 5.36",
+    "DS-MIL": "87.26± 2.01 92.47± 1.65 86.26± 1.99 66.67± 1.78 69.23± 2.66 65.38± 2.63",
+    "PTree-Net": "88.29± 1.27 91.03± 0.97 86.32± 1.12 65.78± 1.44 64.52± 3.18 63.42± 3.49",
+    "GCN + IHPool": "87.41± 2.34 92.58± 1.71 85.80± 2.85 68.00± 2.74 71.06± 2.38 67.97± 2.89",
+    "GAT + IHPool": "89.93± 1.60 91.68± 2.09 89.10± 1.60 69.18± 1.44 71.16± 2.20 68.23± 1.43",
+    "HGAT + IHPool": "90.96± 1.19 93.15± 1.48 89.71± 0.83 69.48± 2.31 72.14± 0.38 69.86± 2.96",
+    "RAConv + GAP": "90.07± 1.66 91.57± 1.51 88.58± 2.18 67.25± 2.93 69.59± 3.87 65.11± 5.03",
+    "RAConv + TopK": "89.63± 1.41 90.84± 2.48 87.97± 1.71 68.00± 1.60 69.43± 1.23 67.26± 1.08",
+    "RAConv + SAGP": "87.70± 1.97 90.22± 2.79 87.09± 1.71 68.89± 1.23 71.25± 2.24 65.21± 2.74",
+    "H2-MIL": "91.56 ± 1.60 96.40 ± 0.59 91.01 ± 1.83 72.89 ± 2.32 76.36 ± 1.69 71.92 ± 2.56",
+}
+# Table 1 prints these three without spaces around "+".
+_H2MIL_T1_PRINTED = {
+    "RAConv + GAP": "RAConv+GAP",
+    "RAConv + TopK": "RAConv+TopK",
+    "RAConv + SAGP": "RAConv+SAGP",
+}
+
+_H2MIL_T2 = {
+    "MIL-CNN": "68.44± 4.69 67.66± 5.76 60.40± 4.69 58.98± 3.78 59.68± 1.05 49.72± 1.68",
+    "MinMax": "92.76± 0.77 96.69± 0.36 91.37± 0.69 64.29± 4.83 59.22± 3.34 54.27± 3.63",
+    "MIL-RNN": "89.75± 2.27 94.41± 1.32 87.37± 2.29 62.55± 3.64 56.80± 3.43 54.22± 4.18",
+    "MS-DA-MIL": "93.52± 1.31 94.77± 2.96 87.68± 2.78 65.45± 1.82 64.69± 4.18 62.06± 4.25",
+    "DS-MIL": "91.19± 1.91 95.87± 1.13 90.10± 1.88 67.41± 4.45 60.25± 3.81 56.08± 4.66",
+    "PTree-Net": "91.20± 2.19 94.94± 1.46 88.98± 3.40 66.18± 4.66 56.95± 2.83 53.00± 3.13",
+    "GCN + IHPool": "91.78± 0.71 95.04± 1.17 89.97± 1.03 65.89± 4.03 61.70± 3.22 56.68± 2.72",
+    "GAT + IHPool": "93.45± 0.97 96.53± 1.10 92.33± 1.55 69.01± 3.40 62.44± 2.86 58.52± 1.66",
+    "HGAT + IHPool": "93.16± 1.11 96.57± 0.67 91.99± 1.25 69.75± 4.03 60.42± 2.55 54.23± 1.44",
+    "RAConv + GAP": "92.58± 1.35 94.51± 1.08 91.00± 1.20 64.80± 4.06 62.51± 5.72 58.73± 3.20",
+    "RAConv + TopK": "89.45± 1.21 93.89± 0.88 88.32± 1.19 66.04± 2.96 61.69± 5.01 57.63± 3.24",
+    "RAConv + SAGP": "90.83± 0.84 93.09± 1.67 88.04± 1.67 65.16± 1.58 60.43± 3.35 58.37± 4.48",
+    "H2-MIL": "95.05 ± 0.49 98.05 ± 0.57 93.30 ± 1.34 70.62 ± 2.60 69.16 ± 1.52 63.51 ± 5.01",
+}
+
+# Mean AUC only: ESCA Typing, ESCA Staging, KICA Typing, KICA Staging.
+_H2MIL_T3 = {
+    "Thu. + Mid.": ("87.17 70.98 93.31 64.59", (0, 1)),
+    "Thu. + Bot.": ("94.49 73.20 96.13 64.57", (0, 2)),
+    "Thu. + Mid. + Bot.": ("96.40 76.36 98.05 69.16", (0, 1, 2)),
+}
+_H2MIL_T4 = {
+    "L = 1": "94.64 76.04 97.50 69.16",
+    "L = 2": "96.40 76.36 98.05 68.18",
+    "L = 3": "95.46 74.86 97.44 65.42",
+    "L = 4": "93.30 74.09 97.52 64.24",
+}
+
+# HIGT: Staging AUC, Staging ACC, Typing AUC, Typing ACC. Printed name -> numbers.
+_HIGT_SOTA = (
+    ("ABMIL [9]", "ABMIL"),
+    ("CLAM-SB [12]", "CLAM-SB"),
+    ("DeepAttnMIL [18]", "DeepAttnMIL"),
+    ("DS-MIL [11]", "DS-MIL"),
+    ("LA-MIL [15]", "LA-MIL"),
+    ("H2-MIL [7]", "H2-MIL"),
+    ("HIPT [3]", "HIPT"),
+)
+_HIGT_OURS = "HIGT (Ours)"
+_HIGT_T1 = {
+    "ABMIL [9]": "64.53± 4.80 64.39± 5.05 94.11± 2.69 93.07± 2.68",
+    "CLAM-SB [12]": "67.45± 5.40 67.29± 5.18 93.79± 5.52 93.47± 5.77",
+    "DeepAttnMIL [18]": "67.96± 5.52 67.53± 4.96 95.68± 1.94 94.43± 3.04",
+    "DS-MIL [11]": "66.92± 5.28 66.83± 5.57 95.96± 3.07 94.77± 4.10",
+    "LA-MIL [15]": "63.93± 6.19 63.45± 6.19 95.23± 3.75 94.69± 3.94",
+    "H2-MIL [7]": "63.20± 8.36 62.72± 8.32 91.88± 4.17 91.31± 4.18",
+    "HIPT [3]": "68.59± 5.62 68.45± 6.39 94.62± 2.34 93.01± 3.28",
+    "Ours": "71.11 ± 6.04 70.53 ± 5.41 96.81 ± 2.49 96.16 ± 2.85",
+}
+_HIGT_T2 = {
+    "ABMIL [9]": "77.40± 3.87 75.94± 5.06 97.76± 1.74 98.86± 0.69",
+    "CLAM-SB [12]": "77.16± 3.64 76.61± 4.31 96.76± 3.42 97.13± 2.99",
+    "DeepAttnMIL [18]": "76.77± 1.94 75.94± 2.41 97.44± 1.04 96.30± 2.63",
+    "DS-MIL [11]": "77.33± 4.11 76.57± 5.14 98.03± 1.13 97.31± 1.85",
+    "LA-MIL [15]": "69.37± 5.27 68.73± 5.09 98.34± 0.98 97.71± 1.76",
+    "H2-MIL [7]": "65.59± 6.65 64.48± 6.20 98.06± 1.43 96.99± 3.01",
+    "HIPT [3]": "75.93± 2.01 75.34± 2.31 98.71± 0.49 97.32± 2.24",
+    "Ours": "78.80 ± 2.10 76.80 ± 2.30 98.90 ± 0.60 97.90 ± 1.40",
+}
+_HIGT_T3 = {
+    "H2-MIL + HIViT": "77.35± 3.41 77.16 ± 3.29 98.56± 1.01 95.00± 1.75",
+    "Ours w/o SSA": "73.45± 8.48 71.47± 3.21 97.94± 2.51 97.42± 2.65",
+    "Ours w/o BI": "72.42± 2.09 71.34± 7.23 98.04± 8.30 96.54± 2.80",
+    "Ours w/o Fusion": "77.87± 2.09 76.80± 2.95 98.46± 0.88 97.35± 1.81",
+    "Ours": "78.80 ± 2.10 76.80± 2.30 98.90 ± 0.60 97.90 ± 1.40",
+}
+
+_NUMBER = re.compile(r"(\d+\.\d+)(?:\s*±\s*(\d+\.\d+))?")
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+def _parse(printed: str) -> list[tuple[float, float | None]]:
+    """``"68.74± 3.90 75.50"`` -> ``[(68.74, 3.90), (75.50, None)]``."""
+    values = [(float(m), float(s) if s else None) for m, s in _NUMBER.findall(printed)]
+    if _NUMBER.sub("", printed).strip():
+        raise ValueError(f"unparsed text in {printed!r}")
+    return values
+
+
+def _cell_name(table: Table, dataset: str, task: str, metric: str) -> str:
+    parts = ([DATASETS[dataset]] if len(table.datasets) > 1 else []) + [TASKS[task]]
+    return " ".join(parts + [METRICS[metric]])
+
+
+def _row(
+    table: Table,
+    name: str,
+    group: str,
+    numbers: str,
+    model: str | None = None,
+    config: dict | None = None,
+    printed: str | None = None,
+    cell_config: dict | None = None,
+) -> Row:
+    printed = printed or name
+    values = _parse(numbers)
+    columns = table.columns
+    if len(values) != len(columns):
+        raise ValueError(f"{table.id} row {name!r}: {len(values)} numbers for {len(columns)} cells")
+    note = "" if all(s is not None for _, s in values) else " (mean only; no std printed)"
+    paper = {
+        cell: PaperValue(
+            mean,
+            std,
+            f"{table.paper} Table {table.number}, row '{printed}', {_cell_name(table, *cell)}{note}",
+        )
+        for cell, (mean, std) in zip(columns, values, strict=True)
+    }
+    return Row(name, group, model, dict(config or {}), paper, printed, dict(cell_config or {}))
+
+
+def _table(rows: list[dict], **kw) -> Table:
+    """Build a table from row specs (keyword arguments of :func:`_row` besides the table)."""
+    shell = Table(rows=(), **kw)  # columns, id and paper, for parsing and sources
+    return Table(rows=tuple(_row(shell, **spec) for spec in rows), **kw)
+
+
+def _h2mil_cohort_table(number: int, dataset: str, numbers: dict, printed: dict) -> Table:
+    assert list(numbers) == [*_H2MIL_SOTA, *_H2MIL_ABLATION, "H2-MIL"]
+    rows = []
+    for name, text in numbers.items():
+        spec = dict(name=name, numbers=text, printed=printed.get(name))
+        if name in _H2MIL_SOTA:
+            spec |= dict(group="SOTA")
+        else:
+            config = _H2MIL_ABLATION.get(name, _H2MIL)
+            group = "Ours" if name == "H2-MIL" else "Ablation"
+            spec |= dict(group=group, model="h2mil", config=config, cell_config=_H2MIL_CELLS)
+        rows.append(spec)
+    cohort = DATASETS[dataset]
+    return _table(
+        rows,
+        id=f"h2mil_table{number}",
+        paper="H2-MIL",
+        number=number,
+        title=f"Classification results on the {cohort} cohort",
+        datasets=(dataset,),
+        tasks=("typing", "staging"),
+        metrics=("acc", "auc", "f1"),
+        caption=f"Classification results on the {cohort} cohort. We use the same patch "
+        "feature extractor for all methods.",
+    )
+
+
+def _higt_name(printed: str) -> str:
+    return _HIGT_OURS if printed == "Ours" else dict(_HIGT_SOTA).get(printed, printed)
+
+
+def _higt_table(number: int, dataset: str, numbers: dict, title: str, caption: str) -> Table:
+    rows = [
+        dict(
+            name=_higt_name(printed),
+            group="Ours" if printed == "Ours" else ("SOTA" if number < 3 else "Ablation"),
+            numbers=text,
+            printed=printed,
+        )
+        for printed, text in numbers.items()
+    ]
+    return _table(
+        rows,
+        id=f"higt_table{number}",
+        paper="HIGT",
+        number=number,
+        title=title,
+        datasets=(dataset,),
+        tasks=("staging", "typing"),
+        metrics=("auc", "acc"),
+        caption=caption,
+    )
+
+
+def _build() -> dict[str, Table]:
+    t1 = _h2mil_cohort_table(1, "esca", _H2MIL_T1, _H2MIL_T1_PRINTED)
+    t2 = _h2mil_cohort_table(2, "kica", _H2MIL_T2, {})
+    both = dict(datasets=("esca", "kica"), tasks=("typing", "staging"), metrics=("auc",))
+    t3 = _table(
+        [
+            dict(
+                name=name,
+                group="Scheme",
+                numbers=text,
+                model="h2mil",
+                config=_h2(levels=levels),
+                cell_config=_H2MIL_CELLS,
+            )
+            for name, (text, levels) in _H2MIL_T3.items()
+        ],
+        id="h2mil_table3",
+        paper="H2-MIL",
+        number=3,
+        title="Comparison of different multi-resolution schemes in H2-MIL (mean AUC)",
+        caption="Comparison of different multi-resolution schemes in H2-MIL. Thu., Mid., and "
+        "Bot. denotes the thumbnail, middle-level, and bottom-level of WSI pyramid, "
+        "respectively. The mean AUC is reported.",
+        row_header="Scheme",
+        **both,
+    )
+    t4 = _table(
+        [
+            dict(
+                name=name,
+                group="Setting",
+                numbers=text,
+                model="h2mil",
+                config=_h2(layers=int(name.removeprefix("L = "))),
+            )
+            for name, text in _H2MIL_T4.items()
+        ],
+        id="h2mil_table4",
+        paper="H2-MIL",
+        number=4,
+        title="Performance of H2-MIL with respect to different settings of L (mean AUC)",
+        caption="Performance of H2-MIL with respect to different settings of L. The mean AUC "
+        "is reported.",
+        row_header="Setting",
+        **both,
+    )
+    assert list(_HIGT_T1) == list(_HIGT_T2) == [p for p, _ in _HIGT_SOTA] + ["Ours"]
+    h1, h2 = (
+        _higt_table(
+            n,
+            d,
+            numbers,
+            f"Comparison with other methods on {DATASETS[d]}",
+            f"Comparison with other methods on {DATASETS[d]}. Top results are shown in bold.",
+        )
+        for n, d, numbers in ((1, "esca", _HIGT_T1), (2, "kica", _HIGT_T2))
+    )
+    h3 = _higt_table(
+        3,
+        "kica",
+        _HIGT_T3,
+        "Ablation analysis on KICA dataset",
+        "Ablation analysis on KICA dataset.",
+    )
+    tables = {t.id: t for t in (t1, t2, t3, t4, h1, h2, h3)}
+    for table in tables.values():
+        _check(table)
+    return tables
+
+
+def _check(table: Table) -> None:
+    names = table.row_names
+    if len(set(names)) != len(names):
+        raise ValueError(f"{table.id}: duplicate row names {names}")
+    slugs = [_slug(n) for n in names]
+    if len(set(slugs)) != len(slugs):
+        raise ValueError(f"{table.id}: row names collide as slugs {slugs}")
+    for row in table.rows:
+        if row.group not in GROUPS:
+            raise ValueError(f"{table.id} row {row.name!r}: group {row.group!r} not in {GROUPS}")
+        if set(row.paper) != set(table.columns):
+            raise ValueError(f"{table.id} row {row.name!r}: paper cells do not match columns")
+
+
+TABLES: dict[str, Table] = _build()
+
+
+# ----------------------------------------------------------------------------------------
+# Lookup
+# ----------------------------------------------------------------------------------------
+
+
+def get_table(table_id: str) -> Table:
+    """The registered table ``table_id`` (e.g. ``"h2mil_table1"``)."""
+    try:
+        return TABLES[table_id]
+    except KeyError:
+        raise ValueError(f"unknown table {table_id!r}; tables: {', '.join(TABLES)}") from None
+
+
+def get_row(table_id: str, row_name: str) -> Row:
+    """The row ``row_name`` (canonical name) of table ``table_id``."""
+    table = get_table(table_id)
+    for row in table.rows:
+        if row.name == row_name:
+            return row
+    raise ValueError(f"unknown row {row_name!r} of {table_id}; rows: {', '.join(table.row_names)}")
+
+
+def _check_cell(table: Table, dataset: str, task: str) -> None:
+    if dataset not in table.datasets:
+        raise ValueError(
+            f"unknown dataset {dataset!r} for {table.id}; datasets: {', '.join(table.datasets)}"
+        )
+    if task not in table.tasks:
+        raise ValueError(f"unknown task {task!r} for {table.id}; tasks: {', '.join(table.tasks)}")
+
+
+def run_name(table_id: str, row_name: str, dataset: str, task: str) -> str:
+    """Filesystem-safe name of one run, e.g. ``"h2mil_table1__gcn-ihpool__esca__typing"``."""
+    table = get_table(table_id)
+    get_row(table_id, row_name)
+    _check_cell(table, dataset, task)
+    return f"{table_id}__{_slug(row_name)}__{dataset}__{task}"
+
+
+def run_config(row: Row, dataset: str, task: str) -> dict:
+    """The model config of one run: ``row.config`` with that cell's overrides applied."""
+    return row.config | row.cell_config.get((dataset, task), {})
+
+
+def config_key(row: Row, dataset: str, task: str) -> str:
+    """Stable hash of (model, config, dataset, task): runs with equal keys are the same run."""
+    if row.model is None:
+        raise ValueError(f"row {row.name!r} has no model yet, so no config key")
+    payload = {
+        "model": row.model,
+        "config": run_config(row, dataset, task),
+        "dataset": dataset,
+        "task": task,
+    }
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def implemented_runs(table_ids=None) -> list[tuple[str, str, str, str]]:
+    """Every ``(table_id, row_name, dataset, task)`` whose row has a model, in table order."""
+    ids = list(TABLES) if table_ids is None else [get_table(t).id for t in table_ids]
+    return [
+        (tid, row.name, d, t)
+        for tid in ids
+        for row in TABLES[tid].rows
+        if row.model is not None
+        for d in TABLES[tid].datasets
+        for t in TABLES[tid].tasks
+    ]
+
+
+# ----------------------------------------------------------------------------------------
+# Rendering: ours beside the paper's
+# ----------------------------------------------------------------------------------------
+
+
+def _find_record(records: dict, by_key: dict, table: Table, row: Row, dataset: str, task: str):
+    rec = records.get(run_name(table.id, row.name, dataset, task))
+    if rec is None and row.model is not None:
+        # The same run listed under another table (e.g. "L = 2" of Table 4 for H2-MIL).
+        rec = by_key.get(config_key(row, dataset, task))
+    return rec
+
+
+def _records_by_config_key(records: dict) -> dict:
+    by_key = {}
+    for tid, name, dataset, task in implemented_runs():
+        rec = records.get(run_name(tid, name, dataset, task))
+        if rec is not None:
+            by_key.setdefault(config_key(get_row(tid, name), dataset, task), rec)
+    return by_key
+
+
+def _ours(record: dict, metric: str) -> tuple[float, float | None] | None:
+    """Our (mean, std) in percent, or ``None`` if the record lacks the metric."""
+    value = record.get("summary", {}).get(metric)
+    if value is None or value.get("mean") is None or not math.isfinite(value["mean"]):
+        return None
+    mean, std = float(value["mean"]), value.get("std")
+    if not 0.0 <= mean <= 1.0:
+        raise ValueError(f"record {metric} mean {mean} is not a fraction in [0, 1]")
+    return 100 * mean, None if std is None else 100 * float(std)
+
+
+def _fmt(mean: float, std: float | None) -> str:
+    return f"{mean:.2f}" if std is None else f"{mean:.2f} ± {std:.2f}"
+
+
+def _diff(ours: float, paper: float) -> str:
+    d = round(round(ours, 2) - paper, 2)  # of the printed values, so a reader can check it
+    return f"{d + 0.0:+.2f}"  # + 0.0 turns -0.0 into 0.0
+
+
+def column_names(table: Table, dataset: str, task: str, metric: str, label: str) -> list[str]:
+    """The three column names of one cell: ours, the paper's, and their difference."""
+    head = f"{DATASETS[dataset]} {TASKS[task]} {METRICS[metric]}"
+    return [f"{head} [{label}]", f"{head} [paper]", f"{head} [{label} - paper]"]
+
+
+def render(table_id: str, records: dict, label: str = "ours (demo)") -> pd.DataFrame:
+    """Our numbers beside the paper's, one row per paper row.
+
+    Args:
+        table_id: a key of :data:`TABLES`.
+        records: ``run_name -> record``; a record holds fractions in
+            ``record["summary"][metric] = {"mean": .., "std": ..}``. A run missing under its own
+            name is taken from an identical run (same :func:`config_key`) of another table.
+        label: the name of our column group, e.g. ``"ours (demo)"`` or ``"ours (tcga)"``.
+
+    Returns:
+        A frame with ``group`` and the row header, then for every cell three string columns
+        ``"<cell> [<label>]"`` (mean ± std, percent), ``"<cell> [paper]"`` (as printed) and
+        ``"<cell> [<label> - paper]"`` (points, signed; empty when there is nothing to compare).
+    """
+    table = get_table(table_id)
+    by_key = _records_by_config_key(records)
+    lines = []
+    for row in table.rows:
+        line = {"group": row.group, table.row_header: row.name}
+        for dataset, task, metric in table.columns:
+            rec = _find_record(records, by_key, table, row, dataset, task)
+            ours = None if rec is None else _ours(rec, metric)
+            paper = row.paper[(dataset, task, metric)]
+            c_ours, c_paper, c_diff = column_names(table, dataset, task, metric, label)
+            if ours is None:
+                line[c_ours] = NOT_RUN if rec is None else NOT_MEASURED
+            else:
+                line[c_ours] = _fmt(*ours)
+            line[c_paper] = str(paper)
+            line[c_diff] = "" if ours is None else _diff(ours[0], paper.mean)
+        lines.append(line)
+    df = pd.DataFrame(lines)
+    df.attrs.update(table_id=table_id, label=label)
+    return df
+
+
+def to_markdown(df: pd.DataFrame, table: Table, label: str | None = None) -> str:
+    """A Markdown table with a caption naming the table, our label and where numbers come from."""
+    label = label or df.attrs.get("label", "ours")
+    caption = (
+        f"**{table.paper} Table {table.number}.** {table.title}. "
+        f"Columns `[{label}]` are ours, `[paper]` the paper's, `[{label} - paper]` the "
+        f"difference in points — {PAPER_NOTE}."
+    )
+    if "demo" in label:
+        caption += (
+            " Demo numbers come from the small synthetic demo cohort and check that the "
+            "pipeline runs; they are not a reproduction of the paper's values."
+        )
+    caption += f' Paper caption: "{table.caption}"'
+
+    def cell(value) -> str:
+        return str(value).replace("|", "\\|")
+
+    header = "| " + " | ".join(cell(c) for c in df.columns) + " |"
+    rule = "|" + "|".join("---" for _ in df.columns) + "|"
+    body = ["| " + " | ".join(cell(v) for v in r) + " |" for r in df.itertuples(index=False)]
+    return "\n".join([caption, "", header, rule, *body]) + "\n"
+
+
+def write_table(
+    table_id: str, records: dict, out_dir: str | os.PathLike, label: str = "ours (demo)"
+) -> tuple[Path, Path]:
+    """Render ``table_id`` and write ``<out_dir>/<table_id>.md`` and ``.csv`` atomically."""
+    table = get_table(table_id)
+    df = render(table_id, records, label)
+    out_dir = Path(out_dir)
+    md, csv = out_dir / f"{table_id}.md", out_dir / f"{table_id}.csv"
+    with atomic_path(md) as tmp:
+        tmp.write_text(to_markdown(df, table, label), encoding="utf-8")
+    with atomic_path(csv) as tmp:
+        df.to_csv(tmp, index=False, encoding="utf-8")
+    return md, csv

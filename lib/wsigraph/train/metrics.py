@@ -1,0 +1,71 @@
+"""Slide-level classification metrics (the papers' ACC, AUC, macro F1) and their summary.
+
+H2-MIL and HIGT report ACC, AUC and F1 as mean ± std over 5 repeats of 5-fold
+cross-validation (25 test folds). Every value here comes from scikit-learn.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import numpy as np
+from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
+
+METRICS = ("acc", "auc", "f1")
+
+
+def classification_metrics(y_true, prob) -> dict[str, float]:
+    """ACC, AUC and macro F1 of class probabilities.
+
+    Args:
+        y_true: integer labels ``[N]``.
+        prob: class probabilities ``[N, C]`` (rows sum to 1), or ``[N]`` holding the
+            probability of class 1 of a binary task.
+
+    Returns:
+        ``{"acc", "auc", "f1"}`` as floats. The predicted class is ``argmax(prob)``.
+        ``auc`` is the ROC AUC of the class-1 probability for two classes and the macro
+        one-vs-rest ROC AUC for more; it is ``NaN`` (not an error) when ``y_true`` lacks a
+        class, since AUC is undefined then. ``f1`` is macro F1 over the classes present in
+        ``y_true`` or in the predictions (scikit-learn's default), ``0`` for a class never
+        predicted.
+    """
+    y = np.asarray(y_true).astype(np.int64).ravel()
+    p = np.asarray(prob, dtype=np.float64)
+    if p.ndim == 1:
+        p = np.stack([1.0 - p, p], axis=1)  # [N, 2]
+    if p.ndim != 2 or len(p) != len(y):
+        raise ValueError(f"prob must be [N] or [N, C] with N = {len(y)}, got shape {p.shape}")
+    n_classes = p.shape[1]
+    if len(y) and (y.min() < 0 or y.max() >= n_classes):
+        raise ValueError(f"labels must lie in [0, {n_classes}), got {sorted(set(y.tolist()))}")
+    pred = p.argmax(axis=1)
+    if len(np.unique(y)) < n_classes:
+        auc = math.nan
+    elif n_classes == 2:
+        auc = float(roc_auc_score(y, p[:, 1]))
+    else:
+        p = p / p.sum(axis=1, keepdims=True)  # scikit-learn checks that rows sum to 1
+        auc = float(roc_auc_score(y, p, multi_class="ovr", average="macro"))
+    return {
+        "acc": float(accuracy_score(y, pred)),
+        "auc": auc,
+        "f1": float(f1_score(y, pred, average="macro", zero_division=0)),
+    }
+
+
+def summarise(values: Iterable[float]) -> tuple[float, float]:
+    """Mean and standard deviation of fold values, ignoring ``NaN`` (and ``None``).
+
+    The std is the *sample* standard deviation (``ddof=1``), the spread of the fold estimates
+    and what ``pandas.Series.std`` gives, so tables aggregated from the long-format records
+    with pandas agree with this. With fewer than two finite values the std is ``NaN``; with
+    none, both are ``NaN``.
+    """
+    v = np.array([math.nan if x is None else float(x) for x in values], dtype=np.float64)
+    v = v[np.isfinite(v)]
+    if len(v) == 0:
+        return math.nan, math.nan
+    std = float(np.std(v, ddof=1)) if len(v) > 1 else math.nan
+    return float(np.mean(v)), std

@@ -1,0 +1,389 @@
+"""One table row under the papers' protocol: every (repeat, fold), resumable, one run record.
+
+This is what ``notebooks/04_train.ipynb`` calls. :func:`run_experiment` builds the splits
+(:func:`wsigraph.train.cv.make_splits` with ``cfg.seed``), runs each (repeat, fold) with
+:func:`wsigraph.train.loop.train_fold` through :func:`wsigraph.train.executor.run_folds`, and
+writes, atomically:
+
+``out_dir/<name>/fold_r{repeat}_f{fold}.json``
+    one file per finished fold (metrics, predictions, history), written as soon as the fold
+    ends. A rerun skips a fold whose file exists and carries the same ``config_hash``: a hash
+    of the :class:`~wsigraph.train.loop.TrainConfig`, ``n_classes``, the fold's slide ids and
+    labels per part, and a digest of the node features (so new features -- another encoder --
+    recompute the folds). Anything else is recomputed and overwritten.
+``out_dir/<name>/splits.csv`` and ``splits_counts.csv``
+    the splits and their class counts (:func:`wsigraph.train.cv.write_splits`).
+``out_dir/<name>.json``
+    the run record: ``name, config, meta, cv, n_classes, folds, summary, fold_details,
+    predictions, timings, peak_memory, config_hashes, git_commit, created, versions``.
+    ``folds`` is long format, one row per (repeat, fold, metric) with the ``table, row,
+    dataset, task`` of ``meta``; ``summary`` maps each metric to its mean and sample std
+    (:func:`wsigraph.train.metrics.summarise`). ``timings.total_seconds`` is this call's wall
+    time (reused folds cost nothing), ``timings.fold_seconds_sum`` the sum of every fold's
+    ``train_seconds``, reused ones included. ``NaN`` is written as ``null`` (strict JSON).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import platform
+import subprocess
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch_geometric.data import Data
+
+from wsigraph.io import write_text
+from wsigraph.train.cv import Split, make_splits, write_splits
+from wsigraph.train.executor import run_folds
+from wsigraph.train.loop import FoldResult, TrainConfig, train_fold
+from wsigraph.train.metrics import METRICS, summarise
+
+TASKS = ("typing", "staging")
+META_COLUMNS = ("table", "row", "dataset", "task")
+
+
+# Loading -------------------------------------------------------------------------------------
+def load_graphs(
+    profile, manifest: pd.DataFrame, dataset: str, task: str
+) -> tuple[list[Data], np.ndarray, list[str]]:
+    """The graphs of one dataset's slides that have a label for ``task``, in manifest order.
+
+    Graphs are read from ``profile.graphs_dir / f"{slide_id}.pt"``. Slides whose label is
+    missing or ``-1`` are dropped.
+
+    Returns:
+        ``(graphs, labels [N] int64, slide_ids)``.
+
+    Raises:
+        ValueError: unknown dataset or task (the message lists the known ones), no labelled
+            slide, a label outside {0, 1} (naming the slide), or a graph whose stored label
+            disagrees with the manifest.
+        FileNotFoundError: graph files are missing (run ``notebooks/03_graphs.ipynb``).
+    """
+    from wsigraph.graphs.pyramid import load_graph
+
+    if task not in TASKS or task not in manifest.columns:
+        known = [t for t in TASKS if t in manifest.columns]
+        raise ValueError(f"unknown task {task!r}; known tasks: {', '.join(known)}")
+    datasets = sorted(manifest["dataset"].dropna().astype(str).unique())
+    if dataset not in datasets:
+        raise ValueError(f"unknown dataset {dataset!r}; known datasets: {', '.join(datasets)}")
+    sub = manifest[manifest["dataset"] == dataset]
+    values = pd.to_numeric(sub[task], errors="coerce")
+    sub, values = sub[values.notna() & (values != -1)], values[values.notna() & (values != -1)]
+    bad = sub.loc[~values.isin([0, 1]), "slide_id"].tolist()
+    if bad:
+        shown = {s: values[sub["slide_id"] == s].iloc[0] for s in bad[:5]}
+        raise ValueError(f"{task} labels must be 0 or 1; slide(s) {shown} have other values")
+    if sub.empty:
+        raise ValueError(f"no slide of dataset {dataset!r} has a {task} label")
+    slide_ids = sub["slide_id"].astype(str).tolist()
+    labels = values.to_numpy().astype(np.int64)
+    paths = [Path(profile.graphs_dir) / f"{s}.pt" for s in slide_ids]
+    missing = [p.stem for p in paths if not p.exists()]
+    if missing:
+        raise FileNotFoundError(
+            f"{len(missing)} graph(s) missing in {profile.graphs_dir}, e.g. {missing[:5]}; "
+            "run notebooks/03_graphs.ipynb first"
+        )
+    graphs = [load_graph(p) for p in paths]
+    bad = [sid for sid, g in zip(slide_ids, graphs, strict=True) if not torch.isfinite(g.x).all()]
+    if bad:
+        raise ValueError(
+            f"non-finite (NaN/inf) node features in {len(bad)} slide(s): {bad[:5]}; re-extract their features"
+        )
+    for g, sid, y in zip(graphs, slide_ids, labels, strict=True):
+        stored = getattr(g, f"y_{task}", None)
+        stored = None if stored is None else int(stored.reshape(-1)[0])
+        if stored is not None and stored >= 0 and stored != y:
+            raise ValueError(
+                f"slide {sid}: graph stores {task} = {stored} but the manifest says {y}; "
+                "rebuild the graphs (notebooks/03_graphs.ipynb)"
+            )
+    return graphs, labels, slide_ids
+
+
+# Jobs ----------------------------------------------------------------------------------------
+@dataclass
+class FoldJob:
+    """One (repeat, fold) to train; ``shared`` holds ``(graphs, labels)``."""
+
+    split: Split
+    cfg: TrainConfig
+    n_classes: int
+
+    @property
+    def name(self) -> str:
+        return f"repeat {self.split.repeat} fold {self.split.fold}"
+
+
+def run_fold_job(job: FoldJob, shared: tuple[Sequence[Data], np.ndarray]) -> dict:
+    """Worker entry point: train one fold, return :meth:`FoldResult.to_dict`."""
+    graphs, labels = shared
+    return train_fold(graphs, labels, job.split, job.cfg, job.n_classes).to_dict()
+
+
+def fold_path(out_dir: str | Path, name: str, repeat: int, fold: int) -> Path:
+    return Path(out_dir) / name / f"fold_r{repeat}_f{fold}.json"
+
+
+def data_digest(graphs: Sequence[Data]) -> list[str]:
+    """A short digest of each graph's node features (bytes of ``x``)."""
+    return [
+        hashlib.blake2b(
+            g.x.detach().cpu().contiguous().numpy().tobytes(), digest_size=8
+        ).hexdigest()
+        for g in graphs
+    ]
+
+
+def config_hash(
+    cfg: TrainConfig,
+    n_classes: int,
+    split: Split,
+    labels: np.ndarray,
+    slide_ids: Sequence[str],
+    digests: Sequence[str],
+) -> str:
+    """What a fold's result depends on, hashed (see the module docstring)."""
+    payload = {
+        "config": cfg.to_dict(),
+        "n_classes": n_classes,
+        "repeat": split.repeat,
+        "fold": split.fold,
+        "parts": {
+            part: [[slide_ids[i], int(labels[i]), digests[i]] for i in idx]
+            for part, idx in split.parts().items()
+        },
+    }
+    text = json.dumps(payload, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+# Records -------------------------------------------------------------------------------------
+def _clean(value):
+    """NaN -> None, numpy scalars -> Python, recursively (strict JSON)."""
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    write_text(path, json.dumps(_clean(obj), indent=1, allow_nan=False) + "\n")
+
+
+def _read_fold(path: Path, expected_hash: str) -> dict | None:
+    try:
+        stored = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if stored.get("config_hash") != expected_hash or "result" not in stored:
+        return None
+    return stored["result"]
+
+
+def git_commit() -> str | None:
+    """``git rev-parse HEAD`` of the repository, or ``None`` outside a git checkout."""
+    from wsigraph.profiles import REPO_ROOT
+
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def versions() -> dict[str, str]:
+    import sklearn
+    import torch
+    import torch_geometric
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torch_geometric": torch_geometric.__version__,
+        "numpy": np.__version__,
+        "scikit-learn": sklearn.__version__,
+    }
+
+
+def run_experiment(
+    name: str,
+    graphs: Sequence[Data],
+    labels,
+    cfg: TrainConfig,
+    out_dir: str | Path,
+    folds: int,
+    repeats: int,
+    executor: str = "local",
+    workers: int | None = None,
+    scheduler=None,
+    meta: dict | None = None,
+    *,
+    val_fraction: float = 0.25,
+    n_classes: int | None = None,
+    progress: bool = True,
+) -> dict:
+    """Train every (repeat, fold) of one experiment, resuming finished folds; write its record.
+
+    Args:
+        name: the record's name, e.g. ``"h2mil_table1__h2-mil__esca__typing"`` (a file name).
+        graphs: one graph per labelled slide (from :func:`load_graphs`).
+        labels: their classes ``[N]``.
+        cfg: training settings; ``cfg.seed`` also seeds the splits.
+        out_dir: where the record and the ``<name>/`` folder of fold files go.
+        folds, repeats: the CV protocol (the papers: 5 and 5).
+        executor, workers, scheduler: see :func:`wsigraph.train.executor.run_folds`.
+        meta: ``table, row, dataset, task, profile`` (anything JSON-able) stored in the record.
+        val_fraction: validation share of each training split (default ``0.25``).
+        n_classes: default ``max(labels) + 1`` (at least 2).
+        progress: a bar over finished folds.
+
+    Returns:
+        The run record (as written to ``out_dir/<name>.json``, NaN as ``None``).
+    """
+    if not name or Path(name).name != name or name.startswith("."):
+        raise ValueError(f"name must be a plain file name, got {name!r}")
+    start = time.perf_counter()
+    out_dir = Path(out_dir)
+    meta = dict(meta or {})
+    labels = np.asarray(labels).astype(np.int64)
+    if len(labels) != len(graphs):
+        raise ValueError(f"{len(graphs)} graphs but {len(labels)} labels")
+    n_classes = n_classes or max(2, int(labels.max()) + 1)
+    slide_ids = [str(getattr(g, "slide_id", i)) for i, g in enumerate(graphs)]
+    splits = make_splits(labels, folds, repeats, val_fraction, seed=cfg.seed)
+    write_splits(splits, labels, out_dir / name / "splits.csv", slide_ids)
+
+    digests = data_digest(graphs)
+    hashes = [config_hash(cfg, n_classes, s, labels, slide_ids, digests) for s in splits]
+    results: list[dict | None] = [
+        _read_fold(fold_path(out_dir, name, s.repeat, s.fold), h)
+        for s, h in zip(splits, hashes, strict=True)
+    ]
+    reused = [r is not None for r in results]
+    todo = [i for i, r in enumerate(results) if r is None]
+
+    def save(k: int, result: dict) -> None:
+        i = todo[k]
+        s = splits[i]
+        results[i] = result
+        _write_json(
+            fold_path(out_dir, name, s.repeat, s.fold),
+            {
+                "name": name,
+                "repeat": s.repeat,
+                "fold": s.fold,
+                "config_hash": hashes[i],
+                "result": result,
+            },
+        )
+
+    run_folds(
+        run_fold_job,
+        [FoldJob(splits[i], cfg, n_classes) for i in todo],
+        executor=executor,
+        workers=workers,
+        scheduler=scheduler,
+        shared=(graphs, labels),
+        on_result=save,
+        progress=progress,
+        desc=name,
+    )
+
+    fold_results = [FoldResult.from_dict(r) for r in results]
+    context = {k: meta.get(k) for k in META_COLUMNS}
+    rows = [
+        context
+        | {"repeat": r.repeat, "fold": r.fold, "seed": r.seed, "metric": m, "value": r.metrics[m]}
+        for r in fold_results
+        for m in METRICS
+    ]
+    summary = {}
+    for m in METRICS:
+        mean, std = summarise(r.metrics[m] for r in fold_results)
+        summary[m] = {"mean": mean, "std": std, "n": len(fold_results)}
+    record = {
+        "name": name,
+        "config": cfg.to_dict(),
+        "meta": meta,
+        "cv": {
+            "folds": folds,
+            "repeats": repeats,
+            "val_fraction": val_fraction,
+            "seed": cfg.seed,
+            "n_slides": len(labels),
+            "class_counts": np.bincount(labels, minlength=n_classes).tolist(),
+        },
+        "n_classes": n_classes,
+        "folds": rows,
+        "summary": summary,
+        "fold_details": [
+            {
+                "repeat": r.repeat,
+                "fold": r.fold,
+                "seed": r.seed,
+                "best_epoch": r.best_epoch,
+                "epochs_run": r.epochs_run,
+                "val_auc": r.val_metrics.get("auc"),
+                "val_loss": r.val_metrics.get("loss"),
+                "device": r.device,
+                "reused": was_reused,
+            }
+            for r, was_reused in zip(fold_results, reused, strict=True)
+        ],
+        "predictions": [
+            {
+                "repeat": r.repeat,
+                "fold": r.fold,
+                "slide_id": r.test_slide_ids,
+                "label": r.test_labels,
+                "prob": r.test_probs,
+            }
+            for r in fold_results
+        ],
+        "timings": {
+            "total_seconds": time.perf_counter() - start,
+            "fold_seconds_sum": sum(r.train_seconds for r in fold_results),
+            "per_fold": [
+                {"repeat": r.repeat, "fold": r.fold, "seconds": r.train_seconds}
+                for r in fold_results
+            ],
+        },
+        "peak_memory": {
+            "kind": sorted({r.peak_memory_kind for r in fold_results}),
+            "max_bytes": max(r.peak_memory_bytes for r in fold_results),
+            "per_fold": [
+                {"repeat": r.repeat, "fold": r.fold, "bytes": r.peak_memory_bytes}
+                for r in fold_results
+            ],
+        },
+        "config_hashes": hashes,
+        "git_commit": git_commit(),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "versions": versions(),
+    }
+    _write_json(out_dir / f"{name}.json", record)
+    return _clean(record)

@@ -1,0 +1,122 @@
+"""Interpretation figures: H2-MIL Fig. 3 (IHPool fitness heatmaps and structures) and ROC curves.
+
+H2-MIL Fig. 3: "the representative structures are extracted by the last IHPool layer and ordered
+by the fitness score ... The heatmap is obtained by normalizing and weighting the fitness of
+patch and their corresponding structure during the forward propagation." We compute, for every
+original patch ``u``, the product over IHPool layers of the min-max-normalised fitness of the
+node that ``u`` belongs to at that layer (the patch itself at layer 1, its cluster at layer 2,
+...); a *structure* is a cluster of the last IHPool layer, drawn as the set of original patches
+it gathers, ordered by its centre's fitness.
+"""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from matplotlib.collections import PatchCollection
+from matplotlib.patches import Rectangle
+from sklearn.metrics import roc_auc_score, roc_curve
+
+from wsigraph.nn.ihpool import PoolInfo
+
+
+def fitness_map(infos: list[PoolInfo | None]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per original node: heat (product of normalised fitness over layers), last-layer cluster,
+    and the fitness of each last-layer cluster's centre (for ordering structures).
+
+    The model's input must be a single graph with all levels kept (no level selection).
+    """
+    infos = [i for i in infos if i is not None]
+    if not infos:
+        raise ValueError("the model has no IHPool layer to interpret (pool must be 'ihpool')")
+    n = infos[0].assignment.numel()
+    node = torch.arange(n)  # index of each original node at the current layer
+    heat = torch.ones(n)
+    last_fitness = None
+    for info in infos:
+        f = info.fitness.detach().cpu()
+        lo, hi = f.min(), f.max()
+        heat = heat * ((f - lo) / (hi - lo + 1e-12))[node]
+        last_fitness = f[info.centre.cpu()]
+        node = info.assignment.cpu()[node]
+    return heat.numpy(), node.numpy(), last_fitness.numpy()
+
+
+def draw_fitness(
+    ax: plt.Axes,
+    thumb: np.ndarray,
+    graph,
+    heat: np.ndarray,
+    cluster: np.ndarray,
+    centre_fitness: np.ndarray,
+    slide_size: tuple[int, int],
+    level: int,
+    top: int = 3,
+) -> None:
+    """Heat of the patches of ``level`` over the thumbnail, with the ``top`` structures outlined."""
+    scale = thumb.shape[1] / slide_size[0]
+    sel = graph.level.numpy() == level
+    pos = graph.pos.numpy()[sel]
+    side = _side(pos) * scale
+    ax.imshow(thumb)
+    boxes = [
+        Rectangle(((x * scale) - side / 2, (y * scale) - side / 2), side, side) for x, y in pos
+    ]
+    coll = PatchCollection(boxes, cmap="inferno", alpha=0.55, linewidth=0)
+    coll.set_array(heat[sel])
+    coll.set_clim(0, max(1e-6, float(heat[sel].max())))
+    ax.add_collection(coll)
+    order = [c for c in np.argsort(-centre_fitness) if (cluster[sel] == c).any()][:top]
+    colours = ["#00e5ff", "#76ff03", "#ffea00", "#ff4081"]
+    for rank, c in enumerate(order):
+        members = pos[cluster[sel] == c]
+        edge = [
+            Rectangle(((x * scale) - side / 2, (y * scale) - side / 2), side, side)
+            for x, y in members
+        ]
+        ax.add_collection(
+            PatchCollection(edge, facecolor="none", edgecolor=colours[rank % 4], linewidth=1.4)
+        )
+        ax.plot(
+            [],
+            [],
+            color=colours[rank % 4],
+            lw=2,
+            label=f"structure {rank + 1} ({len(members)} patches)",
+        )
+    ax.legend(loc="lower right", fontsize=7)
+    ax.axis("off")
+    plt.colorbar(
+        coll,
+        ax=ax,
+        fraction=0.03,
+        pad=0.01,
+        label="normalised fitness (product over IHPool layers)",
+    )
+
+
+def _side(pos: np.ndarray) -> float:
+    """Patch side from the spacing of patch centres (level-0 px)."""
+    if len(pos) < 2:
+        return 64.0
+    d = np.diff(np.unique(pos[:, 0]))
+    return float(d[d > 0].min()) if (d > 0).any() else 64.0
+
+
+def roc_panel(ax: plt.Axes, curves: dict[str, tuple[np.ndarray, np.ndarray]], title: str) -> None:
+    """ROC curves, one per label: ``{label: (y_true, prob_of_class_1)}``; AUC in the legend."""
+    for label, (y, p) in curves.items():
+        if len(np.unique(y)) < 2:
+            continue
+        fpr, tpr, _ = roc_curve(y, p)
+        ax.plot(fpr, tpr, lw=1.4, label=f"{label} (AUC {roc_auc_score(y, p):.3f})")
+    ax.plot([0, 1], [0, 1], color="0.6", lw=0.8, ls="--")
+    ax.set(
+        xlabel="false positive rate",
+        ylabel="true positive rate",
+        title=title,
+        xlim=(0, 1),
+        ylim=(0, 1.01),
+    )
+    ax.legend(loc="lower right", fontsize=7)

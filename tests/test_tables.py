@@ -1,0 +1,312 @@
+"""The paper-table registry: typed-in numbers, lookups, run names, shared runs, rendering."""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+
+import pandas as pd
+import pytest
+
+from wsigraph import tables as T
+from wsigraph.profiles import shared_data_dir
+
+PAPERS = {
+    "H2-MIL": "000_d2f63223306d16ff.txt",
+    "HIGT": "001_9dce4a7616eb1d99.txt",
+}
+H2MIL_ROWS = [
+    "MIL-CNN",
+    "MinMax",
+    "MIL-RNN",
+    "MS-DA-MIL",
+    "DS-MIL",
+    "PTree-Net",
+    "GCN + IHPool",
+    "GAT + IHPool",
+    "HGAT + IHPool",
+    "RAConv + GAP",
+    "RAConv + TopK",
+    "RAConv + SAGP",
+    "H2-MIL",
+]
+HIGT_ROWS = ["ABMIL", "CLAM-SB", "DeepAttnMIL", "DS-MIL", "LA-MIL", "H2-MIL", "HIPT", "HIGT (Ours)"]
+
+
+def value(table_id, row, dataset, task, metric):
+    return T.get_row(table_id, row).paper[(dataset, task, metric)]
+
+
+# Typed-in numbers -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "table_id, row, dataset, task, metric, mean, std",
+    [
+        ("h2mil_table1", "H2-MIL", "esca", "typing", "auc", 96.40, 0.59),
+        ("h2mil_table1", "MIL-CNN", "esca", "staging", "f1", 53.20, 2.82),
+        ("h2mil_table1", "RAConv + GAP", "esca", "staging", "f1", 65.11, 5.03),
+        ("h2mil_table1", "HGAT + IHPool", "esca", "staging", "auc", 72.14, 0.38),
+        ("h2mil_table2", "MinMax", "kica", "typing", "acc", 92.76, 0.77),
+        ("h2mil_table2", "H2-MIL", "kica", "staging", "auc", 69.16, 1.52),
+        ("h2mil_table2", "RAConv + SAGP", "kica", "typing", "f1", 88.04, 1.67),
+        ("h2mil_table3", "Thu. + Bot.", "kica", "typing", "auc", 96.13, None),
+        ("h2mil_table3", "Thu. + Mid.", "esca", "staging", "auc", 70.98, None),
+        ("h2mil_table4", "L = 4", "esca", "staging", "auc", 74.09, None),
+        ("h2mil_table4", "L = 2", "kica", "staging", "auc", 68.18, None),
+        ("higt_table1", "HIGT (Ours)", "esca", "staging", "auc", 71.11, 6.04),
+        ("higt_table1", "HIGT (Ours)", "esca", "typing", "acc", 96.16, 2.85),
+        ("higt_table1", "H2-MIL", "esca", "typing", "auc", 91.88, 4.17),
+        ("higt_table2", "ABMIL", "kica", "typing", "acc", 98.86, 0.69),
+        ("higt_table2", "HIPT", "kica", "staging", "acc", 75.34, 2.31),
+        ("higt_table3", "H2-MIL + HIViT", "kica", "staging", "acc", 77.16, 3.29),
+        ("higt_table3", "Ours w/o BI", "kica", "typing", "auc", 98.04, 8.30),
+        ("higt_table3", "HIGT (Ours)", "kica", "typing", "acc", 97.90, 1.40),
+    ],
+)
+def test_spot_checks(table_id, row, dataset, task, metric, mean, std):
+    v = value(table_id, row, dataset, task, metric)
+    assert (v.mean, v.std) == (mean, std)
+
+
+def test_sources_quote_the_printed_row():
+    assert (
+        value("h2mil_table1", "MinMax", "esca", "typing", "acc").source
+        == "H2-MIL Table 1, row 'MinMax', Typing ACC"
+    )
+    # Table 1 prints "RAConv+GAP", Table 2 "RAConv + GAP"; one canonical name for both.
+    assert (
+        "row 'RAConv+GAP'" in value("h2mil_table1", "RAConv + GAP", "esca", "typing", "acc").source
+    )
+    assert (
+        "row 'RAConv + GAP'"
+        in value("h2mil_table2", "RAConv + GAP", "kica", "typing", "acc").source
+    )
+    src = value("h2mil_table3", "Thu. + Bot.", "kica", "typing", "auc").source
+    assert src == "H2-MIL Table 3, row 'Thu. + Bot.', KICA Typing AUC (mean only; no std printed)"
+    assert "row 'Ours'" in value("higt_table2", "HIGT (Ours)", "kica", "typing", "auc").source
+    assert "row 'ABMIL [9]'" in value("higt_table1", "ABMIL", "esca", "typing", "auc").source
+
+
+def test_row_names_as_printed():
+    assert T.get_table("h2mil_table1").row_names == H2MIL_ROWS
+    assert T.get_table("h2mil_table2").row_names == H2MIL_ROWS
+    assert T.get_table("h2mil_table3").row_names == [
+        "Thu. + Mid.",
+        "Thu. + Bot.",
+        "Thu. + Mid. + Bot.",
+    ]
+    assert T.get_table("h2mil_table4").row_names == ["L = 1", "L = 2", "L = 3", "L = 4"]
+    assert T.get_table("higt_table1").row_names == HIGT_ROWS
+    assert T.get_table("higt_table2").row_names == HIGT_ROWS
+    assert T.get_table("higt_table3").row_names == [
+        "H2-MIL + HIViT",
+        "Ours w/o SSA",
+        "Ours w/o BI",
+        "Ours w/o Fusion",
+        "HIGT (Ours)",
+    ]
+
+
+@pytest.mark.parametrize("table_id", list(T.TABLES))
+def test_every_cell_filled_from_the_paper(table_id):
+    table = T.get_table(table_id)
+    mean_only = table_id in ("h2mil_table3", "h2mil_table4")
+    for row in table.rows:
+        assert set(row.paper) == set(table.columns)
+        for cell, v in row.paper.items():
+            assert 0 < v.mean <= 100, (row.name, cell)
+            assert (v.std is None) == mean_only, (row.name, cell)
+            assert v.source.startswith(f"{table.paper} Table {table.number}, row '{row.printed}'")
+
+
+def _normalised(text: str) -> str:
+    return re.sub(r"\s*±\s*", "±", re.sub(r"\s+", " ", text))
+
+
+@pytest.mark.parametrize("table_id", list(T.TABLES))
+def test_every_row_appears_verbatim_in_the_paper(table_id):
+    """Each row, rebuilt from the registry's floats, is a line of the paper's text."""
+    table = T.get_table(table_id)
+    path = shared_data_dir().parent / "papers" / PAPERS[table.paper]
+    if not path.exists():
+        pytest.skip(f"paper text not found at {path}")
+    text = _normalised(path.read_text())
+    for row in table.rows:
+        cells = [row.paper[c] for c in table.columns]
+        numbers = " ".join(
+            f"{v.mean:.2f}" if v.std is None else f"{v.mean:.2f}±{v.std:.2f}" for v in cells
+        )
+        assert f"{row.printed} {numbers}" in text, (table_id, row.name)
+
+
+# Lookups and errors ---------------------------------------------------------------------
+
+
+def test_misspelt_names_list_the_allowed_ones():
+    with pytest.raises(ValueError) as e:
+        T.get_row("h2mil_table1", "H2MIL")
+    assert str(e.value) == "unknown row 'H2MIL' of h2mil_table1; rows: " + ", ".join(H2MIL_ROWS)
+    with pytest.raises(ValueError, match=r"unknown table 'h2mil_table5'; tables: h2mil_table1, "):
+        T.get_table("h2mil_table5")
+    with pytest.raises(ValueError, match=r"unknown row 'RAConv\+GAP' of h2mil_table1"):
+        T.get_row("h2mil_table1", "RAConv+GAP")
+    with pytest.raises(
+        ValueError, match=r"unknown dataset 'kica' for h2mil_table1; datasets: esca"
+    ):
+        T.run_name("h2mil_table1", "H2-MIL", "kica", "typing")
+    with pytest.raises(ValueError, match=r"unknown task 'grading'.*tasks: typing, staging"):
+        T.run_name("h2mil_table3", "Thu. + Bot.", "esca", "grading")
+    with pytest.raises(ValueError, match="unknown table"):
+        T.implemented_runs(["h2mil"])
+
+
+def test_run_names_are_unique_and_filesystem_safe():
+    assert (
+        T.run_name("h2mil_table1", "GCN + IHPool", "esca", "typing")
+        == "h2mil_table1__gcn-ihpool__esca__typing"
+    )
+    names = [
+        T.run_name(tid, row.name, d, t)
+        for tid, table in T.TABLES.items()
+        for row in table.rows
+        for d in table.datasets
+        for t in table.tasks
+    ]
+    assert len(names) == len(set(names))
+    assert all(re.fullmatch(r"[a-z0-9_-]+", n) for n in names)
+
+
+def test_models_and_configs():
+    assert T.get_row("h2mil_table1", "H2-MIL").config == {
+        "conv": "raconv",
+        "pool": "ihpool",
+        "levels": (0, 1, 2),
+        "layers": 2,
+    }
+    assert T.get_row("h2mil_table2", "GAT + IHPool").config["conv"] == "gat"
+    assert T.get_row("h2mil_table1", "RAConv + SAGP").config["pool"] == "sag"
+    assert T.get_row("h2mil_table3", "Thu. + Bot.").config["levels"] == (0, 2)
+    assert T.get_row("h2mil_table4", "L = 3").config["layers"] == 3
+    # The published H2-MIL uses L = 1 for KICA staging (Table 4 and its text).
+    h2mil = T.get_row("h2mil_table2", "H2-MIL")
+    assert T.run_config(h2mil, "kica", "staging")["layers"] == 1
+    assert T.run_config(h2mil, "kica", "typing")["layers"] == 2
+    runs = T.implemented_runs()
+    assert {(tid, row) for tid, row, _, _ in runs} >= {("h2mil_table4", "L = 4")}
+    assert not [r for r in runs if r[0].startswith("higt")]
+    assert not [r for r in runs if T.get_row(r[0], r[1]).group == "SOTA"]
+    assert len(T.implemented_runs(["h2mil_table3"])) == 3 * 2 * 2
+    with pytest.raises(ValueError, match="no model"):
+        T.config_key(T.get_row("h2mil_table1", "MinMax"), "esca", "typing")
+
+
+def test_shared_runs_have_one_config_key():
+    keys = defaultdict(list)
+    for tid, row, d, t in T.implemented_runs():
+        keys[T.config_key(T.get_row(tid, row), d, t)].append((tid, row, d, t))
+    shared = sorted(sorted(group) for group in keys.values() if len(group) > 1)
+    expected = []
+    for d, t in [("esca", "typing"), ("esca", "staging"), ("kica", "typing"), ("kica", "staging")]:
+        cohort = "h2mil_table1" if d == "esca" else "h2mil_table2"
+        setting = "L = 1" if (d, t) == ("kica", "staging") else "L = 2"
+        expected.append(
+            sorted(
+                [
+                    (cohort, "H2-MIL", d, t),
+                    ("h2mil_table3", "Thu. + Mid. + Bot.", d, t),
+                    ("h2mil_table4", setting, d, t),
+                ]
+            )
+        )
+    assert shared == sorted(expected)
+    # ... and the paper prints the same AUC for each shared run, which supports the choice.
+    for group in shared:
+        assert len({value(tid, row, d, t, "auc").mean for tid, row, d, t in group}) == 1
+
+
+def test_config_key_is_stable():
+    row = T.get_row("h2mil_table1", "GCN + IHPool")
+    assert T.config_key(row, "esca", "typing") == T.config_key(row, "esca", "typing")
+    assert T.config_key(row, "esca", "typing") != T.config_key(row, "esca", "staging")
+    assert re.fullmatch(r"[0-9a-f]{16}", T.config_key(row, "esca", "typing"))
+
+
+# Rendering ------------------------------------------------------------------------------
+
+
+def record(acc=0.9, auc=0.95, f1=0.88, std=0.01):
+    return {
+        "summary": {
+            "acc": {"mean": acc, "std": std},
+            "auc": {"mean": auc, "std": std},
+            "f1": {"mean": f1, "std": std},
+        }
+    }
+
+
+def test_render_puts_ours_beside_paper():
+    records = {T.run_name("h2mil_table1", "H2-MIL", "esca", "typing"): record(auc=0.95)}
+    df = T.render("h2mil_table1", records, label="ours (demo)")
+    assert list(df.columns[:5]) == [
+        "group",
+        "Method",
+        "ESCA Typing ACC [ours (demo)]",
+        "ESCA Typing ACC [paper]",
+        "ESCA Typing ACC [ours (demo) - paper]",
+    ]
+    assert len(df.columns) == 2 + 6 * 3
+    assert df["Method"].tolist() == H2MIL_ROWS
+    ours = df.set_index("Method").loc["H2-MIL"]
+    assert ours["ESCA Typing AUC [ours (demo)]"] == "95.00 ± 1.00"
+    assert ours["ESCA Typing AUC [paper]"] == "96.40 ± 0.59"
+    assert ours["ESCA Typing AUC [ours (demo) - paper]"] == "-1.40"
+    assert ours["ESCA Typing ACC [ours (demo) - paper]"] == "-1.56"
+    assert ours["ESCA Staging AUC [ours (demo)]"] == T.NOT_RUN
+    assert ours["ESCA Staging AUC [ours (demo) - paper]"] == ""
+    minmax = df.set_index("Method").loc["MinMax"]
+    assert minmax["ESCA Typing ACC [paper]"] == "86.44 ± 2.69"
+    assert minmax["ESCA Typing ACC [ours (demo)]"] == T.NOT_RUN
+    # Never a number where we have none: every unfilled "ours" and "diff" cell has no digit.
+    ours_cols = [c for c in df.columns if "[ours (demo)" in c]
+    others = df[df["Method"] != "H2-MIL"][ours_cols]
+    assert not others.apply(lambda s: s.str.contains(r"\d")).any().any()
+
+
+def test_render_reuses_shared_runs_and_flags_bad_records():
+    key = T.run_name("h2mil_table1", "H2-MIL", "esca", "typing")
+    df3 = T.render("h2mil_table3", {key: record(auc=0.97)}).set_index("Scheme")
+    assert df3.loc["Thu. + Mid. + Bot.", "ESCA Typing AUC [ours (demo)]"] == "97.00 ± 1.00"
+    assert df3.loc["Thu. + Mid. + Bot.", "ESCA Typing AUC [ours (demo) - paper]"] == "+0.60"
+    assert df3.loc["Thu. + Bot.", "ESCA Typing AUC [ours (demo)]"] == T.NOT_RUN
+    df4 = T.render("h2mil_table4", {key: record(auc=0.964)}, label="ours (tcga)")
+    df4 = df4.set_index("Setting")
+    assert df4.loc["L = 2", "ESCA Typing AUC [ours (tcga)]"] == "96.40 ± 1.00"
+    assert df4.loc["L = 2", "ESCA Typing AUC [ours (tcga) - paper]"] == "+0.00"
+    assert df4.loc["L = 1", "ESCA Typing AUC [ours (tcga)]"] == T.NOT_RUN
+    # A record without a metric says so; a record in percent instead of fractions is refused.
+    partial = {key: {"summary": {"auc": {"mean": 0.9, "std": 0.0}}}}
+    df1 = T.render("h2mil_table1", partial).set_index("Method")
+    assert df1.loc["H2-MIL", "ESCA Typing F1 [ours (demo)]"] == T.NOT_MEASURED
+    assert df1.loc["H2-MIL", "ESCA Typing F1 [ours (demo) - paper]"] == ""
+    with pytest.raises(ValueError, match="fraction"):
+        T.render("h2mil_table1", {key: record(auc=95.0)})
+
+
+def test_write_table(tmp_path):
+    records = {T.run_name("h2mil_table2", "GCN + IHPool", "kica", "typing"): record(acc=0.92)}
+    md, csv = T.write_table("h2mil_table2", records, tmp_path / "tables", label="ours (demo)")
+    assert md == tmp_path / "tables" / "h2mil_table2.md"
+    assert csv == tmp_path / "tables" / "h2mil_table2.csv"
+    text = md.read_text()
+    caption = text.splitlines()[0]
+    assert "H2-MIL Table 2" in caption and "ours (demo)" in caption
+    assert T.PAPER_NOTE in caption and "Demo numbers" in caption
+    assert "| SOTA | MinMax | not run yet | 92.76 ± 0.77 |  |" in text
+    assert "92.00 ± 1.00" in text and "+0.22" in text
+    df = pd.read_csv(csv, keep_default_na=False)
+    assert df.equals(T.render("h2mil_table2", records))
+    assert sorted(p.name for p in (tmp_path / "tables").iterdir()) == [
+        "h2mil_table2.csv",
+        "h2mil_table2.md",
+    ]

@@ -1,0 +1,330 @@
+"""Training harness: CV splits, metrics, the fold loop, executors and resumable run records."""
+
+from __future__ import annotations
+
+import json
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+from torch_geometric.data import Data
+
+from wsigraph.graphs.pyramid import save_graph
+from wsigraph.train import loop
+from wsigraph.train.cv import make_splits, split_counts, write_splits
+from wsigraph.train.executor import run_folds
+from wsigraph.train.loop import BestCheckpoint, TrainConfig, feature_stats, prepare, train_fold
+from wsigraph.train.metrics import classification_metrics, summarise
+from wsigraph.train.run import FoldJob, load_graphs, run_experiment, run_fold_job
+
+
+def toy_graphs(n: int = 24, dim: int = 8, shift: float = 3.0, seed: int = 0):
+    """``n`` small graphs (4-11 nodes); class 1 adds ``shift`` to feature 0 of every node."""
+    g = torch.Generator().manual_seed(seed)
+    labels = np.arange(n) % 2
+    graphs = []
+    for i in range(n):
+        k = int(torch.randint(4, 12, (1,), generator=g))
+        x = torch.randn(k, dim, generator=g)
+        x[:, 0] += shift * labels[i]
+        src = torch.arange(k - 1)
+        graphs.append(
+            Data(
+                x=x,
+                edge_index=torch.stack([torch.cat([src, src + 1]), torch.cat([src + 1, src])]),
+                level=torch.ones(k, dtype=torch.long),
+                slide_id=f"slide-{i:02d}",
+            )
+        )
+    return graphs, labels
+
+
+CFG = TrainConfig("mean-mlp", {"hidden": 16}, lr=1e-2, epochs=15, batch_size=4, patience=6)
+
+
+# Splits ---------------------------------------------------------------------------------------
+def test_splits_protocol():
+    labels = np.array([0] * 25 + [1] * 15)
+    splits = make_splits(labels, folds=5, repeats=2, seed=3)
+    assert [(s.repeat, s.fold) for s in splits] == [(r, f) for r in range(2) for f in range(5)]
+    for repeat in range(2):
+        tests = np.concatenate([s.test for s in splits if s.repeat == repeat])
+        assert sorted(tests) == list(range(40))  # every slide tested exactly once per repeat
+    for s in splits:
+        train, val, test = set(s.train), set(s.val), set(s.test)
+        assert not (train & val) and not (train & test) and not (val & test)
+        assert len(train | val | test) == 40
+        assert abs(len(val) - 0.25 * (len(train) + len(val))) <= 1
+        for idx, size in ((s.test, 8), (s.val, 8)):  # stratified: 3/8 of each part is class 1
+            assert len(idx) == size
+            assert abs(labels[idx].sum() - size * 15 / 40) <= 1
+    counts = split_counts(splits, labels)
+    assert counts[["class_0", "class_1"]].sum(axis=1).tolist() == counts["total"].tolist()
+
+
+def test_splits_deterministic():
+    labels = np.array([0, 1] * 10)
+    a, b, c = (make_splits(labels, 4, 2, seed=s) for s in (0, 0, 1))
+    for x, y in zip(a, b, strict=True):
+        for part in ("train", "val", "test"):
+            np.testing.assert_array_equal(getattr(x, part), getattr(y, part))
+    assert any(not np.array_equal(x.test, y.test) for x, y in zip(a, c, strict=True))
+    assert [s.seed for s in a] == [0, 1, 2, 3, 1000, 1001, 1002, 1003]
+
+
+def test_splits_too_few_members():
+    with pytest.raises(ValueError, match=r"\{1: 3\}.*folds=5.*at most 3"):
+        make_splits([0] * 10 + [1] * 3, folds=5)
+
+
+def test_write_splits(tmp_path):
+    labels = np.array([0, 1] * 6)
+    splits = make_splits(labels, 3, 1)
+    ids = [f"s{i}" for i in range(12)]
+    path, counts_path = write_splits(splits, labels, tmp_path / "splits.csv", ids)
+    table = pd.read_csv(path)
+    assert set(table.columns) == {"repeat", "fold", "seed", "part", "index", "slide_id", "label"}
+    assert len(table) == 3 * 12
+    counts = pd.read_csv(counts_path)
+    assert counts.query("fold == 0 and part == 'test'")[["class_0", "class_1"]].values.tolist() == [
+        [2, 2]
+    ]
+
+
+# Metrics --------------------------------------------------------------------------------------
+def test_metrics_binary_by_hand():
+    # Predictions [0, 1, 0, 1]: 2 of 4 right; positive/negative pairs ordered right 3 of 4;
+    # per class precision = recall = 1/2, so F1 = 1/2 for both.
+    m = classification_metrics([0, 0, 1, 1], [0.1, 0.6, 0.4, 0.8])
+    assert m == pytest.approx({"acc": 0.5, "auc": 0.75, "f1": 0.5})
+    two_column = np.array([[0.9, 0.1], [0.4, 0.6], [0.6, 0.4], [0.2, 0.8]])
+    assert classification_metrics([0, 0, 1, 1], two_column) == m
+
+
+def test_metrics_multiclass_and_single_class():
+    prob = np.array([[0.7, 0.2, 0.1], [0.2, 0.5, 0.3], [0.1, 0.3, 0.6], [0.5, 0.25, 0.25]])
+    m = classification_metrics([0, 1, 2, 1], prob)
+    # Predictions [0, 1, 2, 0]: class 1 has recall 1/2 -> F1 2/3; class 0 precision 1/2 -> 2/3.
+    assert m["acc"] == pytest.approx(0.75)
+    assert m["f1"] == pytest.approx((2 / 3 + 2 / 3 + 1) / 3)
+    # One-vs-rest AUCs: class 0: 1.0, class 1: 3/4 (0.5, 0.25 vs 0.2, 0.3), class 2: 1.0.
+    assert m["auc"] == pytest.approx((1 + 0.75 + 1) / 3)
+    single = classification_metrics([1, 1, 1], [0.2, 0.7, 0.9])
+    assert math.isnan(single["auc"]) and single["acc"] == pytest.approx(2 / 3)
+
+
+def test_summarise():
+    assert summarise([1.0, 2.0, 3.0, math.nan, None]) == pytest.approx((2.0, 1.0))  # ddof=1
+    mean, std = summarise([5.0])
+    assert mean == 5.0 and math.isnan(std)
+    assert all(math.isnan(v) for v in summarise([math.nan]))
+
+
+# Loop -----------------------------------------------------------------------------------------
+def test_train_fold_learns_and_leaves_inputs_alone():
+    graphs, labels = toy_graphs()
+    before = [g.x.clone() for g in graphs]
+    for split in make_splits(labels, folds=3, repeats=1):
+        result = train_fold(graphs, labels, split, CFG)
+        assert result.metrics["auc"] > 0.9
+        assert result.test_slide_ids == [f"slide-{i:02d}" for i in split.test]
+        assert result.test_labels == labels[split.test].tolist()
+        assert np.allclose(np.sum(result.test_probs, axis=1), 1.0)
+        assert 1 <= result.best_epoch <= result.epochs_run <= CFG.epochs
+        assert result.peak_memory_kind == "process_max_rss" and result.peak_memory_bytes > 0
+        assert result.seed == CFG.seed + 1000 * split.repeat + split.fold
+    for g, x in zip(graphs, before, strict=True):
+        assert torch.equal(g.x, x) and "y" not in g
+
+
+def test_standardisation_uses_training_nodes_only(monkeypatch):
+    graphs, labels = toy_graphs(12, dim=3)
+    split = make_splits(labels, folds=3, repeats=1)[0]
+    for i in np.concatenate([split.val, split.test]):
+        graphs[i].x = graphs[i].x + 1e6  # would dominate any statistic that saw them
+    train_x = torch.cat([graphs[i].x for i in split.train])
+    mean, std = feature_stats(graphs, split.train)
+    torch.testing.assert_close(mean, train_x.mean(0))
+    torch.testing.assert_close(std, train_x.std(0, correction=0))
+    z = torch.cat(
+        [g.x for g in prepare([graphs[i] for i in split.train], labels[split.train], mean, std)]
+    )
+    torch.testing.assert_close(z.mean(0), torch.zeros(3), atol=1e-5, rtol=0)
+    seen = []
+
+    def spy(graphs, index):
+        seen.append(np.asarray(index).copy())
+        return feature_stats(graphs, index)
+
+    monkeypatch.setattr(loop, "feature_stats", spy)
+    train_fold(graphs, labels, split, TrainConfig("mean-mlp", epochs=1, batch_size=4))
+    assert len(seen) == 1 and np.array_equal(seen[0], split.train)
+
+
+def test_best_checkpoint_rule_and_restore():
+    model = nn.Linear(1, 1, bias=False)
+    best = BestCheckpoint(patience=2)
+    # epoch: (val AUC, val loss). Epoch 3 ties epoch 2 on AUC with a lower loss; 4 ties with a
+    # higher loss; 5 and 6 are worse, so training stops after epoch 5 (3 + patience).
+    sequence = {1: (0.6, 0.7), 2: (0.8, 0.6), 3: (0.8, 0.5), 4: (0.8, 0.55), 5: (0.7, 0.4)}
+    stopped = None
+    for epoch, (auc, loss) in sequence.items():
+        nn.init.constant_(model.weight, float(epoch))
+        best.update(epoch, auc, loss, model)
+        if best.should_stop(epoch):
+            stopped = epoch
+            break
+    assert best.best_epoch == 3 and stopped == 5
+    best.restore(model)
+    assert model.weight.item() == 3.0
+    nan_auc = BestCheckpoint()  # one-class validation: the loss decides
+    for epoch, loss in enumerate([0.9, 0.5, 0.7], start=1):
+        nan_auc.update(epoch, math.nan, loss, model)
+    assert nan_auc.best_epoch == 2 and not nan_auc.should_stop(100)
+
+
+def test_train_fold_restores_best_validation_checkpoint():
+    graphs, labels = toy_graphs(shift=0.7)  # a weak signal: validation AUC peaks early
+    split = make_splits(labels, folds=3, repeats=1)[0]
+    cfg = TrainConfig(**(CFG.to_dict() | {"epochs": 12}))
+    result = train_fold(graphs, labels, split, cfg)
+    assert result.best_epoch < result.epochs_run < cfg.epochs  # stopped early, past the best
+    replay = BestCheckpoint()
+    for h in result.history:
+        replay.update(h["epoch"], h["val_auc"], h["val_loss"], nn.Linear(1, 1))
+    assert result.best_epoch == replay.best_epoch
+    assert result.epochs_run == result.best_epoch + cfg.patience
+    # Training is deterministic, so stopping right at the best epoch gives the same model.
+    short = TrainConfig(**(cfg.to_dict() | {"epochs": result.best_epoch, "patience": None}))
+    assert train_fold(graphs, labels, split, short).test_probs == result.test_probs
+
+
+# Executors ------------------------------------------------------------------------------------
+def _fails_on_two(job):
+    if job == 2:
+        raise ValueError("boom")
+    return job * 10
+
+
+def test_run_folds_serial_order_callback_and_failure():
+    seen = []
+    out = run_folds(_fails_on_two, [1, 3], "serial", on_result=lambda i, r: seen.append((i, r)))
+    assert out == [10, 30] and seen == [(0, 10), (1, 30)]
+    with pytest.raises(RuntimeError, match=r"job 1 \(2\) failed: ValueError: boom"):
+        run_folds(_fails_on_two, [1, 2, 3], "serial", progress=False)
+    with pytest.raises(ValueError, match="unknown executor"):
+        run_folds(_fails_on_two, [1], "threads")
+
+
+@pytest.mark.slow
+def test_run_folds_local_failure_names_job():
+    graphs, labels = toy_graphs(12)
+    split = make_splits(labels, folds=3, repeats=1)[0]
+    job = FoldJob(split, TrainConfig("no-such-model"), 2)
+    with pytest.raises(RuntimeError, match=r"repeat 0 fold 0.*unknown model 'no-such-model'"):
+        run_folds(run_fold_job, [job], "local", workers=1, shared=(graphs, labels), progress=False)
+
+
+# Run records ----------------------------------------------------------------------------------
+RECORD_KEYS = {
+    "name",
+    "config",
+    "meta",
+    "folds",
+    "summary",
+    "predictions",
+    "timings",
+    "peak_memory",
+    "git_commit",
+    "created",
+    "versions",
+}
+
+
+def test_run_experiment_record_and_resume(tmp_path):
+    graphs, labels = toy_graphs()
+    meta = {"table": "h2mil_table1", "row": "Mean-MLP", "dataset": "toy", "task": "typing"}
+    run = dict(graphs=graphs, labels=labels, cfg=CFG, out_dir=tmp_path, folds=3, repeats=1)
+    record = run_experiment("toy", **run, executor="serial", meta=meta | {"profile": "test"})
+    on_disk = json.loads((tmp_path / "toy.json").read_text())
+    assert on_disk == record and RECORD_KEYS <= set(record)
+    assert record["config"] == CFG.to_dict() and record["meta"]["profile"] == "test"
+    assert set(record["versions"]) >= {"torch", "torch_geometric", "python"}
+    rows = pd.DataFrame(record["folds"])
+    assert list(rows.columns) == [*meta, "repeat", "fold", "seed", "metric", "value"]
+    assert len(rows) == 3 * 3 and set(rows["metric"]) == {"acc", "auc", "f1"}
+    auc = rows.loc[rows["metric"] == "auc", "value"]
+    assert record["summary"]["auc"]["mean"] == pytest.approx(auc.mean())
+    assert record["summary"]["auc"]["std"] == pytest.approx(auc.std())  # sample std, as pandas
+    assert sorted(i for p in record["predictions"] for i in p["slide_id"]) == sorted(
+        g.slide_id for g in graphs
+    )
+    assert (tmp_path / "toy" / "splits.csv").exists()
+
+    files = [tmp_path / "toy" / f"fold_r0_f{f}.json" for f in range(3)]
+    mtimes = [p.stat().st_mtime_ns for p in files]
+    files[1].unlink()
+    again = run_experiment("toy", **run, executor="serial", meta=meta)
+    assert [p.stat().st_mtime_ns for p in files[::2]] == mtimes[::2]  # folds 0 and 2 skipped
+    assert files[1].exists()
+    assert [d["reused"] for d in again["fold_details"]] == [True, False, True]
+    assert again["summary"] == record["summary"]
+
+    changed = run_experiment(
+        "toy", **(run | {"cfg": TrainConfig(**(CFG.to_dict() | {"lr": 5e-3}))}), executor="serial"
+    )
+    assert not any(d["reused"] for d in changed["fold_details"])
+
+
+@pytest.mark.slow
+def test_executors_agree(tmp_path):
+    graphs, labels = toy_graphs(18)
+    run = dict(graphs=graphs, labels=labels, cfg=CFG, folds=3, repeats=1, workers=2)
+    records = {
+        ex: run_experiment("grid", **run, out_dir=tmp_path / ex, executor=ex, progress=False)
+        for ex in ("serial", "local", "dask")
+    }
+    serial = records["serial"]
+    for ex in ("local", "dask"):
+        assert records[ex]["folds"] == serial["folds"], ex
+        for a, b in zip(records[ex]["predictions"], serial["predictions"], strict=True):
+            np.testing.assert_allclose(a["prob"], b["prob"], rtol=0, atol=1e-6)
+
+
+# Loading --------------------------------------------------------------------------------------
+def test_load_graphs(tmp_path):
+    graphs, _ = toy_graphs(5)
+    for g, y in zip(graphs, [0, 1, -1, 1, 0], strict=True):
+        g.y_typing = torch.tensor([y])
+        save_graph(g, tmp_path / f"{g.slide_id}.pt")
+    manifest = pd.DataFrame(
+        {
+            "slide_id": [g.slide_id for g in graphs],
+            "dataset": ["esca"] * 4 + ["kica"],
+            "typing": pd.array([0, 1, None, 1, 0], dtype="Int64"),
+            "staging": pd.array([0, 0, 1, 2, 0], dtype="Int64"),
+        }
+    )
+    profile = SimpleNamespace(graphs_dir=tmp_path)
+    loaded, labels, ids = load_graphs(profile, manifest, "esca", "typing")
+    assert ids == ["slide-00", "slide-01", "slide-03"] and labels.tolist() == [0, 1, 1]
+    assert torch.equal(loaded[2].x, graphs[3].x)
+    with pytest.raises(ValueError, match="known datasets: esca, kica"):
+        load_graphs(profile, manifest, "brca", "typing")
+    with pytest.raises(ValueError, match="known tasks: typing, staging"):
+        load_graphs(profile, manifest, "esca", "grade")
+    with pytest.raises(ValueError, match="slide-03"):
+        load_graphs(profile, manifest, "esca", "staging")
+    nan = graphs[3].clone()
+    nan.x[0, 0] = float("nan")
+    save_graph(nan, tmp_path / "slide-03.pt")
+    with pytest.raises(ValueError, match=r"non-finite .*slide-03"):
+        load_graphs(profile, manifest, "esca", "typing")
+    save_graph(graphs[3], tmp_path / "slide-03.pt")
+    (tmp_path / "slide-01.pt").unlink()
+    with pytest.raises(FileNotFoundError, match="slide-01"):
+        load_graphs(profile, manifest, "esca", "typing")
