@@ -46,7 +46,13 @@ BOOL_MATRIX_LIMIT = 3e9  # E x N' booleans the official formulation may allocate
 
 
 class OfficialRAConv(nn.Module):
-    """RAConv as the official code computes it (for this benchmark only; see module docstring)."""
+    """RAConv as the official code computes it (for this benchmark only; see module docstring).
+
+    Follows the official ``RAConv.forward``/``message`` step by step: the per-edge gather of raw
+    features for the prototypes, ``T * N`` prototype slots, ``sorted(set(...))`` over the edge
+    keys, two softmaxes, and the ``E x N'`` boolean match that pairs each edge with its
+    prototype's attention. Messages are ``x_j * alpha`` gathered per edge, as PyG's ``propagate``.
+    """
 
     def __init__(self, in_channels: int, out_channels: int, heads: int, num_types: int = 3):
         super().__init__()
@@ -63,21 +69,19 @@ class OfficialRAConv(nn.Module):
         src, dst = edge_index
         x_l = self.lin(x).view(N, H, C)
         a_l, a_r = (x_l * self.att_l).sum(-1), (x_l * self.att_r).sum(-1)
-        # resolution-level graph: one prototype node per (dst, type), mean of raw features
+        # resolution-level graph, as the official code builds it: raw neighbour features gathered
+        # per edge, scattered into T * N prototype slots, and the slots in use found through a
+        # Python set of all edge keys
         new_index = node_type[src] + dst * self.T
-        protos, inverse = torch.unique(new_index, return_inverse=True)
-        t_x = torch.cat(
-            [x, scatter(x[src], inverse, dim=0, dim_size=protos.numel(), reduce="mean")]
-        )
-        t_x = self.t_lin(t_x).view(-1, H, C)
+        t_x = scatter(x[src], new_index, dim=0, dim_size=N * self.T, reduce="mean")
+        t_x = self.t_lin(torch.cat([x, t_x])).view(-1, H, C)
         t_al, t_ar = (t_x * self.t_att_l).sum(-1), (t_x * self.t_att_r).sum(-1)
-        p_src = torch.arange(protos.numel(), device=x.device) + N
-        p_dst = protos // self.T
-        t_alpha = softmax(
-            F.leaky_relu(t_al[p_src] + t_ar[p_dst], 0.2), p_dst, num_nodes=N
-        )  # [N', H]
+        used = torch.tensor(sorted(set(new_index.tolist())), device=x.device)
+        p_src, p_dst = used + N, used // self.T
+        t_alpha = softmax(F.leaky_relu(t_al[p_src] + t_ar[p_dst], 0.2), p_dst, num_nodes=N)  # [N', H]
+        inverse = new_index
         # node-level attention within each (dst, type)
-        alpha = softmax(F.leaky_relu(a_l[src] + a_r[dst], 0.2), inverse, num_nodes=protos.numel())
+        alpha = softmax(F.leaky_relu(a_l[src] + a_r[dst], 0.2), inverse, num_nodes=N * self.T)
         # the official matching of each edge to its prototype: an E x N' boolean matrix
         match = torch.where((p_src - N) == inverse[:, None])[-1]
         alpha = t_alpha[match] * alpha
