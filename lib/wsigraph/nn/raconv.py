@@ -105,41 +105,8 @@ class _ResolutionAttention(nn.Module):
         return log_alpha.masked_fill(~keep, float("-inf")) - math.log(1.0 - p)
 
 
-class RAConv(nn.Module):
-    r"""The resolution-aware attention convolution of H2-MIL (Hou et al., AAAI 2022).
-
-    With :math:`z = W h` (per head), resolution-level attention :math:`\alpha_r` (Eq. 2, see
-    :class:`_ResolutionAttention`) and node-level attention within each resolution (Eq. 3)
-
-    .. math::
-        \alpha_{v'} = \mathrm{softmax}_{v'' \in \mathcal{N}_r(v)}
-            \big(\beta(V^\top [z_v \,\|\, z_{v''}])\big)_{v'},
-
-    the attention of :math:`v` to :math:`v' \in \mathcal{N}_r(v)` is
-    :math:`\alpha_{vv'} = \alpha_r \cdot \alpha_{v'}` (Eq. 4) and the layer computes
-    :math:`h'_v = \sum_{v'} \alpha_{vv'} z_{v'} + b` (Eq. 5; the activation is applied by the model).
-
-    Choices where the paper is silent: prototypes are means of the *transformed* neighbours;
-    :math:`\beta` is LeakyReLU(0.2); self loops are added (Eq. 1's :math:`\tilde{A}` includes
-    them), a node's own loop counting among the neighbours of its resolution; attention
-    dropout is applied to :math:`\alpha_r` (the fused edge softmax has no per-edge dropout).
-
-    Args:
-        in_channels (int): Size of each input feature.
-        out_channels (int): Size of each output feature per head.
-        num_levels (int): Number of resolutions (node types), e.g. 3. (default: ``3``)
-        heads (int): Number of attention heads. (default: ``1``)
-        concat (bool): Concatenate the heads (else average them). (default: ``False``)
-        negative_slope (float): LeakyReLU slope of :math:`\beta`. (default: ``0.2``)
-        dropout (float): Dropout on the resolution-level attention. (default: ``0.0``)
-        add_self_loops (bool): Add a self loop to every node. (default: ``True``)
-        bias (bool): Learn an additive bias. (default: ``True``)
-
-    Shapes:
-        - **input:** node features :math:`(N, F_{in})`, edge indices :math:`(2, E)`, node
-          levels :math:`(N)` in ``0 .. num_levels - 1``
-        - **output:** :math:`(N, H \cdot F_{out})` if ``concat`` else :math:`(N, F_{out})`
-    """
+class _DualAttentionConv(nn.Module):
+    """Parameters shared by :class:`RAConv` and :class:`HGATConv` (arguments as RAConv's)."""
 
     def __init__(
         self,
@@ -176,6 +143,47 @@ class RAConv(nn.Module):
         if self.bias is not None:
             nn.init.zeros_(self.bias)
 
+    def __repr__(self) -> str:
+        name, heads, levels = self.__class__.__name__, self.heads, self.num_levels
+        return f"{name}({self.in_channels}, {self.out_channels}, heads={heads}, levels={levels})"
+
+
+class RAConv(_DualAttentionConv):
+    r"""The resolution-aware attention convolution of H2-MIL (Hou et al., AAAI 2022).
+
+    With :math:`z = W h` (per head), resolution-level attention :math:`\alpha_r` (Eq. 2, see
+    :class:`_ResolutionAttention`) and node-level attention within each resolution (Eq. 3)
+
+    .. math::
+        \alpha_{v'} = \mathrm{softmax}_{v'' \in \mathcal{N}_r(v)}
+            \big(\beta(V^\top [z_v \,\|\, z_{v''}])\big)_{v'},
+
+    the attention of :math:`v` to :math:`v' \in \mathcal{N}_r(v)` is
+    :math:`\alpha_{vv'} = \alpha_r \cdot \alpha_{v'}` (Eq. 4) and the layer computes
+    :math:`h'_v = \sum_{v'} \alpha_{vv'} z_{v'} + b` (Eq. 5; the activation is applied by the model).
+
+    Choices where the paper is silent: prototypes are means of the *transformed* neighbours;
+    :math:`\beta` is LeakyReLU(0.2); self loops are added (Eq. 1's :math:`\tilde{A}` includes
+    them), a node's own loop counting among the neighbours of its resolution; attention
+    dropout is applied to :math:`\alpha_r` (the fused edge softmax has no per-edge dropout).
+
+    Args:
+        in_channels (int): Size of each input feature.
+        out_channels (int): Size of each output feature per head.
+        num_levels (int): Number of resolutions (node types), e.g. 3. (default: ``3``)
+        heads (int): Number of attention heads. (default: ``1``)
+        concat (bool): Concatenate the heads (else average them). (default: ``False``)
+        negative_slope (float): LeakyReLU slope of :math:`\beta`. (default: ``0.2``)
+        dropout (float): Dropout on the resolution-level attention. (default: ``0.0``)
+        add_self_loops (bool): Add a self loop to every node. (default: ``True``)
+        bias (bool): Learn an additive bias. (default: ``True``)
+
+    Shapes:
+        - **input:** node features :math:`(N, F_{in})`, edge indices :math:`(2, E)`, node
+          levels :math:`(N)` in ``0 .. num_levels - 1``
+        - **output:** :math:`(N, H \cdot F_{out})` if ``concat`` else :math:`(N, F_{out})`
+    """
+
     def forward(
         self, x: Tensor, edge_index: Tensor, level: Tensor, return_attention_weights: bool = False
     ) -> Tensor | tuple[Tensor, tuple[Tensor, Tensor]]:
@@ -209,11 +217,8 @@ class RAConv(nn.Module):
             return out, (torch.stack([src, dst]), weights)
         return out
 
-    def __repr__(self) -> str:
-        return f"{self.__class__.__name__}({self.in_channels}, {self.out_channels}, heads={self.heads}, levels={self.num_levels})"
 
-
-class HGATConv(nn.Module):
+class HGATConv(_DualAttentionConv):
     r"""Heterogeneous graph attention (Hu et al., EMNLP 2019), the H2-MIL ablation "HGAT".
 
     Type-level attention :math:`\alpha_\tau` is computed as in RAConv (Eq. 2) with node types =
@@ -229,40 +234,10 @@ class HGATConv(nn.Module):
     most numerous resolution dominate. Arguments and shapes as :class:`RAConv`.
     """
 
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        num_levels: int = 3,
-        heads: int = 1,
-        concat: bool = False,
-        negative_slope: float = 0.2,
-        dropout: float = 0.0,
-        add_self_loops: bool = True,
-        bias: bool = True,
-    ):
-        super().__init__()
-        self.in_channels, self.out_channels, self.num_levels = in_channels, out_channels, num_levels
-        self.heads, self.concat, self.negative_slope = heads, concat, negative_slope
-        self.dropout, self.add_self_loops = dropout, add_self_loops
-        self.lin = nn.Linear(in_channels, heads * out_channels, bias=False)
-        self.att_dst = nn.Parameter(torch.empty(1, heads, out_channels))
-        self.att_src = nn.Parameter(torch.empty(1, heads, out_channels))
-        self.types = _ResolutionAttention(num_levels, heads, out_channels, negative_slope)
-        self.bias = (
-            nn.Parameter(torch.empty(heads * out_channels if concat else out_channels))
-            if bias
-            else None
-        )
-        self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        _glorot(self.lin.weight)
-        _glorot(self.att_dst)
-        _glorot(self.att_src)
-        self.types.reset_parameters()
-        if self.bias is not None:
-            nn.init.zeros_(self.bias)
+    @property
+    def types(self) -> _ResolutionAttention:
+        """The type-level attention (HGAT's name for RAConv's resolution-level attention)."""
+        return self.resolution
 
     def forward(self, x: Tensor, edge_index: Tensor, level: Tensor) -> Tensor:
         N, H, C, R = x.size(0), self.heads, self.out_channels, self.num_levels
@@ -272,13 +247,12 @@ class HGATConv(nn.Module):
         group = edge_index[1] * R + level[edge_index[0]]
         order = torch.argsort(group, stable=True)  # sorted by group is sorted by destination too
         src, dst, group = edge_index[0][order], edge_index[1][order], group[order]
-        log_alpha = self.types.dropout(self.types(z, src, group, N), self.dropout, self.training)
+        log_alpha = self.resolution.dropout(
+            self.resolution(z, src, group, N), self.dropout, self.training
+        )
         alpha_t = log_alpha.exp()  # [N, R, H]
         raw = _dot(z, self.att_dst)[dst] + _dot(z, self.att_src)[src]  # [E, H]
         score = F.leaky_relu(alpha_t.view(N * R, H)[group] * raw, self.negative_slope)
         out = segment_attention(score, z, src, dst, N)  # [N, H, C]
         out = out.reshape(N, H * C) if self.concat else out.mean(1)
         return out + self.bias if self.bias is not None else out
-
-    def __repr__(self) -> str:
-        return f"{self.__class__.__name__}({self.in_channels}, {self.out_channels}, heads={self.heads}, levels={self.num_levels})"
