@@ -20,7 +20,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch_geometric.utils import softmax
+from torch_geometric.utils import scatter, softmax
 
 from wsigraph.nn.attention import segment_attention
 
@@ -30,9 +30,10 @@ def _glorot(t: Tensor) -> None:
     nn.init.uniform_(t, -bound, bound)
 
 
-def _dot(z: Tensor, att: Tensor) -> Tensor:
-    """Per-head dot product ``[N, H, C] . [1, H, C] -> [N, H]`` without an ``[N, H, C]`` temporary."""
-    return torch.einsum("nhc,hc->nh", z, att[0])
+def _score(x: Tensor, weight: Tensor, att: Tensor) -> Tensor:
+    """Per-head :math:`a^\top W x`, ``[N, H]``, as ``x @ (a^T W)``: no ``[N, H, C]`` temporary."""
+    H = att.size(1)
+    return x @ torch.einsum("hcf,hc->fh", weight.view(H, -1, weight.size(1)), att[0])
 
 
 def _segment_logsumexp(score: Tensor, seg: Tensor, num_segments: int) -> Tensor:
@@ -79,19 +80,28 @@ class _ResolutionAttention(nn.Module):
         _glorot(self.att_self)
         _glorot(self.att_proto)
 
-    def forward(self, z: Tensor, src: Tensor, group: Tensor, num_nodes: int) -> Tensor:
-        """``z`` [N, H, C]; ``group`` = dst * R + level[src] per edge, sorted -> log alpha_r [N, R, H]."""
-        R = self.num_levels
-        # A uniform softmax is a mean: the same O(E) op gives the prototypes without gathering
-        # an [E, H, C] tensor of neighbour features.
-        flat = torch.zeros(group.numel(), z.size(1), device=z.device, dtype=z.dtype)
-        proto = segment_attention(flat, z, src, group, num_nodes * R)  # [N*R, H, C]
-        proto = proto.view(num_nodes, R, *z.shape[1:])  # [N, R, H, C]
+    def forward(
+        self, x: Tensor, weight: Tensor, src: Tensor, group: Tensor, num_nodes: int
+    ) -> Tensor:
+        """log alpha_r ``[N, R, H]`` from the input ``x`` [N, F] and the layer's ``W`` [H*C, F].
+
+        ``group`` = dst * R + level[src] per edge. As the prototype is a mean of ``z = W x`` and
+        the score is linear in it, :math:`U_r^\top h_r` is the mean over the neighbours of
+        :math:`U_r^\top z_{v'}`: scalars per edge and head, so no prototype vector (and no
+        ``[N, R, H, C]`` tensor) is ever formed.
+        """
+        R, H = self.num_levels, self.att_self.size(1)
+        W = weight.view(H, -1, weight.size(1))  # [H, C, F]
+        w_self = torch.einsum("hcf,rhc->frh", W, self.att_self).reshape(x.size(1), R * H)
+        w_proto = torch.einsum("hcf,rhc->frh", W, self.att_proto).reshape(x.size(1), R * H)
+        s_self = (x @ w_self).view(num_nodes, R, H)  # U_r^T z_v, for every r
+        s_nbr = (x @ w_proto).view(num_nodes, R, H)  # U_r^T z_v', for every r
+        level_src = group % R
+        s_proto = scatter(
+            s_nbr[src, level_src], group, dim=0, dim_size=num_nodes * R, reduce="mean"
+        )
         present = torch.bincount(group, minlength=num_nodes * R).view(num_nodes, R, 1) > 0
-        # einsum, not broadcast-multiply-sum: no [N, R, H, C] temporary
-        score = torch.einsum("nhc,rhc->nrh", z, self.att_self) + torch.einsum(
-            "nrhc,rhc->nrh", proto, self.att_proto
-        )  # [N, R, H]
+        score = s_self + s_proto.view(num_nodes, R, H)  # [N, R, H]
         score = F.leaky_relu(score, self.negative_slope).masked_fill(~present, float("-inf"))
         log_alpha = torch.log_softmax(score, dim=1)  # absent resolutions: -inf
         return torch.nan_to_num(log_alpha, nan=float("-inf"))  # nodes without neighbours
@@ -196,10 +206,12 @@ class RAConv(_DualAttentionConv):
         order = torch.argsort(group, stable=True)
         src, dst, group = src[order], dst[order], group[order]
 
-        log_alpha = self.resolution(z, src, group, N)  # [N, R, H]
+        log_alpha = self.resolution(x, self.lin.weight, src, group, N)  # [N, R, H]
         log_alpha = self.resolution.dropout(log_alpha, self.dropout, self.training)
         score = F.leaky_relu(
-            _dot(z, self.att_dst)[dst] + _dot(z, self.att_src)[src], self.negative_slope
+            _score(x, self.lin.weight, self.att_dst)[dst]
+            + _score(x, self.lin.weight, self.att_src)[src],
+            self.negative_slope,
         )  # [E, H]
         # alpha_vv' = alpha_r * softmax_{N_r(v)}(score) is itself a softmax over all of v's edges
         # of log(alpha_r) + score - logsumexp_{N_r(v)}(score): one O(E) attention over
@@ -248,10 +260,13 @@ class HGATConv(_DualAttentionConv):
         order = torch.argsort(group, stable=True)  # sorted by group is sorted by destination too
         src, dst, group = edge_index[0][order], edge_index[1][order], group[order]
         log_alpha = self.resolution.dropout(
-            self.resolution(z, src, group, N), self.dropout, self.training
+            self.resolution(x, self.lin.weight, src, group, N), self.dropout, self.training
         )
         alpha_t = log_alpha.exp()  # [N, R, H]
-        raw = _dot(z, self.att_dst)[dst] + _dot(z, self.att_src)[src]  # [E, H]
+        raw = (
+            _score(x, self.lin.weight, self.att_dst)[dst]
+            + _score(x, self.lin.weight, self.att_src)[src]
+        )
         score = F.leaky_relu(alpha_t.view(N * R, H)[group] * raw, self.negative_slope)
         out = segment_attention(score, z, src, dst, N)  # [N, H, C]
         out = out.reshape(N, H * C) if self.concat else out.mean(1)
