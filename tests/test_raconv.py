@@ -20,7 +20,7 @@ def _dense_raconv(conv: RAConv, x, edge_index, level):
     out = []
     for v in range(n):
         nbrs = ei[0][ei[1] == v]
-        scores, protos, per_res = [], [], []
+        scores, per_res = [], []
         for r in range(R):
             nr = nbrs[level[nbrs] == r]
             if len(nr) == 0:
