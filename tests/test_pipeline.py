@@ -77,7 +77,7 @@ def test_failing_notebook_stops_the_run_and_is_named(fake_notebooks, tmp_path, c
     assert (out / "02_boom.ipynb").exists() and not (out / "03_never.ipynb").exists()
 
 
-TINY = ["-p", "n_slides", "8", "-p", "slide_size", "[768, 512]"]
+TINY = ["-p", "n_slides", "12", "-p", "slide_size", "[768, 512]"]
 ONE_RUN = [
     "-p",
     "table",
@@ -108,7 +108,7 @@ def test_every_notebook_executes_with_tiny_parameters(tmp_path, monkeypatch):
     for fig in ("cohort_thumbnails.png", "tiles_overlay.png", "pyramid_graph_overlay.png"):
         assert (results / "figures" / fig).stat().st_size > 10_000
     manifest = read_manifest(tmp_path / "work" / "demo" / "cohort.csv")
-    assert len(manifest) == 8 + 8 + 1  # two demo datasets and the real slide
+    assert len(manifest) == 12 + 12 + 1  # two demo datasets and the real slide
     graph = load_graph(tmp_path / "work" / "demo" / "graphs" / "CMU-1-Small-Region.pt")
     assert graph.num_nodes > 20 and int(graph.y_typing) == -1
     labelled = load_graph(tmp_path / "work" / "demo" / "graphs" / "esca-demo-000.pt")
