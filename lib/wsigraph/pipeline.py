@@ -124,12 +124,14 @@ def main(argv: list[str] | None = None) -> int:
                 log_output=False,
             )
         except pm.PapermillExecutionError as e:
+            _scrub(output)
             print(
                 f"\nrun_all: notebook {nb.stem} failed in cell {e.exec_count}: {e.ename}: {e.evalue}\n"
                 f"run_all: the executed copy with the full traceback is {_rel(output)}",
                 file=sys.stderr,
             )
             return 1
+        _scrub(output)
         record = {"notebook": nb.name, "profile": profile.name, "parameters": declared[nb] | params}
         write_text(
             output.with_suffix(".params.json"), json.dumps(record, indent=2, default=str) + "\n"
@@ -172,6 +174,14 @@ def expand(nb: Path, profile, given: dict, declared: dict) -> list[tuple[dict, P
     if not out:
         raise SystemExit(f"run_all: no implemented table run matches {wanted}")
     return out
+
+
+def _scrub(path: Path) -> None:
+    """Executed copies are committed: write this checkout's absolute path as relative paths."""
+    root = str(REPO_ROOT)
+    text = path.read_text()
+    if root in text:
+        write_text(path, text.replace(root + "/", "").replace(root, "."))
 
 
 def _rel(path: Path) -> str:
