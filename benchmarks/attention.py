@@ -21,10 +21,8 @@ process. Writes ``results/benchmarks/attention.json``. Run: ``.venv/bin/python b
 
 from __future__ import annotations
 
-import datetime
 import json
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +32,7 @@ from torch import nn
 from torch_geometric.nn import GATConv
 from torch_geometric.utils import scatter, softmax
 
-from wsigraph.bench import best_time, device_name, peak_bytes
+from wsigraph.bench import best_time, device_name, environment, peak_bytes
 from wsigraph.graphs.pyramid import pyramid_edges
 from wsigraph.io import write_text
 from wsigraph.nn.raconv import RAConv
@@ -78,7 +76,9 @@ class OfficialRAConv(nn.Module):
         t_al, t_ar = (t_x * self.t_att_l).sum(-1), (t_x * self.t_att_r).sum(-1)
         used = torch.tensor(sorted(set(new_index.tolist())), device=x.device)
         p_src, p_dst = used + N, used // self.T
-        t_alpha = softmax(F.leaky_relu(t_al[p_src] + t_ar[p_dst], 0.2), p_dst, num_nodes=N)  # [N', H]
+        t_alpha = softmax(
+            F.leaky_relu(t_al[p_src] + t_ar[p_dst], 0.2), p_dst, num_nodes=N
+        )  # [N', H]
         inverse = new_index
         # node-level attention within each (dst, type)
         alpha = softmax(F.leaky_relu(a_l[src] + a_r[dst], 0.2), inverse, num_nodes=N * self.T)
@@ -192,8 +192,7 @@ def main() -> None:
         if device.type == "cuda"
         else "torch.profiler allocation events (bytes held by CPU tensors)",
         "results": results,
-        "versions": {"python": sys.version.split()[0], "torch": torch.__version__},
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        **environment(),
     }
     name = "attention_cuda.json" if device.type == "cuda" else "attention.json"
     write_text(ROOT / "results" / "benchmarks" / name, json.dumps(out, indent=2) + "\n")

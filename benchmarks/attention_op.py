@@ -30,21 +30,16 @@ Writes (merging with runs on other device types already there)
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import os
-import platform
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch_geometric
 from torch_geometric.utils import scatter
 from torch_geometric.utils import softmax as pyg_softmax
 
-from wsigraph.bench import best_time, cpu_name, peak_bytes
+from wsigraph.bench import best_time, cpu_name, environment, peak_bytes
 from wsigraph.graphs.pyramid import pyramid_edges
 from wsigraph.nn import attention
 from wsigraph.nn.attention import segment_attention_reference, segment_attention_triton
@@ -176,13 +171,8 @@ def main() -> None:
         split=attention.SPLIT,
         threads=torch.get_num_threads(),
         sizes=sizes,
-        python=sys.version.split()[0],
-        torch=torch.__version__,
+        **environment(),
         triton=__import__("triton").__version__ if attention.HAS_TRITON else None,
-        torch_geometric=torch_geometric.__version__,
-        platform=platform.platform(),
-        cpu_count=os.cpu_count(),
-        date=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     )
     record = json.loads(args.out.read_text()) if args.out.exists() else {}
     record = dict(benchmark="attention_op", runs=record.get("runs", {}) | {device.type: run})

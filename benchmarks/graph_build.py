@@ -26,11 +26,7 @@ Writes ``results/benchmarks/graph_build.json``. Run with
 
 from __future__ import annotations
 
-import datetime
 import json
-import os
-import platform
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -42,6 +38,7 @@ import torch
 from sklearn.neighbors import radius_neighbors_graph
 from threadpoolctl import threadpool_limits
 
+from wsigraph.bench import environment
 from wsigraph.graphs.pyramid import SCALING, SPATIAL, pyramid_edges, pyramid_graph
 
 SEED = 0
@@ -213,15 +210,9 @@ def main() -> None:
         peers=peers,
         ratios={name: peer["ratio"] for name, peer in peers.items()},
         threads=1,
-        python=sys.version.split()[0],
-        numpy=np.__version__,
-        torch=torch.__version__,
+        **environment(),
         scipy=scipy.__version__,
         sklearn=sklearn.__version__,
-        platform=platform.platform(),
-        processor=platform.processor() or platform.machine(),
-        cpu_count=os.cpu_count(),
-        date=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     )
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(record, indent=2) + "\n")

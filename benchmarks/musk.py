@@ -35,10 +35,7 @@ Prints the table and writes ``results/benchmarks/musk.json``. Run:
 
 from __future__ import annotations
 
-import datetime
 import json
-import platform
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -47,11 +44,10 @@ import numpy as np
 import sklearn
 import torch
 import torch.nn.functional as F
-import torch_geometric
 from sklearn.model_selection import StratifiedKFold
 from torch import Tensor, nn
 
-from wsigraph.bench import cpu_name
+from wsigraph.bench import environment
 from wsigraph.data.musk import default_musk1_path, load_musk1
 from wsigraph.io import write_text
 from wsigraph.nn.mil import ABMIL, DSMIL, MaxPoolMIL, MeanPoolMIL, MinMaxMIL
@@ -243,14 +239,8 @@ def main() -> None:
         results=results,
         notes=NOTES,
         wall_seconds=wall,
-        python=sys.version.split()[0],
-        torch=torch.__version__,
-        torch_geometric=torch_geometric.__version__,
+        **environment(),
         sklearn=sklearn.__version__,
-        numpy=np.__version__,
-        platform=platform.platform(),
-        processor=cpu_name(),
-        date=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     )
     write_text(OUT, json.dumps(record, indent=2) + "\n")
     print(f"wrote {OUT.relative_to(OUT.parents[2])}")

@@ -21,6 +21,28 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def environment() -> dict:
+    """Provenance every benchmark record carries: versions, machine and date."""
+    import datetime
+    import os
+    import platform
+    import sys
+
+    import numpy as np
+    import torch_geometric
+
+    return {
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "torch_geometric": torch_geometric.__version__,
+        "numpy": np.__version__,
+        "platform": platform.platform(),
+        "processor": cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    }
+
+
 def device_name(device: torch.device) -> str:
     return torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU: {cpu_name()}"
 
