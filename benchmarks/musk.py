@@ -43,7 +43,6 @@ from pathlib import Path
 import numpy as np
 import sklearn
 import torch
-import torch.nn.functional as F
 from sklearn.model_selection import StratifiedKFold
 from torch import Tensor, nn
 
@@ -102,9 +101,7 @@ METHODS: dict[str, tuple[Callable[[int], nn.Module], dict | None, str]] = {
 
 
 def bag_loss(model: nn.Module, x: Tensor, batch: Tensor, num_bags: int, y: Tensor) -> Tensor:
-    if isinstance(model, DSMIL):
-        return model.loss(model.outputs(x, batch, num_bags), y)
-    return F.cross_entropy(model(x, batch, num_bags), y)
+    return model.loss(model.outputs(x, batch, num_bags), y)
 
 
 def run_fold(

@@ -14,6 +14,14 @@ runs on a CPU.
 * :class:`DSMIL`: dual-stream MIL (Li, Li & Eliceiri, CVPR 2021).
 * :class:`MinMaxMIL`: top-R / bottom-R instance scores (Courtiol et al. 2018, "CHOWDER").
 
+Training protocol (shared by every bag module here and in ``nn/spatial_mil.py`` and
+``nn/multiscale_mil.py``): ``outputs(...)`` takes the same inputs as ``forward`` and returns a
+dict with at least ``"logits"`` ``[B, C]`` (plus whatever auxiliary streams the method
+trains); ``loss(outputs, y, weight=None)`` is the method's training loss (cross-entropy on
+``"logits"`` unless the method adds terms, e.g. DS-MIL's two streams or CLAM's instance
+clustering); ``forward`` returns ``outputs(...)["logits"]``. ``weight`` is an optional ``[C]``
+class weight for the cross-entropy terms.
+
 In training mode dropout makes outputs random; the invariances (instance order, batching)
 hold in ``eval()`` mode.
 """
@@ -41,7 +49,15 @@ def _mlp(in_dim: int, hidden: Hidden, dropout: float, act: type[nn.Module] = nn.
 
 
 class _MIL(nn.Module):
-    """Shared ``reset_parameters`` and ``__repr__``."""
+    """Shared ``outputs`` / ``loss`` protocol, ``reset_parameters`` and ``__repr__``."""
+
+    def outputs(self, *inputs, **kwargs) -> dict[str, Tensor]:
+        """``{"logits": forward(*inputs)}``; methods with auxiliary streams override it."""
+        return {"logits": self(*inputs, **kwargs)}
+
+    def loss(self, outputs: dict[str, Tensor], y: Tensor, weight: Tensor | None = None) -> Tensor:
+        """Cross-entropy of ``outputs["logits"]`` (optionally class-weighted)."""
+        return F.cross_entropy(outputs["logits"], y, weight=weight)
 
     def reset_parameters(self) -> None:
         for module in self.modules():
@@ -283,11 +299,10 @@ class DSMIL(_MIL):
         out = self.outputs(x, batch, num_bags)
         return (out["logits"], out["attention"]) if return_attention else out["logits"]
 
-    @staticmethod
-    def loss(outputs: dict[str, Tensor], y: Tensor) -> Tensor:
+    def loss(self, outputs: dict[str, Tensor], y: Tensor, weight: Tensor | None = None) -> Tensor:
         """DS-MIL's training loss, ``0.5 CE(bag_logits, y) + 0.5 CE(max_logits, y)``."""
-        return 0.5 * F.cross_entropy(outputs["bag_logits"], y) + 0.5 * F.cross_entropy(
-            outputs["max_logits"], y
+        return 0.5 * F.cross_entropy(outputs["bag_logits"], y, weight=weight) + 0.5 * (
+            F.cross_entropy(outputs["max_logits"], y, weight=weight)
         )
 
 
