@@ -78,6 +78,37 @@ def test_failing_notebook_stops_the_run_and_is_named(fake_notebooks, tmp_path, c
     assert (out / "02_boom.ipynb").exists() and not (out / "03_never.ipynb").exists()
 
 
+TRAIN_PARAMS = (
+    "profile = 'demo'\ntable = 'h2mil_table1'\nrow = 'H2-MIL'\ndataset = 'esca'\n"
+    "task = 'typing'\nexecutor = 'local'"
+)
+TABLE3_ESCA_TYPING = ["-p", "table", "h2mil_table3", "-p", "dataset", "esca", "-p", "task", "typing"]
+
+
+@pytest.mark.slow
+def test_train_runs_execute_concurrently_with_serial_folds(fake_notebooks, tmp_path, capsys):
+    body = "import os\nprint(row, executor, os.environ.get('OMP_NUM_THREADS'))"
+    _notebook(fake_notebooks / "04_train.ipynb", body, params=TRAIN_PARAMS)
+    assert pipeline.main([*TABLE3_ESCA_TYPING, "--jobs", "2"]) == 0
+    assert "3 runs, 2 at a time" in capsys.readouterr().out
+    runs = tmp_path / "results" / "demo" / "runs"
+    for row in ("thu-mid", "thu-bot", "thu-mid-bot"):
+        name = f"h2mil_table3__{row}__esca__typing"
+        params = json.loads((runs / f"{name}.params.json").read_text())["parameters"]
+        assert params["executor"] == "serial" and params["table"] == "h2mil_table3"
+        assert "serial" in (runs / f"{name}.ipynb").read_text()
+
+
+@pytest.mark.slow
+def test_a_failing_concurrent_run_is_named(fake_notebooks, capsys):
+    body = "assert row != 'Thu. + Bot.', 'boom'"
+    _notebook(fake_notebooks / "04_train.ipynb", body, params=TRAIN_PARAMS)
+    assert pipeline.main([*TABLE3_ESCA_TYPING, "-p", "executor", "dask", "--jobs", "2"]) == 1
+    err = capsys.readouterr().err
+    assert "notebook 04_train failed" in err and "AssertionError: boom" in err
+    assert "h2mil_table3__thu-bot__esca__typing.ipynb" in err
+
+
 TINY = ["-p", "n_slides", "12", "-p", "slide_size", "[768, 512]"]
 ONE_RUN = [
     "-p",

@@ -7,6 +7,7 @@ Usage::
     ./run_all.sh -p epochs 3 -p folds 2   # override parameters-cell values
     ./run_all.sh --only 01 02             # a subset, by number or name
     ./run_all.sh --list                   # the notebooks and the parameters each accepts
+    ./run_all.sh --jobs 1                 # one notebook at a time (default: one per CPU core)
 
 Each notebook ``notebooks/NN_name.ipynb`` runs with the parameters it declares in its cell
 tagged ``parameters``; ``-p NAME VALUE`` reaches every notebook that declares ``NAME`` (a name
@@ -14,6 +15,13 @@ no notebook declares is an error). Executed copies go to ``results/<profile>/not
 the resolved parameters beside them as ``NN_name.params.json``; ``04_train`` runs once per table
 run, into ``results/<profile>/runs/`` (see :func:`expand`). The first failing notebook
 stops the run with a message naming it and the executed copy that holds the traceback.
+
+Concurrency: the many ``04_train`` runs execute ``--jobs`` at a time (default: one per CPU core
+on CPU-only machines, one on a GPU machine), each kernel limited to ``cores / jobs`` threads and,
+unless ``-p executor`` says otherwise, training its folds in-process (``executor="serial"``):
+on a 2-core laptop two small runs side by side beat one run with two fold workers, whose
+process start-up costs as much as a small model's training. Other notebooks run one at a time,
+in order. A failing run stops the submission of new runs; those already running finish.
 """
 
 from __future__ import annotations
@@ -21,8 +29,11 @@ from __future__ import annotations
 import argparse
 import ast
 import json
+import multiprocessing
+import os
 import sys
 import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 
 from wsigraph.io import write_text
@@ -80,9 +91,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--only", nargs="+", help="notebook numbers or names to run (default: all)")
     ap.add_argument("--list", action="store_true", help="list notebooks and their parameters")
+    ap.add_argument(
+        "--jobs",
+        type=int,
+        default=None,
+        help="04_train runs executed at a time (default: CPU cores without a GPU, else 1)",
+    )
     args = ap.parse_args(argv)
-
-    import papermill as pm
+    if args.jobs is not None and args.jobs < 1:
+        ap.error(f"--jobs must be >= 1, got {args.jobs}")
 
     profile = get_profile(args.profile)
     selected = notebooks(args.only)
@@ -103,44 +120,135 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     started = time.time()
-    runs = [
-        (nb, params, out)
-        for nb in selected
-        for params, out in expand(nb, profile, given, declared[nb])
-    ]
-    for nb, params, output in runs:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        shown = ", ".join(f"{k}={v!r}" for k, v in params.items()) or "defaults"
-        print(f"run_all: {nb.stem} ({shown})", flush=True)
-        t0 = time.time()
-        try:
-            pm.execute_notebook(
-                str(nb),
-                str(output),
-                parameters=params,
-                kernel_name=KERNEL,
-                cwd=str(NOTEBOOKS_DIR),
-                progress_bar=False,
-                log_output=False,
-            )
-        except pm.PapermillExecutionError as e:
-            _scrub(output)
-            print(
-                f"\nrun_all: notebook {nb.stem} failed in cell {e.exec_count}: {e.ename}: {e.evalue}\n"
-                f"run_all: the executed copy with the full traceback is {_rel(output)}",
-                file=sys.stderr,
-            )
+    jobs = args.jobs or default_jobs()
+    total = 0
+    for nb in selected:
+        runs = expand(nb, profile, given, declared[nb])
+        if len(runs) > 1 and jobs > 1:
+            if "executor" in declared[nb] and "executor" not in given:
+                runs = [(params | {"executor": "serial"}, out) for params, out in runs]
+            failed = _execute_concurrently(nb, runs, declared[nb], profile, jobs)
+        else:
+            failed = False
+            for params, out in runs:
+                if not _execute(nb, params, out, declared[nb], profile):
+                    failed = True
+                    break
+        if failed:
             return 1
-        _scrub(output)
-        record = {"notebook": nb.name, "profile": profile.name, "parameters": declared[nb] | params}
-        write_text(
-            output.with_suffix(".params.json"), json.dumps(record, indent=2, default=str) + "\n"
-        )
-        print(f"run_all: {nb.stem} done in {time.time() - t0:.0f} s -> {_rel(output)}", flush=True)
+        total += len(runs)
     print(
-        f"run_all: {len(runs)} notebook run(s) on profile '{profile.name}' in {time.time() - started:.0f} s"
+        f"run_all: {total} notebook run(s) on profile '{profile.name}' in {time.time() - started:.0f} s"
     )
     return 0
+
+
+def default_jobs() -> int:
+    """Concurrent ``04_train`` runs: one per CPU core, or 1 when CUDA is available (the GPU is
+    the shared resource then, and each run's folds already use it)."""
+    import torch
+
+    return 1 if torch.cuda.is_available() else max(1, os.cpu_count() or 1)
+
+
+def _describe(params: dict) -> str:
+    return ", ".join(f"{k}={v!r}" for k, v in params.items()) or "defaults"
+
+
+def _execute(nb: Path, params: dict, output: Path, declared: dict, profile, threads=None) -> bool:
+    """Run one notebook into ``output``; on failure print which and where, return ``False``."""
+    print(f"run_all: {nb.stem} ({_describe(params)})", flush=True)
+    t0 = time.time()
+    error = _papermill(str(nb), str(output), params, threads)
+    if error:
+        _report_failure(nb, output, error)
+        return False
+    _finish(nb, params, output, declared, profile)
+    print(f"run_all: {nb.stem} done in {time.time() - t0:.0f} s -> {_rel(output)}", flush=True)
+    return True
+
+
+def _execute_concurrently(nb: Path, runs: list, declared: dict, profile, jobs: int) -> bool:
+    """Run the ``(params, output)`` runs of one notebook ``jobs`` at a time; ``True`` if one
+    failed (no new run starts after a failure; running ones finish)."""
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    print(f"run_all: {nb.stem}: {len(runs)} runs, {jobs} at a time, {threads} thread(s) each")
+    pending = list(reversed(runs))
+    failed = False
+    done = 0
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+        active = {}
+        while pending or active:
+            while pending and not failed and len(active) < jobs:
+                params, output = pending.pop()
+                fut = pool.submit(_papermill, str(nb), str(output), params, threads)
+                active[fut] = (params, output, time.time())
+            if not active:
+                break
+            finished, _ = wait(active, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                params, output, t0 = active.pop(fut)
+                error = fut.result()
+                done += 1
+                if error:
+                    _report_failure(nb, output, error)
+                    failed = True
+                    continue
+                _finish(nb, params, output, declared, profile)
+                print(
+                    f"run_all: [{done}/{len(runs)}] {nb.stem} ({_describe(params)}) done in "
+                    f"{time.time() - t0:.0f} s -> {_rel(output)}",
+                    flush=True,
+                )
+    return failed
+
+
+def _papermill(nb: str, output: str, params: dict, threads: int | None = None) -> str | None:
+    """Execute one notebook with papermill; the error text if a cell failed, else ``None``.
+
+    Runs in the pipeline's process or in a worker process; ``threads`` caps the kernel's
+    intra-op threads (the kernel inherits the environment).
+    """
+    import papermill as pm
+
+    if threads is not None:
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ[var] = str(threads)
+    Path(output).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        pm.execute_notebook(
+            nb,
+            output,
+            parameters=params,
+            kernel_name=KERNEL,
+            cwd=str(NOTEBOOKS_DIR),
+            progress_bar=False,
+            log_output=False,
+        )
+    except pm.PapermillExecutionError as e:
+        return f"cell {e.exec_count}: {e.ename}: {e.evalue}"
+    except Exception as e:  # the kernel died, could not start, ...: still name the notebook
+        return f"{type(e).__name__}: {e}"
+    return None
+
+
+def _report_failure(nb: Path, output: Path, error: str) -> None:
+    if output.exists():
+        _scrub(output)
+    print(
+        f"\nrun_all: notebook {nb.stem} failed in {error}\n"
+        f"run_all: the executed copy with the full traceback is {_rel(output)}",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def _finish(nb: Path, params: dict, output: Path, declared: dict, profile) -> None:
+    """Scrub machine paths from the executed copy and write its resolved parameters."""
+    _scrub(output)
+    record = {"notebook": nb.name, "profile": profile.name, "parameters": declared | params}
+    write_text(output.with_suffix(".params.json"), json.dumps(record, indent=2, default=str) + "\n")
 
 
 def expand(nb: Path, profile, given: dict, declared: dict) -> list[tuple[dict, Path]]:

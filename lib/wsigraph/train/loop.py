@@ -1,7 +1,8 @@
 """Training and evaluation of one (repeat, fold): the papers' loop, selected on validation.
 
 :func:`train_fold` trains a model built by name (:func:`wsigraph.models.build_model`) with Adam
-and cross-entropy on logits, evaluates on the validation split after every epoch and keeps the
+and cross-entropy on logits (or the model's own ``training_loss``, see :func:`training_loss`),
+evaluates on the validation split after every epoch and keeps the
 best checkpoint, then evaluates that checkpoint once on the test fold.
 
 Checkpoint selection (:class:`BestCheckpoint`)
@@ -223,6 +224,15 @@ def _peak_memory(device: torch.device) -> tuple[int, str]:
     return int(rss if sys.platform == "darwin" else rss * 1024), "process_max_rss"
 
 
+def training_loss(model: nn.Module, batch, weight: Tensor | None = None) -> Tensor:
+    """The model's own ``training_loss(batch, weight)`` when it has one (methods with auxiliary
+    terms: DS-MIL's two streams, CLAM's instance clustering, MS-DA-MIL's domain adversary...),
+    else cross-entropy on its logits (no softmax before it)."""
+    if hasattr(model, "training_loss"):
+        return model.training_loss(batch, weight)
+    return F.cross_entropy(model(batch), batch.y, weight=weight)
+
+
 def train_fold(
     graphs: Sequence[Data],
     labels: np.ndarray,
@@ -296,7 +306,7 @@ def train_fold(
         for batch in loaders["train"]:
             batch = batch.to(device)
             optimizer.zero_grad()
-            loss = F.cross_entropy(model(batch), batch.y, weight=weight)  # logits, no softmax
+            loss = training_loss(model, batch, weight)
             loss.backward()
             optimizer.step()
             total += loss.item() * batch.num_graphs
