@@ -82,7 +82,7 @@ TRAIN_PARAMS = (
     "profile = 'demo'\ntable = 'h2mil_table1'\nrow = 'H2-MIL'\ndataset = 'esca'\n"
     "task = 'typing'\nexecutor = 'local'"
 )
-TABLE3_ESCA_TYPING = ["-p", "table", "h2mil_table3", "-p", "dataset", "esca", "-p", "task", "typing"]
+TABLE3_ESCA_TYPING = "-p table h2mil_table3 -p dataset esca -p task typing".split()
 
 
 @pytest.mark.slow
