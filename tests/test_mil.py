@@ -6,7 +6,19 @@ import torch.nn.functional as F
 from torch_geometric.utils import scatter
 
 from wsigraph.data.musk import load_musk1
-from wsigraph.nn.mil import ABMIL, DSMIL, MaxPoolMIL, MeanPoolMIL, MinMaxMIL, _top_bottom
+from wsigraph.nn.mil import (
+    ABMIL,
+    CLAMSB,
+    DSMIL,
+    MILRNN,
+    DeepAttnMIL,
+    MaxPoolMIL,
+    MeanPoolMIL,
+    MinMaxMIL,
+    _rank_in_bags,
+    _top_bottom,
+    bag_kmeans,
+)
 
 F_IN = 6
 MODELS = {
@@ -17,8 +29,13 @@ MODELS = {
     "dsmil": lambda f, c=2: DSMIL(f, c, hidden=(16, 8), query_dim=4),
     "minmax": lambda f, c=2: MinMaxMIL(f, c, hidden=(8,), r=3),
     "minmax-embed": lambda f, c=2: MinMaxMIL(f, c, hidden=(8,), r=2, embed=(8,)),
+    "clam-sb": lambda f, c=2: CLAMSB(f, c, hidden=(16,), attention_dim=4, k_sample=2),
+    "deepattnmil": lambda f, c=2: DeepAttnMIL(
+        f, c, hidden=(16,), attention_dim=4, head=(8,), n_clusters=3, kmeans_iters=5
+    ),
+    "mil-rnn": lambda f, c=2: MILRNN(f, c, hidden=(16,), k=3, rnn_dim=8),
 }
-ATTENTION = ("abmil", "abmil-gated", "dsmil")
+ATTENTION = ("abmil", "abmil-gated", "dsmil", "clam-sb", "deepattnmil")
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -230,3 +247,120 @@ def test_load_musk1_rejects_bad_files(shared_data, tmp_path):
         load_musk1(bad_class)
     with pytest.raises(FileNotFoundError, match="MUSK1 file not found"):
         load_musk1(tmp_path / "missing.data")
+
+
+def test_rank_in_bags():
+    score = torch.tensor([0.5, -1.0, 2.0, 0.0, 3.0, 1.0])
+    batch = torch.tensor([1, 0, 1, 1, 0, 1])  # bag 2 is empty
+    order, rank, count = _rank_in_bags(score, batch, 3)
+    assert order.tolist() == [4, 1, 2, 5, 0, 3]
+    assert rank.tolist() == [0, 1, 0, 1, 2, 3] and count.tolist() == [2, 4, 0]
+
+
+def _monotone_clam(c=3, subtyping=True):
+    """CLAM-SB on raw features whose attention score is increasing in feature 0."""
+    torch.manual_seed(0)
+    model = CLAMSB(2, c, hidden=(), attention_dim=1, k_sample=2, subtyping=subtyping).eval()
+    with torch.no_grad():
+        model.attention_V.weight.copy_(torch.tensor([[1.0, 0.0]]))
+        model.attention_V.bias.zero_()
+        model.attention_U.weight.zero_()  # the gate is a constant 1/2
+        model.attention_w.weight.fill_(1.0)
+    return model
+
+
+@pytest.mark.parametrize("subtyping", [True, False])
+def test_clam_instance_pseudo_labels(subtyping):
+    """Top-k / bottom-k by attention on a hand-made batch; the loss written out per bag."""
+    x = torch.tensor(
+        [[0.3, 1.0], [-1.0, 0.5], [2.0, -0.2], [0.1, 0.0], [1.5, 0.7]]  # bag 0
+        + [[0.5, -1.0], [-0.5, 0.2], [0.0, 0.3]]  # bag 1: 3 < 2k instances
+    )
+    batch = torch.tensor([0, 0, 0, 0, 0, 1, 1, 1])
+    y = torch.tensor([2, 0])
+    model = _monotone_clam(subtyping=subtyping)
+    out = model.outputs(x, batch, 2)
+    assert out["top"].tolist() == [2, 4, 5, 7]  # descending feature 0 within each bag
+    assert out["bottom"].tolist() == [3, 1, 7, 6]  # row 7 is in both halves of bag 1
+    ce, g, zeros = F.cross_entropy, model.instance_classifiers, torch.zeros(2, dtype=torch.long)
+    expected_inst = []
+    for top, bottom, label in [([2, 4], [3, 1], 2), ([5, 7], [7, 6], 0)]:
+        in_class = torch.cat([g[label](x[top]), g[label](x[bottom])])  # labels 1, 1, 0, 0
+        terms = [ce(in_class, torch.tensor([1, 1, 0, 0]))]
+        if subtyping:  # every other class: the top-k are out of class
+            terms += [ce(g[c](x[top]), zeros) for c in range(3) if c != label]
+        expected_inst.append(sum(terms) / len(terms))
+    expected_inst = sum(expected_inst) / 2
+    torch.testing.assert_close(model.instance_loss(out, y), expected_inst)
+    expected = 0.7 * ce(out["logits"], y) + 0.3 * expected_inst
+    torch.testing.assert_close(model.loss(out, y), expected)
+
+
+def test_clam_small_bags_clip_k():
+    model = _model("clam-sb", c=3)  # k_sample=2
+    x, batch = _bags([1, 0, 3])
+    out = model.outputs(x, batch, 3)
+    assert out["top"].tolist()[0] == 0 and out["bottom"].tolist()[0] == 0  # bag of one: k = 1
+    assert out["instance_logits"].shape == (2 * 3, 3, 2)  # 1 + 0 + 2 rows per half
+    assert torch.isfinite(model.loss(out, torch.tensor([1, 0, 2])))
+
+
+def test_bag_kmeans_finds_blobs_and_ignores_instance_order():
+    g = torch.Generator().manual_seed(0)
+    centres = torch.tensor([[5.0, 0.0, 0.0], [0.0, 5.0, 0.0], [0.0, 0.0, 5.0]])
+    blob = torch.arange(3).repeat_interleave(torch.tensor([4, 7, 5]))  # [16]
+    x = torch.cat([centres[blob] + 0.3 * torch.randn(16, 3, generator=g), torch.randn(2, 3)])
+    batch = torch.tensor([0] * 16 + [1] * 2)  # bag 1 has 2 < 3 instances
+    cluster = bag_kmeans(x, batch, 2, 3, 10)
+    same = cluster[:16, None] == cluster[None, :16]
+    assert torch.equal(same, blob[:, None] == blob[None, :])  # the blobs, up to relabelling
+    assert sorted(cluster[16:].tolist()) == [0, 1]  # two instances, two clusters
+    perm = torch.randperm(18, generator=g)
+    assert torch.equal(bag_kmeans(x[perm], batch[perm], 2, 3, 10), cluster[perm])
+    assert torch.equal(bag_kmeans(x, batch, 2, 3, 10), cluster)  # deterministic
+
+
+def test_deepattnmil_matches_dense_cluster_pooling():
+    model = _model("deepattnmil")  # 3 clusters
+    x, batch = _bags([10, 2])
+    x.requires_grad_(True)
+    out = model.outputs(x, batch, 2)
+    assert out["cluster"][:10].unique().numel() == 3 and out["cluster"][10:].unique().numel() == 2
+    assert not out["cluster"].requires_grad
+    for b, rows in enumerate([torch.arange(10), torch.arange(10, 12)]):
+        h, cluster = model.embed(x[rows]), out["cluster"][rows]
+        e = torch.stack([h[cluster == j].mean(0) for j in cluster.unique()])  # [K_b, D]
+        gate = torch.tanh(model.attention_V(e)) * torch.sigmoid(model.attention_U(e))
+        a = torch.softmax(model.attention_w(gate).squeeze(-1), 0)
+        torch.testing.assert_close(out["cluster_attention"][b, cluster.unique()], a)
+        expected = model.classifier(model.head((a.unsqueeze(-1) * e).sum(0, keepdim=True)))
+        torch.testing.assert_close(out["logits"][b : b + 1], expected)
+        size = (cluster[:, None] == cluster[None, :]).sum(-1)
+        torch.testing.assert_close(out["attention"][rows], a[cluster] / size)  # a_j / |S_j|
+    torch.manual_seed(1)  # the clustering depends on the features only
+    again = MODELS["deepattnmil"](F_IN).eval().outputs(x, batch, 2)
+    assert torch.equal(again["cluster"], out["cluster"])
+
+
+def test_milrnn_top_k_order_and_sequence():
+    torch.manual_seed(0)
+    model = MILRNN(2, 2, hidden=(), k=3, rnn_dim=4).eval()
+    with torch.no_grad():  # p = sigmoid(feature 0)
+        model.instance_classifier.weight.copy_(torch.tensor([[0.0, 0.0], [1.0, 0.0]]))
+        model.instance_classifier.bias.zero_()
+    x = torch.tensor(
+        [[0.3, 1.0], [-1.0, 0.5], [2.0, -0.2], [0.1, 0.0], [1.5, 0.7], [0.5, -1.0], [-0.5, 0.2]]
+    )
+    batch = torch.tensor([0, 1, 0, 0, 0, 1, 2])  # bag 1 has 2 < k, bag 2 one, bag 3 none
+    out = model.outputs(x, batch, 4)
+    assert out["top"].tolist() == [[2, 4, 0], [5, 1, -1], [6, -1, -1], [-1, -1, -1]]
+    assert out["lengths"].tolist() == [3, 2, 1, 0]
+    torch.testing.assert_close(out["scores"], torch.sigmoid(x[:, 0]))
+    for b, rows in enumerate([[2, 4, 0], [5, 1], [6]]):
+        _, state = model.rnn(x[rows].unsqueeze(0))  # the bag's top instances, in order
+        torch.testing.assert_close(out["logits"][b], model.classifier(state[0, 0]))
+        torch.testing.assert_close(out["max_logits"][b], model.instance_classifier(x[rows[0]]))
+    torch.testing.assert_close(out["logits"][3], model.classifier(torch.zeros(4)))
+    y = torch.tensor([1, 0, 1, 0])
+    expected = F.cross_entropy(out["logits"], y) + F.cross_entropy(out["max_logits"][:3], y[:3])
+    torch.testing.assert_close(model.loss(out, y), expected)
