@@ -1,0 +1,139 @@
+"""The SOTA-row models of H2-MIL Tables 1-2 and HIGT Tables 1-2 behind the slide-model API.
+
+The bag modules themselves (equations, invariances, 50,000-instance bags, overfitting) are
+tested in test_mil.py, test_spatial_mil.py and test_multiscale_mil.py; here: every SOTA row
+builds from the table registry, reads the right nodes of a batch of pyramid graphs, and
+trains through the harness with its own loss.
+"""
+
+import numpy as np
+import pytest
+import torch
+from torch_geometric.data import Batch
+
+from wsigraph import tables as T
+from wsigraph.graphs.pyramid import pyramid_graph
+from wsigraph.models import build_model
+from wsigraph.models.baselines import DSMILBaseline
+from wsigraph.nn.ihpool import from_batch
+from wsigraph.train.cv import make_splits
+from wsigraph.train.loop import TrainConfig, train_fold
+
+F_IN = 6
+SOTA = sorted(
+    {
+        (row.model, tuple(sorted(row.config.items())))
+        for table in T.TABLES.values()
+        for row in table.rows
+        if row.group == "SOTA" and row.model not in (None, "h2mil")
+    }
+)
+NAMES = [name for name, _ in SOTA]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def slide(n_mid: int, seed: int = 0, children: int = 4, f: int = F_IN, signal: float = 0.0):
+    """Thumbnail + ``n_mid`` 5x patches on a row + up to ``children`` 10x patches in each
+    (the 2 x 2 cells inside their parent), features N(0, 1) plus ``signal`` on feature 0."""
+    g = torch.Generator().manual_seed(seed)
+    level, row, col, parent = [0], [0], [0], [-1]
+    for i in range(n_mid):
+        level.append(1), row.append(0), col.append(i), parent.append(0)
+    for i in range(n_mid):
+        for k in range(children):
+            level.append(2), row.append(k // 2), col.append(2 * i + k % 2), parent.append(1 + i)
+    x = torch.randn(len(level), f, generator=g)
+    x[:, 0] += signal
+    return pyramid_graph(x, np.array(level), np.array(row), np.array(col), np.array(parent))
+
+
+def model(name: str, seed: int = 0, n_classes: int = 2):
+    torch.manual_seed(seed)
+    return build_model(name, F_IN, n_classes).eval()
+
+
+def test_every_sota_row_has_a_registered_model():
+    assert set(NAMES) == {
+        "abmil",
+        "clam-sb",
+        "deepattnmil",
+        "dsmil",
+        "hipt",
+        "la-mil",
+        "mil-cnn",
+        "mil-rnn",
+        "minmax",
+        "ms-da-mil",
+        "ptree-net",
+    }
+    assert all(config == () for _, config in SOTA)  # each method's defaults, one config
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_batch_of_slides_gives_one_row_of_logits_each(name, n_classes):
+    net = model(name, n_classes=n_classes)
+    graphs = [slide(3, seed=0), slide(5, seed=1), slide(2, seed=2, children=1)]
+    out = net(Batch.from_data_list(graphs))
+    assert out.shape == (3, n_classes) and torch.isfinite(out).all()
+    for i, g in enumerate(graphs):  # batched == each slide alone
+        torch.testing.assert_close(
+            out[i : i + 1], net(Batch.from_data_list([g])), atol=1e-5, rtol=1e-4
+        )
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_degenerate_slides_give_finite_logits(name):
+    """A thumbnail-only slide, one without 10x patches, and a 5x patch with one child."""
+    net = model(name)
+    graphs = [slide(0), slide(1, children=0), slide(1, children=1), slide(4)]
+    out = net(Batch.from_data_list(graphs))
+    assert out.shape == (4, 2) and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_training_loss_reaches_every_parameter(name):
+    net = model(name).train()
+    batch = Batch.from_data_list([slide(3, seed=s) for s in range(4)])
+    batch.y = torch.tensor([0, 1, 0, 1])
+    loss = net.training_loss(batch)
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    loss.backward()
+    missing = [n for n, p in net.named_parameters() if p.grad is None]
+    assert not missing, missing
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_trains_through_the_harness(name):
+    """Two epochs of the papers' loop on 12 slides whose class shifts feature 0."""
+    labels = np.array([0, 1] * 6)
+    graphs = [slide(3, seed=i, signal=2.0 * y) for i, y in enumerate(labels)]
+    split = make_splits(labels, folds=3, repeats=1, seed=0)[0]
+    cfg = TrainConfig(model=name, epochs=2, batch_size=4, device="cpu", patience=None)
+    result = train_fold(graphs, labels, split, cfg)
+    assert result.epochs_run == 2 and len(result.test_probs) == len(split.test)
+    assert all(np.isfinite(h["train_loss"]) for h in result.history)
+
+
+def test_dsmil_reads_each_10x_patch_with_its_5x_parent():
+    g = slide(2, seed=3)
+    net = DSMILBaseline(F_IN, 2).eval()
+    x, batch, num_bags = net.inputs(from_batch(g))
+    level2 = (g.level == 2).nonzero().flatten()
+    expected = torch.cat([g.x[level2], g.x[g.parent[level2]]], dim=1)
+    torch.testing.assert_close(x, expected)
+    assert x.shape == (8, 2 * F_IN) and num_bags == 1 and (batch == 0).all()
+    single = DSMILBaseline(F_IN, 2, multiscale=False)
+    assert single.inputs(from_batch(g))[0].shape == (8, F_IN)
+
+
+def test_bad_level_is_refused():
+    with pytest.raises(ValueError, match="level"):
+        build_model("abmil", F_IN, 2, level=0)
