@@ -200,6 +200,12 @@ def test_models_and_configs():
     assert not [r for r in runs if r[0] == "higt_table3" or r[1] == "HIGT (Ours)"]
     assert T.get_row("h2mil_table2", "MinMax").model == "minmax"
     assert T.get_row("higt_table1", "CLAM-SB").model == "clam-sb"
+    # The transformers train at HIGT's lr on every profile; the key says so.
+    hipt = T.get_row("higt_table2", "HIPT")
+    assert hipt.train == {"lr": 5e-4} and T.get_row("higt_table2", "ABMIL").train == {}
+    assert T.config_key(hipt, "kica", "typing") != T.config_key(
+        T.Row(**{**hipt.__dict__, "train": {}}), "kica", "typing"
+    )
     assert len(T.implemented_runs(["h2mil_table3"])) == 3 * 2 * 2
     with pytest.raises(ValueError, match="no model"):
         T.config_key(T.get_row("higt_table1", "HIGT (Ours)"), "esca", "typing")
