@@ -19,6 +19,16 @@ from wsigraph.data.synthetic import SlideSpec, render_slide, write_pyramid_tiff 
 from wsigraph.profiles import real_fixture_slide, shared_data_dir  # noqa: E402
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for tests of tiny models: a second only adds contention (seconds on
+    a busy 2-core CPU). Use with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     path = shared_data_dir()

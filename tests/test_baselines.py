@@ -31,12 +31,7 @@ SOTA = sorted(
 NAMES = [name for name, _ in SOTA]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def slide(n_mid: int, seed: int = 0, children: int = 4, f: int = F_IN, signal: float = 0.0):
