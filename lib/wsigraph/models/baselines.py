@@ -104,10 +104,16 @@ class ABMILBaseline(_Baseline):
 
 @register("minmax")
 class MinMaxBaseline(_Baseline):
-    """MinMax / CHOWDER (Courtiol et al. 2018), R = 5 top and bottom scores; H2-MIL Tables 1-2."""
+    """MinMax / CHOWDER (Courtiol et al. 2018), R = 5 top and bottom scores, sigmoid MLP
+    200-100; H2-MIL Tables 1-2.
+
+    Choice: no dropout, where CHOWDER uses 0.5 on its MLP. With the papers' 50-epoch budget
+    (and the demo's 3 optimiser steps per epoch) the sigmoid MLP under dropout 0.5 stays at the
+    class prior: demo KICA typing AUC 0.52 with it, 0.88 without (5 folds, 40 epochs).
+    """
 
     module = MinMaxMIL
-    defaults = dict(hidden=(200, 100), r=5, dropout=0.5)
+    defaults = dict(hidden=(200, 100), r=5, dropout=0.0)
 
 
 @register("dsmil")
