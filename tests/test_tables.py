@@ -325,3 +325,24 @@ def test_write_table(tmp_path):
         "h2mil_table2.csv",
         "h2mil_table2.md",
     ]
+
+
+def test_cell_values_and_the_ours_vs_paper_figure():
+    import matplotlib.pyplot as plt
+
+    from wsigraph.viz.tables import ours_vs_paper
+
+    records = {T.run_name("higt_table2", "ABMIL", "kica", "typing"): record(auc=0.9, std=0.02)}
+    values = T.cell_values("higt_table2", records, "kica", "typing", "auc")
+    assert [row.name for row, _, _ in values] == T.get_table("higt_table2").row_names
+    (abmil, ours, paper), *rest = values
+    assert abmil.name == "ABMIL" and ours == pytest.approx((90.0, 2.0))
+    assert paper.mean == 97.76 and all(o is None for _, o, _ in rest)
+    with pytest.raises(ValueError, match="not 'f1'"):
+        T.cell_values("higt_table2", records, "kica", "typing", "f1")
+    fig, ax = plt.subplots()
+    ours_vs_paper(ax, "higt_table2", records, "kica", "typing", groups=("SOTA",))
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert labels[0] == "ABMIL" and labels[-1] == "HIPT (not run)" and len(labels) == 7
+    assert ax.get_legend() is not None
+    plt.close(fig)

@@ -608,6 +608,25 @@ def column_names(table: Table, dataset: str, task: str, metric: str, label: str)
     return [f"{head} [{label}]", f"{head} [paper]", f"{head} [{label} - paper]"]
 
 
+def cell_values(
+    table_id: str, records: dict, dataset: str, task: str, metric: str
+) -> list[tuple[Row, tuple[float, float | None] | None, PaperValue]]:
+    """Numbers of one cell for every row, for plotting: ``(row, ours, paper)`` with ``ours``
+    our ``(mean, std)`` in percent or ``None`` when not run (records as in :func:`render`)."""
+    table = get_table(table_id)
+    _check_cell(table, dataset, task)
+    if metric not in table.metrics:
+        raise ValueError(f"{table_id} reports {', '.join(table.metrics)}, not {metric!r}")
+    by_key = _records_by_config_key(records)
+    out = []
+    for row in table.rows:
+        rec = _find_record(records, by_key, table, row, dataset, task)
+        out.append(
+            (row, None if rec is None else _ours(rec, metric), row.paper[(dataset, task, metric)])
+        )
+    return out
+
+
 def render(table_id: str, records: dict, label: str = "ours (demo)") -> pd.DataFrame:
     """Our numbers beside the paper's, one row per paper row.
 

@@ -1,0 +1,62 @@
+"""Figures of the paper tables: our numbers beside the published ones."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from wsigraph.tables import DATASETS, METRICS, TASKS, cell_values, get_table
+
+
+def ours_vs_paper(
+    ax: plt.Axes,
+    table_id: str,
+    records: dict,
+    dataset: str,
+    task: str,
+    metric: str = "auc",
+    label: str = "ours (demo)",
+    groups: tuple[str, ...] | None = None,
+) -> None:
+    """One table cell as a dot plot: a row per method, our mean ± std (filled, with a bar) and
+    the paper's (open diamond, with its printed std), in percent. Rows not run yet show only
+    the paper's value and are marked so in their label."""
+    rows = [
+        (row, ours, paper)
+        for row, ours, paper in cell_values(table_id, records, dataset, task, metric)
+        if groups is None or row.group in groups
+    ]
+    y = np.arange(len(rows))[::-1]
+    for yi, (_, ours, paper) in zip(y, rows, strict=True):
+        ax.errorbar(
+            paper.mean,
+            yi + 0.15,
+            xerr=paper.std,
+            fmt="D",
+            mfc="white",
+            color="tab:gray",
+            ms=5,
+            capsize=2,
+            label="paper" if yi == y[0] else None,
+        )
+        if ours is not None:
+            ax.errorbar(
+                ours[0],
+                yi - 0.15,
+                xerr=ours[1],
+                fmt="o",
+                color="tab:blue",
+                ms=5,
+                capsize=2,
+                label=label if yi == y[0] else None,
+            )
+    names = [row.name + ("" if ours is not None else " (not run)") for row, ours, _ in rows]
+    ax.set_yticks(y, names, fontsize=8)
+    ax.set_xlim(min(40.0, ax.get_xlim()[0]), 102)
+    ax.axvline(50, color="0.85", lw=0.8, zorder=0)
+    table = get_table(table_id)
+    ax.set_xlabel(f"{METRICS[metric]} (%)")
+    ax.set_title(
+        f"{table.paper} Table {table.number}: {DATASETS[dataset]} {TASKS[task]}", fontsize=10
+    )
+    ax.legend(fontsize=7, loc="lower left")
