@@ -132,3 +132,19 @@ def test_dsmil_reads_each_10x_patch_with_its_5x_parent():
 def test_bad_level_is_refused():
     with pytest.raises(ValueError, match="level"):
         build_model("abmil", F_IN, 2, level=0)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("name", NAMES)
+def test_runs_on_cuda_like_on_cpu(name):
+    """Every tensor the model makes follows its inputs' device; CUDA logits match the CPU's."""
+    net = model(name)
+    batch = Batch.from_data_list([slide(3, seed=s) for s in range(3)])
+    batch.y = torch.tensor([0, 1, 0])
+    cpu = net(batch)
+    net, batch = net.cuda(), batch.cuda()
+    out = net(batch)
+    assert out.is_cuda
+    torch.testing.assert_close(out.cpu(), cpu, atol=1e-4, rtol=1e-3)
+    net.train().training_loss(batch).backward()
