@@ -1,7 +1,8 @@
 import pytest
 import torch
+from torch import Tensor
 
-from wsigraph.nn.raconv import HGATConv, RAConv
+from wsigraph.nn.raconv import HGATConv, RAConv, RAConvPlus
 
 # A 5-node toy pyramid: 0 thumbnail, 1-2 mid (level 1), 3-4 bottom (level 2).
 EDGES = torch.tensor([[0, 1, 0, 2, 1, 2, 1, 3, 1, 4, 3, 4], [1, 0, 2, 0, 2, 1, 3, 1, 4, 1, 4, 3]])
@@ -49,7 +50,7 @@ def test_raconv_matches_the_equations():
     )
 
 
-@pytest.mark.parametrize("cls", [RAConv, HGATConv])
+@pytest.mark.parametrize("cls", [RAConv, HGATConv, RAConvPlus])
 def test_shapes_heads_and_repr(cls):
     conv = cls(6, 4, num_levels=3, heads=3, concat=True)
     assert conv(_x(), EDGES, LEVEL).shape == (5, 12)
@@ -66,7 +67,7 @@ def test_attention_weights_sum_to_one_per_node_and_split_by_resolution():
     torch.testing.assert_close(total, torch.ones(5, 2))
 
 
-@pytest.mark.parametrize("cls", [RAConv, HGATConv])
+@pytest.mark.parametrize("cls", [RAConv, HGATConv, RAConvPlus])
 def test_permutation_equivariance(cls):
     conv = cls(6, 4, num_levels=3, heads=2)
     x = _x()
@@ -95,7 +96,7 @@ def test_isolated_nodes_and_empty_graph(cls):
     assert empty.shape == (0, 4)
 
 
-@pytest.mark.parametrize("cls", [RAConv, HGATConv])
+@pytest.mark.parametrize("cls", [RAConv, HGATConv, RAConvPlus])
 def test_gradients_reach_every_parameter(cls):
     conv = cls(6, 4, num_levels=3, heads=2)
     x = _x().requires_grad_()
@@ -129,7 +130,7 @@ def test_raconv_balances_resolutions_where_hgat_does_not():
     assert hg(x, edge_index, level)[1, 0].item() == pytest.approx(10 / 10)
 
 
-@pytest.mark.parametrize("cls", [RAConv, HGATConv])
+@pytest.mark.parametrize("cls", [RAConv, HGATConv, RAConvPlus])
 def test_attention_dropout_keeps_gradients_finite(cls):
     """High attention dropout drops whole resolutions (weights become exactly 0): no NaN."""
     torch.manual_seed(0)
@@ -139,3 +140,141 @@ def test_attention_dropout_keeps_gradients_finite(cls):
         conv(x, EDGES, LEVEL).square().sum().backward()
         assert torch.isfinite(x.grad).all()
         assert all(torch.isfinite(p.grad).all() for p in conv.parameters() if p.grad is not None)
+
+
+# RAConv+ (HIGT) ------------------------------------------------------------------------------
+
+# A 12-node pyramid: 0 thumbnail (level 0); 1-3 mid (level 1, a row); 4-11 bottom (level 2,
+# two rows of four), with 8-adjacency within levels and scaling edges across levels.
+_PYRAMID_UNDIRECTED = [
+    (0, 1), (0, 2), (0, 3),  # thumbnail - mid
+    (1, 2), (2, 3),  # mid spatial
+    (1, 4), (1, 8), (2, 5), (2, 6), (2, 9), (2, 10), (3, 7), (3, 11),  # mid - bottom
+    (4, 5), (5, 6), (6, 7), (8, 9), (9, 10), (10, 11),  # bottom rows
+    (4, 8), (5, 9), (6, 10), (7, 11), (4, 9), (5, 8), (5, 10), (6, 9), (6, 11), (7, 10),
+]  # fmt: skip
+PYRAMID = torch.tensor(_PYRAMID_UNDIRECTED).T
+PYRAMID = torch.cat([PYRAMID, PYRAMID.flip(0)], 1)
+PYRAMID_LEVEL = torch.tensor([0, 1, 1, 1] + [2] * 8)
+
+
+def _dense_raconv_plus(conv: RAConvPlus, x, edge_index, level, a1, b1):
+    """HIGT Eq. 2-3 written out: loops over nodes, heads and resolutions, with the full
+    a = [a1 || a2], b = [b1 || b2] (a1, b1 cancel in the softmaxes). Returns (H', A [N, N, H])."""
+    n, R, H, C = x.size(0), conv.num_levels, conv.heads, conv.out_channels
+    lrelu = torch.nn.functional.leaky_relu
+    U = conv.lin_u.weight.view(H, C, -1)
+    V = conv.lin_v.weight.view(H, C, -1)
+    W = conv.lin.weight.view(H, C, -1)
+    if conv.add_self_loops:
+        edge_index = torch.cat([edge_index, torch.arange(n).repeat(2, 1)], 1)
+    A = torch.zeros(n, n, H, dtype=x.dtype)
+    for j in range(n):
+        nbrs = edge_index[0][edge_index[1] == j]
+        for h in range(H):
+            a, b = torch.cat([a1[h], conv.att_a[0, h]]), torch.cat([b1[h], conv.att_b[0, h]])
+            ks = [k for k in range(R) if (level[nbrs] == k).any()]
+            s_k = []
+            for k in ks:
+                h_k = x[nbrs[level[nbrs] == k]].mean(0)
+                s_k.append(a @ lrelu(torch.cat([U[h] @ x[j], U[h] @ h_k]), 0.2))
+            alpha_k = torch.softmax(torch.stack(s_k), 0) if ks else []
+            for k, ak in zip(ks, alpha_k, strict=True):
+                nk = nbrs[level[nbrs] == k]
+                s_n = torch.stack(
+                    [b @ lrelu(torch.cat([V[h] @ x[j], V[h] @ x[i]]), 0.2) for i in nk]
+                )
+                for i, an in zip(nk, torch.softmax(s_n, 0), strict=True):
+                    A[j, i, h] = ak + an  # Eq. 2
+    out = torch.stack([A[:, :, h] @ x @ W[h].T for h in range(H)], 1)  # Eq. 3, [N, H, C]
+    out = out.reshape(n, H * C) if conv.concat else out.mean(1)
+    return out + conv.bias, A
+
+
+@pytest.mark.parametrize("heads", [1, 2])
+@pytest.mark.parametrize("concat", [False, True])
+@pytest.mark.parametrize("loops", [True, False])
+def test_raconv_plus_matches_the_equations(heads, concat, loops):
+    torch.manual_seed(0)
+    conv = RAConvPlus(6, 4, num_levels=3, heads=heads, concat=concat, add_self_loops=loops)
+    conv = conv.double()
+    torch.nn.init.normal_(conv.bias)
+    x = _x(12).double()
+    a1, b1 = torch.randn(heads, 4, dtype=torch.float64), torch.randn(heads, 4, dtype=torch.float64)
+    out, (ei, w) = conv(x, PYRAMID, PYRAMID_LEVEL, return_attention_weights=True)
+    dense_out, A = _dense_raconv_plus(conv, x, PYRAMID, PYRAMID_LEVEL, a1, b1)
+    torch.testing.assert_close(out, dense_out)
+    assert ei.size(1) == PYRAMID.size(1) + (12 if loops else 0)
+    torch.testing.assert_close(w, A[ei[1], ei[0]])  # A[j, j'] = alpha_k + alpha_j' per edge
+    torch.testing.assert_close(conv(x, PYRAMID, PYRAMID_LEVEL), out)
+
+
+def test_raconv_plus_rows_are_not_normalised():
+    """Zero attention vectors: alpha_k = 1/3 over 3 resolutions, alpha_j' = 1 / |N_k|. A node
+    with 1 thumbnail, 8 fine neighbours and itself: A = 1/3 + 1, 1/3 + 1/8, 1/3 + 1 (sum 19/3)."""
+    src = torch.tensor([0] + list(range(2, 10)))
+    edge_index = torch.stack([src, torch.ones_like(src)])
+    level = torch.tensor([0, 1] + [2] * 8)
+    conv = RAConvPlus(3, 2, num_levels=3, heads=2)
+    with torch.no_grad():
+        conv.att_a.zero_()
+        conv.att_b.zero_()
+    _, (ei, w) = conv(torch.randn(10, 3), edge_index, level, return_attention_weights=True)
+    into_1 = ei[1] == 1
+    expected = torch.where(ei[0][into_1] >= 2, 1 / 3 + 1 / 8, 4 / 3)
+    torch.testing.assert_close(w[into_1], expected.unsqueeze(-1).expand(-1, 2))
+    assert w[into_1, 0].sum().item() == pytest.approx(19 / 3)
+
+
+def test_raconv_plus_node_without_neighbours_and_empty_graph():
+    conv = RAConvPlus(6, 4, num_levels=3, heads=2)
+    x = _x(14)
+    level = torch.cat([PYRAMID_LEVEL, torch.tensor([2, 0])])  # nodes 12 and 13 have no edges
+    out = conv(x, PYRAMID, level)
+    assert torch.isfinite(out).all()
+    # its own loop only: alpha_k = alpha_j' = 1, so A = 2
+    torch.testing.assert_close(out[12], 2 * conv.lin(x[12]).view(2, 4).mean(0) + conv.bias)
+    no_loops = RAConvPlus(6, 4, num_levels=3, heads=2, add_self_loops=False)
+    out = no_loops(x, PYRAMID, level)
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out[12], no_loops.bias)  # nothing to attend to
+    x.requires_grad_()
+    no_loops(x, PYRAMID, level).sum().backward()
+    assert torch.isfinite(x.grad).all() and (x.grad[12:] == 0).all()
+    empty = conv(
+        torch.zeros(0, 6), torch.zeros(2, 0, dtype=torch.long), torch.zeros(0, dtype=torch.long)
+    )
+    assert empty.shape == (0, 4)
+
+
+def _pyramid_graph(side: int) -> tuple[Tensor, Tensor]:
+    """A thumbnail, a (side/2)^2 mid grid and a side^2 bottom grid, 8-adjacency within levels,
+    scaling edges to the parent; both directions."""
+    edges, offset = [], [0, 1, 1 + (side // 2) ** 2]
+    for lv, s in ((1, side // 2), (2, side)):
+        idx = torch.arange(s * s).view(s, s) + offset[lv]
+        for dr, dc in ((0, 1), (1, 0), (1, 1), (1, -1)):
+            a = idx[max(0, -dr) : s - max(0, dr), max(0, -dc) : s - max(0, dc)]
+            b = idx[max(0, dr) : s + min(0, dr) or None, max(0, dc) : s + min(0, dc) or None]
+            edges.append(torch.stack([a.reshape(-1), b.reshape(-1)]))
+    mid = torch.arange((side // 2) ** 2) + 1
+    edges.append(torch.stack([torch.zeros_like(mid), mid]))
+    fine = torch.arange(side * side)
+    parent = (fine // side // 2) * (side // 2) + (fine % side) // 2 + 1
+    edges.append(torch.stack([parent, fine + offset[2]]))
+    edge_index = torch.cat(edges, 1)
+    level = torch.tensor([0] + [1] * (side // 2) ** 2 + [2] * side * side)
+    return torch.cat([edge_index, edge_index.flip(0)], 1), level
+
+
+def test_raconv_plus_runs_on_a_50k_node_graph():
+    """~50,000 nodes, ~0.55 M edges with loops: forward and backward in O(E) memory (an
+    E x N matrix would be ~37 G entries)."""
+    edge_index, level = _pyramid_graph(200)
+    n = level.numel()
+    assert n == 1 + 100 * 100 + 200 * 200
+    conv = RAConvPlus(16, 16, num_levels=3, heads=2)
+    x = torch.randn(n, 16, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    out = conv(x, edge_index, level)
+    out.square().mean().backward()
+    assert out.shape == (n, 16) and torch.isfinite(out).all() and torch.isfinite(x.grad).all()

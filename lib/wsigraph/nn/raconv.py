@@ -1,6 +1,7 @@
-r"""Resolution-aware attention convolutions on the pyramid graph: RAConv (H2-MIL) and HGAT.
+r"""Resolution-aware attention convolutions on the pyramid graph: RAConv (H2-MIL), HGAT and
+RAConv+ (HIGT).
 
-Both are dual-level attentions over a heterogeneous graph whose node *types* are pyramid
+All are dual-level attentions over a heterogeneous graph whose node *types* are pyramid
 levels (resolutions). They differ in how the two levels combine:
 
 * :class:`RAConv` (H2-MIL Eq. 2-4): the node-level softmax runs *within* each resolution's
@@ -8,8 +9,11 @@ levels (resolutions). They differ in how the two levels combine:
   with few neighbours (e.g. the single thumbnail node) is not drowned by one with many.
 * :class:`HGATConv` (Hu et al., EMNLP 2019, "HGAT"; the H2-MIL ablation): the type-level
   attention scales the node-level scores, and the softmax runs over *all* neighbours at once.
+* :class:`RAConvPlus` (HIGT Eq. 2-3): the resolution-level and node-level weights are *added*
+  (not multiplied), with the LeakyReLU inside the attention vectors' argument; rows of the
+  attention matrix are not normalised.
 
-Both run on :func:`wsigraph.nn.attention.segment_attention` (O(E) memory, a fused Triton kernel
+All run on :func:`wsigraph.nn.attention.segment_attention` (O(E) memory, a fused Triton kernel
 on CUDA), never on an E x N matrix as the official code does.
 """
 
@@ -271,3 +275,165 @@ class HGATConv(_DualAttentionConv):
         out = segment_attention(score, z, src, dst, N)  # [N, H, C]
         out = out.reshape(N, H * C) if self.concat else out.mean(1)
         return out + self.bias if self.bias is not None else out
+
+
+class RAConvPlus(nn.Module):
+    r"""RAConv+, the hierarchical graph convolution of HIGT (Guo et al., MICCAI 2023, Sec. 2.2).
+
+    For node :math:`j` with neighbours :math:`\mathcal{N}_k` at resolution :math:`k` (the level
+    of the neighbour) and prototype :math:`h_k = \mathrm{mean}_{j' \in \mathcal{N}_k} h_{j'}`,
+    HIGT Eq. 2 defines, per head,
+
+    .. math::
+        \alpha_k = \mathrm{softmax}_{k \in K_j}
+            \big(a^\top \mathrm{LeakyReLU}([U h_j \,\|\, U h_k])\big), \qquad
+        \alpha_{j'} = \mathrm{softmax}_{j' \in \mathcal{N}_k}
+            \big(b^\top \mathrm{LeakyReLU}([V h_j \,\|\, V h_{j'}])\big),
+
+    .. math::
+        A_{jj'} = \alpha_k + \alpha_{j'} \quad (j' \in \mathcal{N}_k),
+
+    with :math:`K_j` the resolutions present among :math:`j`'s neighbours, and Eq. 3 computes
+    :math:`H' = A H W` (plus a bias; the activation :math:`\sigma` is applied by the model).
+    Unlike H2-MIL's :class:`RAConv` (Eq. 4: :math:`\alpha_r \cdot \alpha_{v'}`), the two levels
+    are *added*, and the LeakyReLU sits between :math:`a` and :math:`U`, :math:`b` and
+    :math:`V` ("the main difference from H2-MIL").
+
+    What the formula implies, and how it is computed:
+
+    * The LeakyReLU acts elementwise on the concatenation, so with :math:`a = [a_1 \| a_2]`,
+      :math:`a^\top \mathrm{LReLU}([u \| v]) = a_1^\top \mathrm{LReLU}(u) + a_2^\top
+      \mathrm{LReLU}(v)`. In :math:`\alpha_k` the :math:`a_1` term is the same for every
+      resolution of node :math:`j` and cancels in the softmax; in :math:`\alpha_{j'}` the
+      :math:`b_1` term is the same for every :math:`j'` of the segment :math:`(j, k)` and
+      cancels too. Hence :math:`\alpha_k = \mathrm{softmax}_k(a_2^\top \mathrm{LReLU}(U h_k))`
+      depends on :math:`j` only through its prototypes, and :math:`\alpha_{j'} =
+      \mathrm{softmax}_{\mathcal{N}_k}(b_2^\top \mathrm{LReLU}(V h_{j'}))` depends only on the
+      neighbour :math:`j'` (normalised within :math:`j`'s segment). The layer therefore holds
+      only :math:`a_2` (``att_a``) and :math:`b_2` (``att_b``): :math:`a_1, b_1` and
+      :math:`U h_j, V h_j` are exactly irrelevant (the tests compare with the full formula for
+      arbitrary :math:`a_1, b_1`).
+    * :math:`U h_k` is a *vector* mean per (node, resolution) taken before the LeakyReLU, so it
+      cannot be reduced to per-edge scalars as in RAConv. It is computed as
+      :func:`~wsigraph.nn.attention.segment_attention` with all-zero scores over the segments
+      ``dst * R + level[src]`` (a uniform softmax is a mean): an ``[N * R, H, C]`` tensor, no
+      ``[E, H, C]`` one.
+    * :math:`h'_j = \sum_{j'} A_{jj'} z_{j'}` with :math:`z = W h` is one
+      :func:`~wsigraph.nn.attention.segment_attention` over destinations with log-weights
+      :math:`\log A_{jj'}` (``logaddexp`` of :math:`\log \alpha_k` and :math:`s_{j'} -
+      \mathrm{logsumexp}_{\mathcal{N}_k} s`), rescaled by the row sum :math:`\sum_{j'}
+      A_{jj'}`. No :math:`E \times N` tensor is built.
+    * The rows of :math:`A` are *not* normalised: the row sum is :math:`\sum_k \alpha_k
+      |\mathcal{N}_k| + |K_j|`, so a node with many neighbours at one resolution (e.g. the
+      thumbnail, linked to every mid-level patch) gets a large output. That is the paper's
+      formula; the model normalises after the convolution.
+
+    Choices where the paper is silent (as :class:`RAConv`): :math:`U, V, W` are separate
+    per-head linear maps to ``out_channels``; LeakyReLU slope 0.2; self loops are added, a
+    node's own loop counting among the neighbours of its own resolution; attention dropout
+    drops :math:`\alpha_k` (the fused edge softmax has no per-edge dropout).
+
+    Differences from the official code (``HKU-MedAI/HIGT``, ``modules/RAConv.py``): it applies
+    the LeakyReLU *after* summing the two scalar scores (GAT style, :math:`\mathrm{LReLU}(a_1^\top
+    U h_j + a_2^\top U h_k)`), so nothing cancels, i.e. not the paper's stated difference from
+    H2-MIL; it uses :math:`W` as :math:`V`; it takes prototypes as means of the raw input
+    features and applies :math:`U` afterwards (equal to our mean of :math:`U h` by linearity);
+    and it looks up :math:`\alpha_k` per edge through an :math:`E \times N` boolean matrix. We
+    follow the paper.
+
+    Args:
+        in_channels (int): Size of each input feature.
+        out_channels (int): Size of each output feature per head.
+        num_levels (int): Number of resolutions (node types), e.g. 3. (default: ``3``)
+        heads (int): Number of attention heads. (default: ``1``)
+        concat (bool): Concatenate the heads (else average them). (default: ``False``)
+        negative_slope (float): LeakyReLU slope. (default: ``0.2``)
+        dropout (float): Dropout on the resolution-level attention. (default: ``0.0``)
+        add_self_loops (bool): Add a self loop to every node. (default: ``True``)
+        bias (bool): Learn an additive bias. (default: ``True``)
+
+    Shapes:
+        - **input:** node features :math:`(N, F_{in})`, edge indices :math:`(2, E)`, node
+          levels :math:`(N)` in ``0 .. num_levels - 1``
+        - **output:** :math:`(N, H \cdot F_{out})` if ``concat`` else :math:`(N, F_{out})`;
+          with ``return_attention_weights`` also ``(edge_index, A)``, the edges used (self
+          loops included, sorted by destination) and :math:`A_{jj'}` per edge :math:`(E, H)`
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        num_levels: int = 3,
+        heads: int = 1,
+        concat: bool = False,
+        negative_slope: float = 0.2,
+        dropout: float = 0.0,
+        add_self_loops: bool = True,
+        bias: bool = True,
+    ):
+        super().__init__()
+        self.in_channels, self.out_channels, self.num_levels = in_channels, out_channels, num_levels
+        self.heads, self.concat, self.negative_slope = heads, concat, negative_slope
+        self.dropout, self.add_self_loops = dropout, add_self_loops
+        self.lin = nn.Linear(in_channels, heads * out_channels, bias=False)  # W
+        self.lin_u = nn.Linear(in_channels, heads * out_channels, bias=False)  # U
+        self.lin_v = nn.Linear(in_channels, heads * out_channels, bias=False)  # V
+        self.att_a = nn.Parameter(torch.empty(1, heads, out_channels))  # a_2 of a = [a_1 || a_2]
+        self.att_b = nn.Parameter(torch.empty(1, heads, out_channels))  # b_2 of b = [b_1 || b_2]
+        self.bias = (
+            nn.Parameter(torch.empty(heads * out_channels if concat else out_channels))
+            if bias
+            else None
+        )
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for t in (self.lin.weight, self.lin_u.weight, self.lin_v.weight, self.att_a, self.att_b):
+            _glorot(t)
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
+
+    def __repr__(self) -> str:
+        name, heads, levels = self.__class__.__name__, self.heads, self.num_levels
+        return f"{name}({self.in_channels}, {self.out_channels}, heads={heads}, levels={levels})"
+
+    def forward(
+        self, x: Tensor, edge_index: Tensor, level: Tensor, return_attention_weights: bool = False
+    ) -> Tensor | tuple[Tensor, tuple[Tensor, Tensor]]:
+        N, H, C, R = x.size(0), self.heads, self.out_channels, self.num_levels
+        if self.add_self_loops:
+            edge_index = _with_self_loops(edge_index, N)
+        group = edge_index[1] * R + level[edge_index[0]]  # segment: (destination, resolution)
+        order = torch.argsort(group, stable=True)  # sorted by group is sorted by destination too
+        src, dst, group = edge_index[0][order], edge_index[1][order], group[order]
+
+        # Resolution level (Eq. 2, alpha_k): a_2^T LReLU(U h_k), U h_k the mean of U h over N_k.
+        u = self.lin_u(x).view(N, H, C)  # [N, H, C]
+        uniform = u.new_zeros(src.numel(), H)
+        proto = segment_attention(uniform, u, src, group, N * R, assume_sorted=True)  # [N*R,H,C]
+        s_res = (F.leaky_relu(proto, self.negative_slope) * self.att_a).sum(-1)  # [N*R, H]
+        present = torch.bincount(group, minlength=N * R).view(N, R, 1) > 0
+        s_res = s_res.view(N, R, H).masked_fill(~present, float("-inf"))
+        log_alpha_k = torch.log_softmax(s_res, dim=1)  # [N, R, H]; absent resolutions: -inf
+        log_alpha_k = torch.nan_to_num(log_alpha_k, nan=float("-inf"))  # nodes w/o neighbours
+        log_alpha_k = _ResolutionAttention.dropout(log_alpha_k, self.dropout, self.training)
+        log_alpha_k = log_alpha_k.reshape(N * R, H)[group].clamp(min=-1e30)  # [E, H]
+
+        # Node level (Eq. 2, alpha_j'): b_2^T LReLU(V h_j'), softmax within the segment (j, k).
+        v = F.leaky_relu(self.lin_v(x).view(N, H, C), self.negative_slope)
+        s_node = (v * self.att_b).sum(-1)[src]  # [E, H]
+        log_alpha_n = s_node - _segment_logsumexp(s_node, group, N * R)[group]  # [E, H]
+
+        # Eq. 3: h'_j = sum_j' A_jj' z_j' = (sum_j' A_jj') * softmax-weighted sum with log A.
+        log_a = torch.logaddexp(log_alpha_k, log_alpha_n)  # [E, H], log(alpha_k + alpha_j')
+        z = self.lin(x).view(N, H, C)  # [N, H, C]
+        out = segment_attention(log_a, z, src, dst, N, assume_sorted=True)  # [N, H, C]
+        row_sum = torch.zeros(N, H, dtype=x.dtype, device=x.device).index_add_(0, dst, log_a.exp())
+        out = out * row_sum.unsqueeze(-1)
+        out = out.reshape(N, H * C) if self.concat else out.mean(1)
+        if self.bias is not None:
+            out = out + self.bias
+        if return_attention_weights:
+            return out, (torch.stack([src, dst]), log_a.exp())
+        return out
