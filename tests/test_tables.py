@@ -194,10 +194,13 @@ def test_models_and_configs():
     assert T.run_config(h2mil, "kica", "typing")["layers"] == 2
     runs = T.implemented_runs()
     assert {(tid, row) for tid, row, _, _ in runs} >= {("h2mil_table4", "L = 4")}
-    # Every SOTA row of H2-MIL Tables 1-2 and HIGT Tables 1-2 runs; HIGT's own rows not yet.
+    # Every row of every table runs.
     sota = {(tid, row) for tid, row, _, _ in runs if T.get_row(tid, row).group == "SOTA"}
     assert len(sota) == 2 * 6 + 2 * 7
-    assert not [r for r in runs if r[0] == "higt_table3" or r[1] == "HIGT (Ours)"]
+    assert {(tid, row) for tid, row, _, _ in runs} == {
+        (t.id, r.name) for t in T.TABLES.values() for r in t.rows
+    }
+    assert T.get_row("higt_table3", "Ours w/o BI").config == {"bidirectional": False}
     assert T.get_row("h2mil_table2", "MinMax").model == "minmax"
     assert T.get_row("higt_table1", "CLAM-SB").model == "clam-sb"
     # The transformers train at HIGT's lr on every profile; the key says so.
@@ -208,7 +211,7 @@ def test_models_and_configs():
     )
     assert len(T.implemented_runs(["h2mil_table3"])) == 3 * 2 * 2
     with pytest.raises(ValueError, match="no model"):
-        T.config_key(T.get_row("higt_table1", "HIGT (Ours)"), "esca", "typing")
+        T.config_key(T.Row("x", "SOTA", None, {}, {}), "esca", "typing")
 
 
 def test_shared_runs_have_one_config_key():
@@ -232,12 +235,16 @@ def test_shared_runs_have_one_config_key():
             )
         )
         expected.append(sorted([(cohort, "DS-MIL", d, t), (higt, "DS-MIL", d, t)]))
+        if d == "kica":
+            expected.append(
+                sorted([(higt, "HIGT (Ours)", d, t), ("higt_table3", "HIGT (Ours)", d, t)])
+            )
     assert shared == sorted(expected)
     # ... and the paper prints the same AUC for each shared run, which supports the choice.
     # (HIGT re-ran H2-MIL and DS-MIL on its own, larger cohorts, so only H2-MIL's tables agree.)
     for group in shared:
         own = [(tid, row, d, t) for tid, row, d, t in group if tid.startswith("h2mil")]
-        assert len({value(tid, row, d, t, "auc").mean for tid, row, d, t in own}) == 1
+        assert len({value(tid, row, d, t, "auc").mean for tid, row, d, t in own}) <= 1
 
 
 def test_config_key_is_stable():

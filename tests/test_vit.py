@@ -324,3 +324,20 @@ def test_hivit_empty_slide_and_no_patches(kind):
     for block in model.blocks:
         r_ref = block.rl(r_ref, region_batch, B)
     torch.testing.assert_close(r_none, r_ref)
+
+
+def test_hivit_without_the_last_region_update_has_no_unused_parameters():
+    torch.manual_seed(0)
+    full = HIViT(16, depth=2)
+    patch_only = HIViT(16, depth=2, return_regions=False)
+    patch_only.load_state_dict(full.state_dict(), strict=False)
+    assert patch_only.blocks[-1].rl is None and patch_only.blocks[-1].se_patch is None
+    region, patch = torch.randn(3, 16), torch.randn(5, 16)
+    region_batch, patch_region = torch.tensor([0, 0, 1]), torch.tensor([0, 0, 1, 2, 2])
+    r_full, p_full = full(region, region_batch, patch, patch_region, 2)
+    r_mid, p_only = patch_only(region, region_batch, patch, patch_region, 2)
+    torch.testing.assert_close(p_only, p_full)  # the patch tokens do not need Eq. 6-7 at the end
+    r_first, _ = full.blocks[0](region, region_batch, patch, patch_region, 2)
+    torch.testing.assert_close(r_mid, r_first)
+    p_only.sum().backward()
+    assert all(p.grad is not None for p in patch_only.parameters())

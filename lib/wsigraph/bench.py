@@ -103,3 +103,37 @@ def peak_bytes(fn: Callable[[], object], device: torch.device) -> int:
     events.sort(key=lambda f: f.start_time_ns if hasattr(f, "start_time_ns") else 0)
     before = events[0].total_allocated - events[0].alloc_size  # held before fn's first allocation
     return max(f.total_allocated for f in events) - before
+
+
+def model_megabytes(model: torch.nn.Module) -> float:
+    """Size of the model's parameters and buffers in MB (2**20 bytes), as stored."""
+    tensors = [*model.parameters(), *model.buffers()]
+    return sum(t.numel() * t.element_size() for t in tensors) / 2**20
+
+
+def training_step_cost(model: torch.nn.Module, batch, device: torch.device) -> dict:
+    """Peak memory of one training step (forward, the model's training loss, backward) of
+    ``model`` on ``batch`` (a PyG batch with ``y``), and the model's size: HIGT Fig. 2's two
+    axes. The step runs once untimed first so lazily built state does not count.
+
+    Returns ``{"peak_bytes", "peak_kind", "model_mb", "parameters"}``; ``peak_kind`` is
+    ``"cuda_max_allocated"`` on CUDA and ``"cpu_profiler_allocated"`` (tensor allocations seen
+    by the profiler) on CPU.
+    """
+    from wsigraph.train.loop import training_loss
+
+    model, batch = model.to(device).train(), batch.to(device)
+
+    def step():
+        model.zero_grad(set_to_none=True)
+        training_loss(model, batch).backward()
+
+    step()
+    model.zero_grad(set_to_none=True)
+    peak = peak_bytes(step, device)
+    return {
+        "peak_bytes": int(peak),
+        "peak_kind": "cuda_max_allocated" if device.type == "cuda" else "cpu_profiler_allocated",
+        "model_mb": model_megabytes(model),
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }

@@ -300,7 +300,9 @@ class HIViTBlock(nn.Module):
     :math:`\mathrm{SE}_P` (its zero is not a patch mean). With ``bidirectional=False`` (Table 3,
     "w/o BI": "just one direction from region-level to patch-level") Eq. 6 is skipped,
     :math:`\hat R = R`, and :math:`\mathrm{SE}_P` is not built; the regions then never see the
-    patches.
+    patches. With ``update_regions=False`` Eq. 6-7 are skipped and the regions are returned
+    unchanged: for the last block of a model that reads only the patch tokens (HIGT's fusion),
+    whose region path would otherwise hold parameters that never get a gradient.
 
     Args:
         dim (int): Token width :math:`D`.
@@ -309,6 +311,8 @@ class HIViTBlock(nn.Module):
         heads (int): Heads of ``"mhsa"``. (default: ``4``)
         mlp_ratio (float): FFN width ratio of PL and RL. (default: ``2.0``)
         dropout (float): Dropout in PL and RL. (default: ``0.0``)
+        update_regions (bool): Compute Eq. 6-7 (else return the regions as given).
+            (default: ``True``)
 
     Shapes:
         - **input:** region tokens :math:`(R, D)`, their slide :math:`(R)`, patch tokens
@@ -324,14 +328,18 @@ class HIViTBlock(nn.Module):
         heads: int = 4,
         mlp_ratio: float = 2.0,
         dropout: float = 0.0,
+        update_regions: bool = True,
     ):
         super().__init__()
         self.dim, self.attention, self.bidirectional = dim, attention, bidirectional
         self.heads, self.mlp_ratio, self.dropout = heads, mlp_ratio, dropout
+        self.update_regions = update_regions
         self.pl = TokenBlock(dim, attention, heads, mlp_ratio, dropout)
-        self.rl = TokenBlock(dim, attention, heads, mlp_ratio, dropout)
+        self.rl = TokenBlock(dim, attention, heads, mlp_ratio, dropout) if update_regions else None
         self.se_region = SqueezeExcitation(dim)  # Eq. 5
-        self.se_patch = SqueezeExcitation(dim) if bidirectional else None  # Eq. 6
+        self.se_patch = (
+            SqueezeExcitation(dim) if bidirectional and update_regions else None
+        )  # Eq. 6
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -349,6 +357,8 @@ class HIViTBlock(nn.Module):
         patch_hat = self.pl(patch, region_batch[patch_region], num_slides)  # [P, D], Eq. 4
         region_gated = self.se_region(region, region_batch, num_slides) * region  # [R, D]
         patch_next = patch_hat + region_gated[patch_region]  # [P, D], Eq. 5
+        if self.rl is None:
+            return region, patch_next
         region_hat = region
         if self.se_patch is not None:  # Eq. 6
             patch_mean = scatter(patch_hat, patch_region, dim=0, dim_size=R, reduce="mean")
@@ -373,6 +383,9 @@ class HIViT(nn.Module):
     Args:
         dim (int): Token width :math:`D`.
         depth (int): Number of blocks :math:`L`. (default: ``3``)
+        return_regions (bool): Update the regions in the last block too; ``False`` returns
+            the regions the last block received (for models that read only the patch tokens).
+            (default: ``True``)
         **block_kwargs: ``attention``, ``bidirectional``, ``heads``, ``mlp_ratio``, ``dropout``
             of every :class:`HIViTBlock` (defaults as there).
 
@@ -382,10 +395,14 @@ class HIViT(nn.Module):
         - **output:** region tokens :math:`(R, D)`, patch tokens :math:`(P, D)`
     """
 
-    def __init__(self, dim: int, depth: int = 3, **block_kwargs):
+    def __init__(self, dim: int, depth: int = 3, return_regions: bool = True, **block_kwargs):
         super().__init__()
         self.dim, self.depth, self.block_kwargs = dim, depth, block_kwargs
-        self.blocks = nn.ModuleList(HIViTBlock(dim, **block_kwargs) for _ in range(depth))
+        self.return_regions = return_regions
+        self.blocks = nn.ModuleList(
+            HIViTBlock(dim, **block_kwargs, update_regions=return_regions or i < depth - 1)
+            for i in range(depth)
+        )
         self.reset_parameters()
 
     def reset_parameters(self) -> None:

@@ -60,3 +60,29 @@ def ours_vs_paper(
         f"{table.paper} Table {table.number}: {DATASETS[dataset]} {TASKS[task]}", fontsize=10
     )
     ax.legend(fontsize=7, loc="lower left")
+
+
+def cost_scatter(
+    ax: plt.Axes, points: list[tuple[str, float, float | None]], xlabel: str, ylabel: str
+) -> None:
+    """HIGT Fig. 2 style: one labelled dot per method at (cost, AUC); methods without an AUC
+    (not run yet) are listed in the lower right instead of being placed."""
+    missing = [name for name, _, auc in points if auc is None]
+    for name, cost, auc in points:
+        if auc is None:
+            continue
+        ax.scatter(cost, auc, s=30)
+        ax.annotate(name, (cost, auc), textcoords="offset points", xytext=(4, 3), fontsize=7)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if missing:
+        ax.text(
+            0.98,
+            0.02,
+            "not run: " + ", ".join(missing),
+            transform=ax.transAxes,
+            ha="right",
+            va="bottom",
+            fontsize=7,
+            color="0.4",
+        )
