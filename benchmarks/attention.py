@@ -50,11 +50,20 @@ class OfficialRAConv(nn.Module):
     features for the prototypes, ``T * N`` prototype slots, ``sorted(set(...))`` over the edge
     keys, two softmaxes, and the ``E x N'`` boolean match that pairs each edge with its
     prototype's attention. Messages are ``x_j * alpha`` gathered per edge, as PyG's ``propagate``.
+    ``combine="product"`` is H2-MIL's RAConv (Eq. 4); ``"sum"`` is what the official HIGT code
+    does for RAConv+ (``t_alpha[...] + alpha``, HIGT Eq. 2).
     """
 
-    def __init__(self, in_channels: int, out_channels: int, heads: int, num_types: int = 3):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        heads: int,
+        num_types: int = 3,
+        combine: str = "product",
+    ):
         super().__init__()
-        self.H, self.C, self.T = heads, out_channels, num_types
+        self.H, self.C, self.T, self.combine = heads, out_channels, num_types, combine
         self.lin = nn.Linear(in_channels, heads * out_channels, bias=False)
         self.t_lin = nn.Linear(in_channels, heads * out_channels, bias=False)
         self.att_l = nn.Parameter(torch.randn(1, heads, out_channels) * 0.05)
@@ -84,7 +93,7 @@ class OfficialRAConv(nn.Module):
         alpha = softmax(F.leaky_relu(a_l[src] + a_r[dst], 0.2), inverse, num_nodes=N * self.T)
         # the official matching of each edge to its prototype: an E x N' boolean matrix
         match = torch.where((p_src - N) == inverse[:, None])[-1]
-        alpha = t_alpha[match] * alpha
+        alpha = t_alpha[match] * alpha if self.combine == "product" else t_alpha[match] + alpha
         return scatter(x_l[src] * alpha.unsqueeze(-1), dst, dim=0, dim_size=N, reduce="sum").mean(1)
 
 
