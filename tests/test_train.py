@@ -328,3 +328,27 @@ def test_load_graphs(tmp_path):
     (tmp_path / "slide-01.pt").unlink()
     with pytest.raises(FileNotFoundError, match="slide-01"):
         load_graphs(profile, manifest, "esca", "typing")
+
+
+def test_a_changed_model_default_invalidates_the_fold_cache(monkeypatch):
+    """The TrainConfig names the model and its explicit settings only; a changed default of
+    the model (here MeanMLP's dropout) must still recompute cached folds."""
+    from wsigraph.models import build_model
+    from wsigraph.models.mean_mlp import MeanMLPConfig
+    from wsigraph.train.run import model_fingerprint
+
+    a = model_fingerprint(build_model("mean-mlp", 4, 2))
+    assert a == model_fingerprint(build_model("mean-mlp", 4, 2))  # not the weights
+    monkeypatch.setattr(MeanMLPConfig, "__init__", _with_default(MeanMLPConfig, dropout=0.5))
+    assert model_fingerprint(build_model("mean-mlp", 4, 2)) != a
+    assert model_fingerprint(build_model("mean-mlp", 4, 2, hidden=32)) != a
+
+
+def _with_default(cls, **defaults):
+    """``cls.__init__`` with other defaults for some fields (as if the code had changed)."""
+    init = cls.__init__
+
+    def patched(self, **kw):
+        init(self, **(defaults | kw))
+
+    return patched

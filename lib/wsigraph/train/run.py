@@ -8,7 +8,9 @@ writes, atomically:
 ``out_dir/<name>/fold_r{repeat}_f{fold}.json``
     one file per finished fold (metrics, predictions, history), written as soon as the fold
     ends. A rerun skips a fold whose file exists and carries the same ``config_hash``: a hash
-    of the :class:`~wsigraph.train.loop.TrainConfig`, ``n_classes``, the fold's slide ids and
+    of the :class:`~wsigraph.train.loop.TrainConfig`, the built model's architecture and
+    hyper-parameters (:func:`model_fingerprint`: a changed *default* of a model, which the
+    TrainConfig does not show, recomputes the folds), ``n_classes``, the fold's slide ids and
     labels per part, and a digest of the node features (so new features -- another encoder --
     recompute the folds). Anything else is recomputed and overwritten.
 ``out_dir/<name>/splits.csv`` and ``splits_counts.csv``
@@ -25,6 +27,7 @@ writes, atomically:
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -39,9 +42,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from torch import nn
 from torch_geometric.data import Data
 
 from wsigraph.io import write_text
+from wsigraph.models import build_model
 from wsigraph.train.cv import Split, make_splits, write_splits
 from wsigraph.train.executor import run_folds
 from wsigraph.train.loop import FoldResult, TrainConfig, train_fold
@@ -146,6 +151,31 @@ def data_digest(graphs: Sequence[Data]) -> list[str]:
     ]
 
 
+def model_fingerprint(model: nn.Module) -> str:
+    """The architecture and hyper-parameters of a built model, not its weights, hashed: each
+    submodule's path, class and plain attributes (numbers, strings, tuples, dicts, dataclass
+    configs: a dropout's ``p``, a layer's widths, a method's options)."""
+    plain = (int, float, bool, str, tuple, list, dict, type(None))
+
+    def settings(module: nn.Module) -> dict:
+        out = {}
+        for k, v in sorted(vars(module).items()):
+            if k.startswith("_") or k == "training":
+                continue
+            if dataclasses.is_dataclass(v) and not isinstance(v, type):
+                out[k] = dataclasses.asdict(v)
+            elif isinstance(v, plain):
+                out[k] = v
+        return out
+
+    parts = [
+        [path, type(module).__qualname__, settings(module)]
+        for path, module in model.named_modules()
+    ]
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def config_hash(
     cfg: TrainConfig,
     n_classes: int,
@@ -153,10 +183,13 @@ def config_hash(
     labels: np.ndarray,
     slide_ids: Sequence[str],
     digests: Sequence[str],
+    model_key: str = "",
 ) -> str:
-    """What a fold's result depends on, hashed (see the module docstring)."""
+    """What a fold's result depends on, hashed (see the module docstring); ``model_key`` is
+    the :func:`model_fingerprint` of the model ``cfg`` builds."""
     payload = {
         "config": cfg.to_dict(),
+        "model": model_key,
         "n_classes": n_classes,
         "repeat": split.repeat,
         "fold": split.fold,
@@ -278,7 +311,9 @@ def run_experiment(
     write_splits(splits, labels, out_dir / name / "splits.csv", slide_ids)
 
     digests = data_digest(graphs)
-    hashes = [config_hash(cfg, n_classes, s, labels, slide_ids, digests) for s in splits]
+    in_dim = graphs[0].x.shape[1]
+    model_key = model_fingerprint(build_model(cfg.model, in_dim, n_classes, **cfg.model_config))
+    hashes = [config_hash(cfg, n_classes, s, labels, slide_ids, digests, model_key) for s in splits]
     results: list[dict | None] = [
         _read_fold(fold_path(out_dir, name, s.repeat, s.fold), h)
         for s, h in zip(splits, hashes, strict=True)
