@@ -494,3 +494,42 @@ def test_disk_space_check(server, client, tmp_path, monkeypatch):
     with pytest.raises(InsufficientDiskSpaceError, match=rf"{need} bytes .* only 1234 bytes"):
         client.download(files, tmp_path, progress=False)
     assert server.requests("/data/") == []
+
+
+# ------------------------------------------------------------------- the cohort build
+
+
+def test_interrupted_cohort_build_continues_where_it_stopped(server, client, tmp_path, monkeypatch):
+    """build_tcga_cohort against the loopback GDC: a first run fails one slide (bad bytes every
+    time) and keeps the rest; the rerun fetches only that slide and completes the manifest."""
+    from wsigraph.data.cohort import build_tcga_cohort, read_manifest
+    from wsigraph.profiles import get_profile
+
+    monkeypatch.setenv("WSIGRAPH_WORK", str(tmp_path / "work"))
+    profile = get_profile("tcga")
+    profile.work_dir.mkdir(parents=True)
+    server.cases = [
+        {
+            "submitter_id": h["cases"][0]["submitter_id"],
+            "case_id": h["cases"][0]["case_id"],
+            "project": h["cases"][0]["project"],
+            "diagnoses": [
+                {"primary_diagnosis": "Adenocarcinoma, NOS", "ajcc_pathologic_stage": "Stage II"}
+            ],
+        }
+        for h in server.files
+    ]
+    broken = server.flat()[3]
+    server.fault(broken["file_id"], "bad_md5", ALWAYS)
+    manifest, report = build_tcga_cohort(profile, client, workers=2, progress=False)
+    assert [name for name, _ in report.failed] == [broken["file_name"]]
+    assert len(manifest) == 7 and broken["file_name"] not in set(manifest["file_name"])
+    assert not (profile.slides_dir / broken["file_name"]).exists()
+    fetched = len(server.requests("/data/"))
+
+    server.faults.clear()  # the GDC serves the right bytes again
+    manifest, report = build_tcga_cohort(profile, client, workers=2, progress=False)
+    assert report.downloaded == [broken["file_name"]] and len(report.skipped) == 7
+    assert len(server.requests("/data/")) == fetched + 1  # only the missing slide
+    assert len(read_manifest(profile.cohort_csv)) == 8
+    assert md5(profile.slides_dir / broken["file_name"]) == broken["md5sum"]
