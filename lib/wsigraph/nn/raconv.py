@@ -119,8 +119,9 @@ class _ResolutionAttention(nn.Module):
         return log_alpha.masked_fill(~keep, float("-inf")) - math.log(1.0 - p)
 
 
-class _DualAttentionConv(nn.Module):
-    """Parameters shared by :class:`RAConv` and :class:`HGATConv` (arguments as RAConv's)."""
+class _PyramidConv(nn.Module):
+    """Hyper-parameters, the linear map :math:`W`, the bias and the repr shared by the
+    convolutions of this module (arguments as :class:`RAConv`'s)."""
 
     def __init__(
         self,
@@ -138,15 +139,28 @@ class _DualAttentionConv(nn.Module):
         self.in_channels, self.out_channels, self.num_levels = in_channels, out_channels, num_levels
         self.heads, self.concat, self.negative_slope = heads, concat, negative_slope
         self.dropout, self.add_self_loops = dropout, add_self_loops
-        self.lin = nn.Linear(in_channels, heads * out_channels, bias=False)
-        self.att_dst = nn.Parameter(torch.empty(1, heads, out_channels))
-        self.att_src = nn.Parameter(torch.empty(1, heads, out_channels))
-        self.resolution = _ResolutionAttention(num_levels, heads, out_channels, negative_slope)
+        self.lin = nn.Linear(in_channels, heads * out_channels, bias=False)  # W
         self.bias = (
             nn.Parameter(torch.empty(heads * out_channels if concat else out_channels))
             if bias
             else None
         )
+
+    def __repr__(self) -> str:
+        name, heads, levels = self.__class__.__name__, self.heads, self.num_levels
+        return f"{name}({self.in_channels}, {self.out_channels}, heads={heads}, levels={levels})"
+
+
+class _DualAttentionConv(_PyramidConv):
+    """Parameters shared by :class:`RAConv` and :class:`HGATConv` (arguments as RAConv's)."""
+
+    def __init__(
+        self, in_channels: int, out_channels: int, num_levels: int = 3, heads: int = 1, **kw
+    ):
+        super().__init__(in_channels, out_channels, num_levels, heads, **kw)
+        self.att_dst = nn.Parameter(torch.empty(1, heads, out_channels))
+        self.att_src = nn.Parameter(torch.empty(1, heads, out_channels))
+        self.resolution = _ResolutionAttention(num_levels, heads, out_channels, self.negative_slope)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -156,10 +170,6 @@ class _DualAttentionConv(nn.Module):
         self.resolution.reset_parameters()
         if self.bias is not None:
             nn.init.zeros_(self.bias)
-
-    def __repr__(self) -> str:
-        name, heads, levels = self.__class__.__name__, self.heads, self.num_levels
-        return f"{name}({self.in_channels}, {self.out_channels}, heads={heads}, levels={levels})"
 
 
 class RAConv(_DualAttentionConv):
@@ -277,7 +287,7 @@ class HGATConv(_DualAttentionConv):
         return out + self.bias if self.bias is not None else out
 
 
-class RAConvPlus(nn.Module):
+class RAConvPlus(_PyramidConv):
     r"""RAConv+, the hierarchical graph convolution of HIGT (Guo et al., MICCAI 2023, Sec. 2.2).
 
     For node :math:`j` with neighbours :math:`\mathcal{N}_k` at resolution :math:`k` (the level
@@ -361,31 +371,13 @@ class RAConvPlus(nn.Module):
     """
 
     def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        num_levels: int = 3,
-        heads: int = 1,
-        concat: bool = False,
-        negative_slope: float = 0.2,
-        dropout: float = 0.0,
-        add_self_loops: bool = True,
-        bias: bool = True,
+        self, in_channels: int, out_channels: int, num_levels: int = 3, heads: int = 1, **kw
     ):
-        super().__init__()
-        self.in_channels, self.out_channels, self.num_levels = in_channels, out_channels, num_levels
-        self.heads, self.concat, self.negative_slope = heads, concat, negative_slope
-        self.dropout, self.add_self_loops = dropout, add_self_loops
-        self.lin = nn.Linear(in_channels, heads * out_channels, bias=False)  # W
+        super().__init__(in_channels, out_channels, num_levels, heads, **kw)
         self.lin_u = nn.Linear(in_channels, heads * out_channels, bias=False)  # U
         self.lin_v = nn.Linear(in_channels, heads * out_channels, bias=False)  # V
         self.att_a = nn.Parameter(torch.empty(1, heads, out_channels))  # a_2 of a = [a_1 || a_2]
         self.att_b = nn.Parameter(torch.empty(1, heads, out_channels))  # b_2 of b = [b_1 || b_2]
-        self.bias = (
-            nn.Parameter(torch.empty(heads * out_channels if concat else out_channels))
-            if bias
-            else None
-        )
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -393,10 +385,6 @@ class RAConvPlus(nn.Module):
             _glorot(t)
         if self.bias is not None:
             nn.init.zeros_(self.bias)
-
-    def __repr__(self) -> str:
-        name, heads, levels = self.__class__.__name__, self.heads, self.num_levels
-        return f"{name}({self.in_channels}, {self.out_channels}, heads={heads}, levels={levels})"
 
     def forward(
         self, x: Tensor, edge_index: Tensor, level: Tensor, return_attention_weights: bool = False
