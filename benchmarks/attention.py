@@ -21,7 +21,6 @@ process. Writes ``results/benchmarks/attention.json``. Run: ``.venv/bin/python b
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -32,9 +31,8 @@ from torch import nn
 from torch_geometric.nn import GATConv
 from torch_geometric.utils import scatter, softmax
 
-from wsigraph.bench import best_time, device_name, environment, peak_bytes
+from wsigraph.bench import best_time, peak_bytes, write_record
 from wsigraph.graphs.pyramid import pyramid_edges
-from wsigraph.io import write_text
 from wsigraph.nn.raconv import RAConv
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -192,20 +190,13 @@ def main() -> None:
             )
         results.append(row)
 
-    out = {
-        "benchmark": "attention",
-        "what": "RAConv forward + backward (1024 -> 4 heads x 256), ours vs official E x N vs PyG GATConv",
-        "device": device_name(device),
-        "threads": torch.get_num_threads(),
-        "peak_memory_method": "torch.cuda.max_memory_allocated"
-        if device.type == "cuda"
-        else "torch.profiler allocation events (bytes held by CPU tensors)",
-        "results": results,
-        **environment(),
-    }
-    name = "attention_cuda.json" if device.type == "cuda" else "attention.json"
-    write_text(ROOT / "results" / "benchmarks" / name, json.dumps(out, indent=2) + "\n")
-    print(f"wrote results/benchmarks/{name}")
+    path = write_record(
+        "attention",
+        "RAConv forward + backward (1024 -> 4 heads x 256), ours vs official E x N vs PyG GATConv",
+        device,
+        results,
+    )
+    print(f"wrote {path.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ Writes ``results/benchmarks/higt.json`` (``higt_cuda.json`` on a GPU). Run:
 from __future__ import annotations
 
 import copy
-import json
 import sys
 from pathlib import Path
 
@@ -29,9 +28,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from wsigraph.bench import best_time, device_name, environment, model_megabytes, peak_bytes
+from wsigraph.bench import best_time, model_megabytes, peak_bytes, write_record
 from wsigraph.graphs.pyramid import pyramid_graph
-from wsigraph.io import write_text
 from wsigraph.models import build_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -110,20 +108,13 @@ def main() -> None:
             f"{row['ratios']['peak_memory']:.2f}x less peak memory"
         )
         results.append(row)
-    out = {
-        "benchmark": "higt",
-        "what": "HIGT training step (1024-d input, hidden 1024), ours vs the official E x N RAConv",
-        "device": device_name(device),
-        "threads": torch.get_num_threads(),
-        "peak_memory_method": "torch.cuda.max_memory_allocated"
-        if device.type == "cuda"
-        else "torch.profiler allocation events (bytes held by CPU tensors)",
-        "results": results,
-        **environment(),
-    }
-    name = "higt_cuda.json" if device.type == "cuda" else "higt.json"
-    write_text(ROOT / "results" / "benchmarks" / name, json.dumps(out, indent=2) + "\n")
-    print(f"wrote results/benchmarks/{name}")
+    path = write_record(
+        "higt",
+        "HIGT training step (1024-d input, hidden 1024), ours vs the official E x N RAConv",
+        device,
+        results,
+    )
+    print(f"wrote {path.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":

@@ -148,3 +148,22 @@ def test_runs_on_cuda_like_on_cpu(name):
     assert out.is_cuda
     torch.testing.assert_close(out.cpu(), cpu, atol=1e-4, rtol=1e-3)
     net.train().training_loss(batch).backward()
+
+
+def test_training_step_cost_and_benchmark_record(tmp_path):
+    import json
+
+    from wsigraph.bench import model_megabytes, training_step_cost, write_record
+
+    net = model("abmil")
+    batch = Batch.from_data_list([slide(3, seed=s) for s in range(2)])
+    batch.y = torch.tensor([0, 1])
+    cost = training_step_cost(net, batch, torch.device("cpu"))
+    n = sum(p.numel() for p in net.parameters())
+    assert cost["parameters"] == n and cost["model_mb"] == pytest.approx(n * 4 / 2**20)
+    assert cost["peak_bytes"] > 0 and cost["peak_kind"] == "cpu_profiler_allocated"
+    assert model_megabytes(net) == cost["model_mb"]
+    path = write_record("demo", "a test", torch.device("cpu"), [{"x": 1}], directory=tmp_path)
+    record = json.loads(path.read_text())
+    assert path.name == "demo.json" and record["results"] == [{"x": 1}]
+    assert {"device", "threads", "peak_memory_method", "torch", "date"} <= set(record)

@@ -137,3 +137,33 @@ def training_step_cost(model: torch.nn.Module, batch, device: torch.device) -> d
         "model_mb": model_megabytes(model),
         "parameters": sum(p.numel() for p in model.parameters()),
     }
+
+
+def write_record(
+    benchmark: str, what: str, device: torch.device, results: list, directory=None, **extra
+):
+    """Write ``results/benchmarks/<benchmark>.json`` (``<benchmark>_cuda.json`` on CUDA) with
+    what every benchmark record carries: the device, threads, how peak memory was measured and
+    :func:`environment`. Returns the path."""
+    import json
+    from pathlib import Path
+
+    from wsigraph.io import write_text
+    from wsigraph.profiles import REPO_ROOT
+
+    record = {
+        "benchmark": benchmark,
+        "what": what,
+        "device": device_name(device),
+        "threads": torch.get_num_threads(),
+        "peak_memory_method": "torch.cuda.max_memory_allocated"
+        if device.type == "cuda"
+        else "torch.profiler allocation events (bytes held by CPU tensors)",
+        "results": results,
+        **extra,
+        **environment(),
+    }
+    name = f"{benchmark}_cuda.json" if device.type == "cuda" else f"{benchmark}.json"
+    path = Path(directory or REPO_ROOT / "results" / "benchmarks") / name
+    write_text(path, json.dumps(record, indent=2) + "\n")
+    return path
