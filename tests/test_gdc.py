@@ -533,3 +533,49 @@ def test_interrupted_cohort_build_continues_where_it_stopped(server, client, tmp
     assert len(server.requests("/data/")) == fetched + 1  # only the missing slide
     assert len(read_manifest(profile.cohort_csv)) == 8
     assert md5(profile.slides_dir / broken["file_name"]) == broken["md5sum"]
+
+
+@pytest.mark.slow
+def test_01_cohort_on_the_tcga_profile_against_the_loopback_gdc(
+    server, real_slide, tmp_path, monkeypatch
+):
+    """`./run_all.sh --profile tcga --only 01` end to end: the notebook's GDC branch queries,
+    labels, downloads (real slide bytes), writes the manifest, the pin and the class counts."""
+    from wsigraph import pipeline
+    from wsigraph.data.cohort import read_manifest
+
+    monkeypatch.setenv("WSIGRAPH_WORK", str(tmp_path / "work"))
+    monkeypatch.setenv("WSIGRAPH_RESULTS", str(tmp_path / "results"))
+    blob = real_slide.read_bytes()
+    server.files, server.blobs = [], {}
+    cases = [
+        ("TCGA-ESCA", "TCGA-E1-0001", "Adenocarcinoma, NOS", "Stage I"),
+        ("TCGA-ESCA", "TCGA-E1-0002", "Squamous cell carcinoma, NOS", "Stage IIIA"),
+        ("TCGA-KIRP", "TCGA-P1-0001", "Papillary adenocarcinoma, NOS", "Stage II"),
+        ("TCGA-KICH", "TCGA-H1-0001", "Renal cell carcinoma, chromophobe type", "Stage IV"),
+    ]
+    server.cases = []
+    for i, (project, case, diagnosis, stage) in enumerate(cases):
+        server.add_file(f"id-{i}", f"{case}-01Z-00-DX1.{i}.svs", blob, project, case)
+        server.cases.append(
+            {
+                "submitter_id": case,
+                "case_id": f"case-{case}",
+                "project": {"project_id": project},
+                "diagnoses": [{"primary_diagnosis": diagnosis, "ajcc_pathologic_stage": stage}],
+            }
+        )
+    args = ["--profile", "tcga", "--only", "01", "-p", "gdc_url", server.url]
+    assert pipeline.main(args) == 0
+    work, results = tmp_path / "work" / "tcga", tmp_path / "results" / "tcga"
+    manifest = read_manifest(work / "cohort.csv").set_index("case_id")
+    assert manifest.loc[[c for _, c, _, _ in cases], "typing_name"].tolist() == [
+        "adenocarcinoma",
+        "squamous",
+        "KIRP",
+        "KICH",
+    ]
+    assert manifest.loc[[c for _, c, _, _ in cases], "staging"].tolist() == [0, 1, 0, 1]
+    assert (work / "cohort_pinned.csv").exists() and len(list((work / "slides").iterdir())) == 4
+    assert (results / "tables" / "cohort_class_counts.csv").exists()
+    assert (results / "figures" / "cohort_thumbnails.png").stat().st_size > 10_000
