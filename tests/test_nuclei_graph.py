@@ -1,0 +1,310 @@
+"""Tests for wsigraph.graphs.nuclei: the nuclei graph (Sec. III.B, Eq. 1) and the occlusion
+neighbourhoods (Eq. 5)."""
+
+import time
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from skimage.color import rgb2hed
+from skimage.draw import disk
+from skimage.feature import graycomatrix, graycoprops
+from torch_geometric.utils import k_hop_subgraph
+
+from wsigraph.graphs.nuclei import (
+    FEATURE_NAMES,
+    nuclei_edges,
+    nuclei_graph,
+    nucleus_features,
+    occlusion_neighbourhoods,
+)
+from wsigraph.profiles import shared_data_dir
+
+TILES = ["TCGA-HC-7209-01A-01-TS1", "TCGA-HT-8564-01Z-00-DX1"]
+
+
+def col(features: np.ndarray, name: str) -> np.ndarray:
+    return features[:, FEATURE_NAMES.index(name)]
+
+
+def assert_dst_sorted(edge_index: torch.Tensor) -> None:
+    src, dst = edge_index.numpy()
+    key = dst * (max(src.max(initial=0), dst.max(initial=0)) + 1) + src
+    assert np.all(np.diff(key) > 0)  # sorted by (dst, src), no duplicates
+
+
+# ---- nuclei_edges ---------------------------------------------------------------------------
+
+# 0 -- 1 at 50 px (weight 0.5); 1 -- 2 at exactly 100 px (no edge); 0 -- 3 at 99.9 px
+# (weight 0.001); 4 far from everything.
+POINTS = [(0.0, 0.0), (0.0, 50.0), (0.0, 150.0), (99.9, 0.0), (1000.0, 1000.0)]
+
+
+def test_nuclei_edges_hand_checked():
+    edge_index, weight = nuclei_edges(np.array(POINTS))
+    assert edge_index.dtype == torch.long and weight.dtype == torch.float32
+    assert edge_index.tolist() == [[1, 3, 0, 0], [0, 0, 1, 3]]  # by destination, then source
+    torch.testing.assert_close(weight, torch.tensor([0.5, 0.001, 0.5, 0.001]), atol=1e-6, rtol=0)
+
+
+def test_nuclei_edges_radius_is_strict_and_scales_the_weight():
+    edge_index, weight = nuclei_edges(torch.tensor(POINTS), radius=50.0)
+    assert edge_index.numel() == 0 and weight.shape == (0,)  # 0 -- 1 is exactly at 50
+    edge_index, weight = nuclei_edges(np.array(POINTS), radius=200.0)
+    pairs = {(0, 1): 0.75, (1, 2): 0.5, (0, 2): 0.25, (0, 3): 1 - 99.9 / 200}
+    pairs |= {(1, 3): 1 - np.hypot(99.9, 50) / 200, (2, 3): 1 - np.hypot(99.9, 150) / 200}
+    pairs |= {(j, i): w for (i, j), w in pairs.items()}
+    got = {(s, d): w for (s, d), w in zip(edge_index.T.tolist(), weight.tolist(), strict=True)}
+    assert got.keys() == pairs.keys()
+    np.testing.assert_allclose([got[k] for k in pairs], list(pairs.values()), rtol=1e-6)
+
+
+def test_nuclei_edges_matches_dense_distances():
+    pos = np.random.default_rng(0).uniform(0, 400, size=(200, 2))
+    edge_index, weight = nuclei_edges(pos)
+    dist = np.linalg.norm(pos[:, None] - pos[None], axis=-1)
+    adj = (dist < 100) & ~np.eye(len(pos), dtype=bool)
+    dst, src = np.nonzero(adj)  # row-major: sorted by (dst, src)
+    assert edge_index.tolist() == [src.tolist(), dst.tolist()]
+    np.testing.assert_allclose(weight.numpy(), 1 - dist[dst, src] / 100, rtol=1e-6)
+    assert_dst_sorted(edge_index)
+    # Symmetric, both directions with one weight.
+    dense = torch.zeros(len(pos), len(pos))
+    dense[edge_index[1], edge_index[0]] = weight
+    assert torch.equal(dense, dense.T)
+    assert bool((weight > 0).all()) and bool((weight <= 1).all())
+
+
+@pytest.mark.parametrize("num", [0, 1])
+def test_nuclei_edges_no_pairs(num):
+    edge_index, weight = nuclei_edges(np.zeros((num, 2)))
+    assert edge_index.shape == (2, 0) and edge_index.dtype == torch.long
+    assert weight.shape == (0,) and weight.dtype == torch.float32
+
+
+def test_nuclei_edges_invalid():
+    with pytest.raises(ValueError, match="radius"):
+        nuclei_edges(np.zeros((3, 2)), radius=0.0)
+    with pytest.raises(ValueError, match="radius"):
+        nuclei_edges(np.zeros((3, 2)), radius=float("nan"))
+    with pytest.raises(ValueError, match=r"\[N, D\]"):
+        nuclei_edges(np.zeros(3))
+
+
+# ---- nucleus_features -----------------------------------------------------------------------
+
+
+def synthetic_tile(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Labels 3 and 7: discs of radius 10 and 6; label 10: a 10 x 40 horizontal rectangle.
+    Each nucleus has its own colour plus noise; the background is pink."""
+    rng = np.random.default_rng(seed)
+    instances = np.zeros((100, 120), dtype=np.int32)
+    instances[disk((25, 25), 10)] = 3
+    instances[disk((25, 80), 6)] = 7
+    instances[60:70, 20:60] = 10
+    image = np.full((100, 120, 3), (230, 180, 210), dtype=np.float64)
+    for label, colour in ((3, (90, 40, 140)), (7, (60, 30, 110)), (10, (120, 70, 160))):
+        mask = instances == label
+        image[mask] = colour + rng.normal(0, 15, size=(mask.sum(), 3))
+    return np.clip(image, 0, 255).astype(np.uint8), instances
+
+
+def test_nucleus_features_synthetic_shapes():
+    image, instances = synthetic_tile()
+    centroids, features, names = nucleus_features(image, instances)
+    assert names == list(FEATURE_NAMES)
+    assert centroids.shape == (3, 2) and features.shape == (3, len(FEATURE_NAMES))
+    assert features.dtype == np.float32 and np.isfinite(features).all()
+
+    # Rows follow the labels 3, 7, 10 (not consecutive).
+    for row, label in enumerate((3, 7, 10)):
+        rr, cc = np.nonzero(instances == label)
+        np.testing.assert_allclose(centroids[row], [rr.mean(), cc.mean()])
+        assert col(features, "area")[row] == rr.size
+    np.testing.assert_allclose(centroids[2], [64.5, 39.5])
+    assert col(features, "area")[2] == 400
+
+    # Discs: round, solid; the rectangle: elongated along the columns, fills its box.
+    assert (col(features, "eccentricity")[:2] < 0.15).all()
+    assert (col(features, "circularity")[:2] > 0.85).all()
+    np.testing.assert_allclose(col(features, "solidity")[2], 1.0)
+    np.testing.assert_allclose(col(features, "extent")[2], 1.0)
+    assert col(features, "eccentricity")[2] > 0.9
+    major, minor = col(features, "major_axis_length")[2], col(features, "minor_axis_length")[2]
+    np.testing.assert_allclose(major / minor, 4.0, rtol=0.05)
+    np.testing.assert_allclose(col(features, "orientation_cos2")[2], -1.0, atol=1e-5)
+    np.testing.assert_allclose(col(features, "orientation_sin2")[2], 0.0, atol=1e-5)
+
+    # A vertical rectangle: cos(2 theta) = +1.
+    _, vertical, _ = nucleus_features(image.transpose(1, 0, 2), instances.T)
+    np.testing.assert_allclose(col(vertical, "orientation_cos2")[2], 1.0, atol=1e-5)
+    np.testing.assert_allclose(col(vertical, "area"), col(features, "area"))
+
+
+def test_nucleus_features_intensity_and_texture_match_references():
+    image, instances = synthetic_tile()
+    _, features, _ = nucleus_features(image, instances)
+    hema = rgb2hed(image)[..., 0]
+    grey = np.rint(image @ np.array([0.2125, 0.7154, 0.0721]))
+    for row, label in enumerate((3, 7, 10)):
+        mask = instances == label
+        np.testing.assert_allclose(col(features, "hema_mean")[row], hema[mask].mean(), rtol=1e-5)
+        np.testing.assert_allclose(col(features, "hema_std")[row], hema[mask].std(), rtol=1e-4)
+        for c, name in enumerate(("red_mean", "green_mean", "blue_mean")):
+            np.testing.assert_allclose(col(features, name)[row], image[mask, c].mean(), rtol=1e-5)
+        np.testing.assert_allclose(col(features, "grey_std")[row], grey[mask].std(), rtol=1e-5)
+
+    # The rectangle fills its bounding box: skimage's GLCM on the crop is the reference.
+    crop = grey[60:70, 20:60].astype(np.uint8)
+    glcm = graycomatrix(crop, [1], [0, np.pi / 2], levels=256, symmetric=True, normed=True)
+    for name in ("contrast", "homogeneity"):
+        expected = graycoprops(glcm, name).mean()
+        np.testing.assert_allclose(col(features, f"glcm_{name}")[2], expected, rtol=1e-5)
+
+
+def test_nucleus_features_one_pixel_and_empty():
+    image = np.full((8, 8, 3), 128, dtype=np.uint8)
+    instances = np.zeros((8, 8), dtype=np.uint16)
+    centroids, features, names = nucleus_features(image, instances)
+    assert centroids.shape == (0, 2) and features.shape == (0, len(names))
+    assert features.dtype == np.float32
+
+    instances[4, 4] = 5  # a single pixel: no perimeter, no pixel pairs
+    _, features, _ = nucleus_features(image, instances)
+    assert np.isfinite(features).all()
+    assert col(features, "glcm_homogeneity")[0] == 1.0 and col(features, "glcm_contrast")[0] == 0
+
+
+def test_nucleus_features_invalid():
+    image, instances = synthetic_tile()
+    with pytest.raises(ValueError, match=r"\[H, W, 3\]"):
+        nucleus_features(np.dstack([image, image[..., :1]]), instances)
+    with pytest.raises(ValueError, match="uint8"):
+        nucleus_features(image / 255.0, instances)
+    with pytest.raises(ValueError, match="differ in size"):
+        nucleus_features(image, instances[:-1])
+    with pytest.raises(ValueError, match="integer"):
+        nucleus_features(image, instances.astype(np.float32))
+    with pytest.raises(ValueError, match=">= 0"):
+        nucleus_features(image, -instances)
+
+
+def test_nucleus_features_500_nuclei_under_two_seconds():
+    rng = np.random.default_rng(1)
+    instances = np.zeros((1000, 1000), dtype=np.int32)
+    centres = np.stack(np.meshgrid(np.arange(22, 1000, 44), np.arange(22, 1000, 44)), -1)
+    for label, (r, c) in enumerate(centres.reshape(-1, 2)[:500], start=1):
+        instances[disk((r, c), rng.uniform(6, 14), shape=instances.shape)] = label
+    image = rng.integers(0, 256, size=(1000, 1000, 3), dtype=np.uint8)
+    nucleus_features(image, instances)  # warm-up
+    start = time.perf_counter()
+    _, features, _ = nucleus_features(image, instances)
+    assert time.perf_counter() - start < 2.0
+    assert features.shape == (500, len(FEATURE_NAMES))
+
+
+# ---- nuclei_graph on the real MoNuSeg tiles -------------------------------------------------
+
+
+def load_tile(name: str) -> tuple[np.ndarray, np.ndarray]:
+    folder = shared_data_dir() / "nuclei" / "monuseg"
+    image = np.asarray(Image.open(folder / f"{name}.tif").convert("RGB"))
+    return image, np.load(folder / f"{name}_inst.npy")
+
+
+def centroids_csv(name: str) -> np.ndarray:
+    """The collection's own table of the instance mask (x = col, y = row)."""
+    path = shared_data_dir() / "nuclei" / "monuseg" / f"{name}_centroids.csv"
+    return np.genfromtxt(path, delimiter=",", names=True, dtype=None, encoding="utf-8")
+
+
+@pytest.mark.parametrize("name", TILES)
+def test_nuclei_graph_real_tile(name):
+    image, instances = load_tile(name)
+    labels = np.unique(instances)
+    labels = labels[labels > 0]
+
+    nuclei_graph(image[:64, :64], instances[:64, :64])  # warm-up (imports, caches)
+    start = time.perf_counter()
+    data = nuclei_graph(image, instances, y=1, tile_id=name)
+    seconds = time.perf_counter() - start
+    assert seconds < 2.0
+
+    num = len(labels)
+    assert data.num_nodes == num and data.x.shape == (num, len(FEATURE_NAMES))
+    assert torch.isfinite(data.x).all() and data.x.dtype == torch.float32
+    assert data.label.tolist() == labels.tolist()
+    assert data.feature_names == list(FEATURE_NAMES) and data.radius == 100.0
+    assert data.y == 1 and data.tile_id == name
+
+    # Centroids and areas agree with the collection's own table.
+    table = centroids_csv(name)
+    assert table["instance_id"].tolist() == labels.tolist()
+    expected = np.stack([table["centroid_y"], table["centroid_x"]], 1)
+    torch.testing.assert_close(
+        data.pos, torch.tensor(expected, dtype=torch.float), atol=2e-3, rtol=0
+    )
+    assert data.x[:, FEATURE_NAMES.index("area")].tolist() == table["area_px"].tolist()
+
+    # Eq. 1 on the real geometry.
+    src, dst = data.edge_index
+    dist = (data.pos[src] - data.pos[dst]).norm(dim=1)
+    assert data.edge_attr.shape == (data.num_edges, 1)
+    torch.testing.assert_close(data.edge_attr[:, 0], 1 - dist / 100, atol=1e-4, rtol=0)
+    assert_dst_sorted(data.edge_index)
+    mean_degree = data.num_edges / num
+    assert 1 < mean_degree < 60
+
+
+def test_nuclei_graph_empty_and_reserved_names():
+    image = np.zeros((16, 16, 3), dtype=np.uint8)
+    data = nuclei_graph(image, np.zeros((16, 16), dtype=np.int64), tile_id="blank")
+    assert data.x.shape == (0, len(FEATURE_NAMES)) and data.pos.shape == (0, 2)
+    assert data.edge_index.shape == (2, 0) and data.edge_attr.shape == (0, 1)
+    assert data.tile_id == "blank"
+    with pytest.raises(ValueError, match="overwrite"):
+        nuclei_graph(image, np.zeros((16, 16), dtype=np.int64), x=1)
+
+
+# ---- occlusion_neighbourhoods ---------------------------------------------------------------
+
+
+def neighbourhoods(ptr: torch.Tensor, nodes: torch.Tensor) -> list[list[int]]:
+    return [nodes[ptr[i] : ptr[i + 1]].tolist() for i in range(len(ptr) - 1)]
+
+
+def test_occlusion_neighbourhoods_path():
+    path = torch.tensor([[0, 1, 1, 2, 2, 3], [1, 0, 2, 1, 3, 2]])  # 0 - 1 - 2 - 3
+    assert neighbourhoods(*occlusion_neighbourhoods(path, 4, hops=0)) == [[0], [1], [2], [3]]
+    ptr, nodes = occlusion_neighbourhoods(path, 4)
+    assert ptr.dtype == torch.long and nodes.dtype == torch.long
+    assert neighbourhoods(ptr, nodes) == [[0, 1], [0, 1, 2], [1, 2, 3], [2, 3]]
+    two = neighbourhoods(*occlusion_neighbourhoods(path, 4, hops=2))
+    assert two == [[0, 1, 2], [0, 1, 2, 3], [0, 1, 2, 3], [1, 2, 3]]
+    # Directed: only 0 -> 1, so node 1's messages come from 0 and node 0 hears nobody.
+    directed = occlusion_neighbourhoods(np.array([[0], [1]]), 3)
+    assert neighbourhoods(*directed) == [[0], [0, 1], [2]]
+
+
+@pytest.mark.parametrize("hops", [1, 2, 3])
+def test_occlusion_neighbourhoods_match_k_hop_subgraph(hops):
+    pos = np.random.default_rng(hops).uniform(0, 500, size=(60, 2))
+    edge_index, _ = nuclei_edges(pos)
+    got = neighbourhoods(*occlusion_neighbourhoods(edge_index, 60, hops))
+    for i in range(60):
+        subset, *_ = k_hop_subgraph(i, hops, edge_index, num_nodes=60)
+        assert got[i] == sorted(subset.tolist())
+
+
+def test_occlusion_neighbourhoods_empty_and_invalid():
+    ptr, nodes = occlusion_neighbourhoods(torch.empty(2, 0, dtype=torch.long), 0)
+    assert ptr.tolist() == [0] and nodes.numel() == 0
+    ptr, nodes = occlusion_neighbourhoods(np.empty((2, 0), dtype=np.int64), 2, hops=2)
+    assert neighbourhoods(ptr, nodes) == [[0], [1]]
+    with pytest.raises(ValueError, match="hops"):
+        occlusion_neighbourhoods(np.empty((2, 0), dtype=np.int64), 2, hops=-1)
+    with pytest.raises(ValueError, match=r"\[0, 2\)"):
+        occlusion_neighbourhoods(np.array([[0], [2]]), 2)
+    with pytest.raises(ValueError, match=r"\[2, E\]"):
+        occlusion_neighbourhoods(np.array([0, 1, 2]), 3)
