@@ -4,6 +4,7 @@ from torch import Tensor
 
 from wsigraph.nn.rsf import (
     DenseRSFConv,
+    DenseRSFEdgeConv,
     DenseSoftmaxAssignmentPool,
     NodeAttention,
     RSFConv,
@@ -316,3 +317,25 @@ def test_stack_conv_pool_dense_conv_dense_pool_readout():
     logits.sum().backward()
     for m in (att, conv1, pool1, conv2, pool2):
         assert all(p.grad is not None for p in m.parameters())
+
+
+def test_dense_edge_conv_equals_sparse_on_present_edges():
+    torch.manual_seed(0)
+    L = 2
+    x, ei, ea, _ = _batch(L, dtype=torch.float64)
+    sparse = RSFEdgeConv(F_IN, L, 3).double()
+    dense = DenseRSFEdgeConv(F_IN, L, 3).double()
+    dense.load_state_dict(sparse.state_dict())
+    n = N0 + N1  # the two graphs as one block-diagonal dense graph
+    adj = _dense_adj(ei, ea, n).unsqueeze(0)  # [1, n, n, L]
+    out = dense(x.unsqueeze(0), adj)[0]  # [n, n, 3]
+    torch.testing.assert_close(out[ei[1], ei[0]], sparse(x, ei, ea))
+    absent = (adj[0] == 0).all(-1)
+    assert (out[absent] == 0).all() and absent.any()
+    torch.testing.assert_close(out, out.transpose(0, 1))  # symmetric in, symmetric out
+    mask = torch.ones(1, n, dtype=torch.bool)
+    mask[0, -1] = False
+    masked = dense(x.unsqueeze(0), adj, mask)[0]
+    assert (masked[-1] == 0).all() and (masked[:, -1] == 0).all()
+    with pytest.raises(ValueError, match="expected 2"):
+        dense(x.unsqueeze(0), adj[..., :1])

@@ -219,6 +219,37 @@ class RSFEdgeConv(nn.Module):
         )
 
 
+class DenseRSFEdgeConv(RSFEdgeConv):
+    r"""Eq. 4 (see :class:`RSFEdgeConv`) on a dense batch of small graphs, for the edge
+    convolutions after the first pooling ("Edge Conv 2" and "3" of the paper's Table I):
+
+    .. math::
+        (A_{out})_{ik} = \phi\big(W [\, v_i + v_k \,\|\, |v_i - v_k| \,\|\, a_{ik} \,]\big)
+
+    for every pair :math:`(i, k)` with an edge, i.e. a non-zero :math:`a_{ik}` (after softmax
+    assignment pooling almost every pair has one). Absent edges and masked-out nodes stay zero.
+    Parameters are laid out as :class:`RSFEdgeConv`'s.
+
+    Shapes:
+        - **input:** node features :math:`(B, N, F)`, adjacency :math:`(B, N, N, L)` (or
+          :math:`(B, N, N)` when :math:`L = 1`), optional node mask :math:`(B, N)`
+        - **output:** adjacency :math:`(B, N, N, L')`
+    """
+
+    def forward(self, x: Tensor, adj: Tensor, mask: Tensor | None = None) -> Tensor:
+        adj = (adj.unsqueeze(-1) if adj.dim() == 3 else adj).to(x.dtype)  # [B, N, N, L]
+        if adj.size(-1) != self.edge_channels:
+            raise ValueError(f"adj has {adj.size(-1)} features, expected {self.edge_channels}")
+        x_i, x_k = x.unsqueeze(2), x.unsqueeze(1)  # [B, N, 1, F], [B, 1, N, F]
+        feats = torch.cat([x_i + x_k, (x_i - x_k).abs(), adj], dim=-1)  # [B, N, N, 2F + L]
+        out = self.lin(feats)  # [B, N, N, L']
+        out = self.act(out) if self.act is not None else out
+        keep = (adj != 0).any(dim=-1, keepdim=True)  # [B, N, N, 1]
+        if mask is not None:
+            keep = keep & (mask.unsqueeze(2) & mask.unsqueeze(1)).unsqueeze(-1)
+        return out * keep.to(out.dtype)
+
+
 class NodeAttention(nn.Module):
     r"""Node attention of "RSF+Attention" (nuclei-graph GCN, Sec. III.E), placed "before the
     first pooling operation at the input to highlight important nuclei"; its scores are the

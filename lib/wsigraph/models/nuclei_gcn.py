@@ -1,0 +1,171 @@
+"""The nuclei-graph GCN (Sureka et al., IEEE BIBE 2020, ``002_*.txt``): RSF, RSF + Edge and
+RSF + Attention, the three architectures of its Table I.
+
+A tile's nuclei graph (:func:`wsigraph.graphs.nuclei.nuclei_graph`: 18 features per nucleus,
+edges below 100 px with weight ``1 - d/100``) goes through two vertex convolutions, a softmax
+assignment pooling to ``clusters[0]`` nodes, a third vertex convolution, a second pooling to
+``clusters[1]`` nodes, and three fully connected layers (Table I):
+
+===================  ===================  ===========================
+RSF                  RSF + Edge           RSF + Attention
+===================  ===================  ===========================
+Vertex Conv 1        Vertex Conv 1        Vertex Conv 1
+Vertex Conv 2        Vertex Conv 2        Vertex Conv 2 + Attn
+Pooling 1            Pooling 1            Pooling 1
+\\                    Edge Conv 1          \\
+Vertex Conv 3        Vertex Conv 3        Vertex Conv 3
+\\                    Edge Conv 2          \\
+Pooling 2            Pooling 2            Pooling 2
+\\                    Edge Conv 3          \\
+FC 1, FC 2, FC 3     FC 1, FC 2, FC 3     FC 1, FC 2, FC 3
+===================  ===================  ===========================
+
+Layers: :mod:`wsigraph.nn.rsf` (Eq. 2 vertex convolution, Eq. 3 pooling, Eq. 4 edge
+convolution, the node attention of Sec. III.E).
+
+Choices where the paper is silent (it gives Table I, "nearly 300,000 parameters", Adam,
+lr 0.01, ~50 epochs):
+
+* Widths 18 -> 64 -> 64 -> pool to 32 -> 128 -> pool to 8, then FC 256 -> 64 -> classes:
+  312,298 parameters for RSF (RSF + Edge 408,090, RSF + Attention 316,522; 18 input features,
+  two classes), the paper's "nearly 300,000". ReLU after every vertex convolution and hidden FC layer; dropout
+  ``dropout`` before FC 1 and FC 2 (default 0).
+* Readout: the second pooling leaves exactly ``clusters[1]`` nodes per graph in an order fixed
+  by the assignment convolution's output channels, so their features are flattened into FC 1
+  (invariant to the order of the nuclei, as the pooling is). With RSF + Edge, Edge Conv 3 (after
+  the last pooling, where nothing else would read it) contributes its pooled edge features
+  ``[clusters[1], clusters[1], edge_channels]`` flattened beside them.
+* Edge convolutions output ``edge_channels`` = 4 features with ReLU (Eq. 4's monotonic
+  :math:`\\phi`); the vertex convolutions and pooling after them read all four (Eq. 2 with
+  :math:`L = 4`). Edge Conv 1 acts on the pooled adjacency, as Table I places it after Pooling 1.
+* The pooled adjacency :math:`S^\\top A S` sums Eq. 1 weights over clusters; it is divided by
+  the graph's number of nuclei so that its scale does not grow with tile size (the paper does not
+  normalise; with raw sums the second level of large graphs saturates).
+* The attention of RSF + Attention follows Vertex Conv 2; its scores (one per nucleus, summing to
+  one per graph) are stored in ``last_attention`` after each forward for visualisation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from wsigraph.models import register
+from wsigraph.nn.rsf import (
+    DenseRSFConv,
+    DenseRSFEdgeConv,
+    DenseSoftmaxAssignmentPool,
+    NodeAttention,
+    RSFConv,
+    SoftmaxAssignmentPool,
+)
+
+VARIANTS = ("rsf", "edge", "attention")
+
+
+@dataclass
+class NucleiGCNConfig:
+    """Hyper-parameters of :class:`NucleiGCN` (see the module docstring for the choices).
+
+    Args:
+        variant: ``"rsf"``, ``"edge"`` (RSF + Edge) or ``"attention"`` (RSF + Attention).
+        hidden: width of Vertex Conv 1 and 2 (default ``64``).
+        hidden3: width of Vertex Conv 3 (default ``128``).
+        clusters: nodes after Pooling 1 and Pooling 2 (default ``(32, 8)``).
+        edge_channels: edge features made by the edge convolutions (default ``4``).
+        fc: widths of FC 1 and FC 2; FC 3 maps to the classes (default ``(256, 64)``).
+        dropout: before FC 1 and FC 2 (default ``0.0``).
+        edge_dim: edge features of the input graph (default ``1``, Eq. 1's weight).
+    """
+
+    variant: str = "rsf"
+    hidden: int = 64
+    hidden3: int = 128
+    clusters: tuple[int, int] = (32, 8)
+    edge_channels: int = 4
+    fc: tuple[int, int] = (256, 64)
+    dropout: float = 0.0
+    edge_dim: int = 1
+
+    def __post_init__(self):
+        if self.variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
+        self.clusters, self.fc = tuple(self.clusters), tuple(self.fc)
+        if len(self.clusters) != 2 or min(self.clusters) < 1:
+            raise ValueError(f"clusters must be two positive sizes, got {self.clusters}")
+        if len(self.fc) != 2 or min(self.fc) < 1:
+            raise ValueError(f"fc must be two positive widths, got {self.fc}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must lie in [0, 1), got {self.dropout}")
+
+
+@register("nuclei-gcn")
+class NucleiGCN(nn.Module):
+    """RSF / RSF + Edge / RSF + Attention on a batch of nuclei graphs -> logits ``[B, C]``.
+
+    Args:
+        in_dim: node features (18 for :func:`~wsigraph.graphs.nuclei.nucleus_features`).
+        n_classes: classes.
+        **config: fields of :class:`NucleiGCNConfig`.
+    """
+
+    def __init__(self, in_dim: int, n_classes: int, **config):
+        super().__init__()
+        cfg = self.config = NucleiGCNConfig(**config)
+        c1, c2 = cfg.clusters
+        L0, h, h3 = cfg.edge_dim, cfg.hidden, cfg.hidden3
+        L = cfg.edge_channels if cfg.variant == "edge" else L0  # edges after Pooling 1
+        self.conv1 = RSFConv(in_dim, h, L0)
+        self.conv2 = RSFConv(h, h, L0)
+        self.attention = NodeAttention(h) if cfg.variant == "attention" else None
+        self.pool1 = SoftmaxAssignmentPool(h, c1, L0)
+        self.conv3 = DenseRSFConv(h, h3, L)
+        self.pool2 = DenseSoftmaxAssignmentPool(h3, c2, L)
+        self.edge_convs = None
+        if cfg.variant == "edge":
+            self.edge_convs = nn.ModuleList(
+                [
+                    DenseRSFEdgeConv(h, L0, L),  # Edge Conv 1, after Pooling 1
+                    DenseRSFEdgeConv(h3, L, L),  # Edge Conv 2, after Vertex Conv 3
+                    DenseRSFEdgeConv(h3, L, L),  # Edge Conv 3, after Pooling 2
+                ]
+            )
+        readout = c2 * h3 + (c2 * c2 * L if cfg.variant == "edge" else 0)
+        self.fc = nn.Sequential(
+            nn.Dropout(cfg.dropout),
+            nn.Linear(readout, cfg.fc[0]),
+            nn.ReLU(),
+            nn.Dropout(cfg.dropout),
+            nn.Linear(cfg.fc[0], cfg.fc[1]),
+            nn.ReLU(),
+            nn.Linear(cfg.fc[1], n_classes),
+        )
+        self.last_attention: Tensor | None = None
+
+    def forward(self, batch) -> Tensor:
+        x, edge_index, b = batch.x, batch.edge_index, batch.batch
+        edge_attr = getattr(batch, "edge_attr", None)
+        B = batch.num_graphs
+        x = F.relu(self.conv1(x, edge_index, edge_attr))  # [N, h]
+        x = F.relu(self.conv2(x, edge_index, edge_attr))  # [N, h]
+        if self.attention is not None:
+            x, self.last_attention = self.attention(x, b)  # scores [N]
+        x, adj, _ = self.pool1(x, edge_index, edge_attr, b, B)  # [B, c1, h], [B, c1, c1, L0]
+        n = torch.bincount(b, minlength=B).clamp(min=1).to(adj.dtype)  # nuclei per graph
+        adj = adj / n.view(B, 1, 1, 1)
+        if self.edge_convs is not None:
+            adj = self.edge_convs[0](x, adj)  # [B, c1, c1, L]
+        x = F.relu(self.conv3(x, adj))  # [B, c1, h3]
+        if self.edge_convs is not None:
+            adj = self.edge_convs[1](x, adj)
+        x, adj, _ = self.pool2(x, adj)  # [B, c2, h3], [B, c2, c2, L]
+        h = x.flatten(1)  # [B, c2 * h3]
+        if self.edge_convs is not None:
+            h = torch.cat([h, self.edge_convs[2](x, adj).flatten(1)], dim=1)
+        return self.fc(h)  # [B, C]
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v}" for k, v in asdict(self.config).items())
