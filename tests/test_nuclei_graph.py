@@ -14,6 +14,7 @@ from torch_geometric.utils import k_hop_subgraph
 
 from wsigraph.graphs.nuclei import (
     FEATURE_NAMES,
+    build_nuclei_graphs,
     nuclei_edges,
     nuclei_graph,
     nucleus_features,
@@ -308,3 +309,27 @@ def test_occlusion_neighbourhoods_empty_and_invalid():
         occlusion_neighbourhoods(np.array([[0], [2]]), 2)
     with pytest.raises(ValueError, match=r"\[2, E\]"):
         occlusion_neighbourhoods(np.array([0, 1, 2]), 3)
+
+
+def test_build_nuclei_graphs_caches_by_pixels_and_method(tmp_path):
+    image, instances = synthetic_tile()
+    calls = []
+
+    def seg(im):
+        calls.append(1)
+        return instances
+
+    tiles = [("a", image, 0), ("b", image[:, ::-1].copy(), 1)]
+    graphs = build_nuclei_graphs(tiles, seg, tmp_path, "truth", progress=False)
+    assert [g.slide_id for g in graphs] == ["a", "b"] and len(calls) == 2
+    assert [int(g.y) for g in graphs] == [0, 1] and graphs[0].num_nodes == 3
+    again = build_nuclei_graphs(tiles, seg, tmp_path, "truth", progress=False)
+    assert len(calls) == 2  # reused from the cache
+    torch.testing.assert_close(again[1].x, graphs[1].x)
+    changed = [("a", np.ascontiguousarray(255 - image), 0)]
+    build_nuclei_graphs(changed, seg, tmp_path, "truth", progress=False)
+    build_nuclei_graphs(tiles[:1], seg, tmp_path, "other", progress=False)
+    assert len(calls) == 4  # new pixels, then another method: rebuilt
+    (tmp_path / "b.pt").write_bytes(b"junk")
+    build_nuclei_graphs(tiles, seg, tmp_path, "other", progress=False)
+    assert len(calls) == 5  # "a" reused (same pixels and method), "b" corrupt: rebuilt

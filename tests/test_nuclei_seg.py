@@ -13,7 +13,10 @@ from wsigraph.data.nuclei_seg import (
     classical_nuclei,
     dice,
     instances_from_probabilities,
+    load_unet,
+    save_unet,
     segment,
+    segmentation_scores,
     targets_from_instances,
     train_unet,
 )
@@ -152,3 +155,34 @@ def test_train_unet_smoke(monuseg):
     assert not model.training
     pred = segment(model, image[crop], tile=64, overlap=16)
     assert pred.shape == (128, 128) and pred.dtype == np.int32
+
+
+def test_save_load_unet_roundtrip_and_corrupt_file(tmp_path):
+    torch.manual_seed(0)
+    model = UNet(UNetConfig(base=4, depth=2)).eval()
+    model.train_losses = [1.5, 1.0]
+    path = save_unet(model, tmp_path / "unet.pt")
+    back = load_unet(path, device="cpu")
+    x = torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(back(x), model(x))
+    assert back.config == model.config and back.train_losses == [1.5, 1.0]
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(ValueError, match="not a readable saved UNet"):
+        load_unet(path)
+    with pytest.raises(FileNotFoundError):
+        load_unet(tmp_path / "missing.pt")
+
+
+def test_segmentation_scores_table():
+    truth = np.zeros((40, 40), dtype=np.int32)
+    truth[disk((10, 10), 5)], truth[disk((28, 28), 6)] = 1, 2
+    image = np.zeros((40, 40, 3), dtype=np.uint8)
+    scores = segmentation_scores(
+        {"perfect": lambda im: truth, "half": lambda im: np.where(truth == 2, 0, truth)},
+        {"t": (image, truth)},
+    )
+    perfect = scores.set_index("method").loc["perfect"]
+    assert perfect.dice == 1.0 and perfect.aji == 1.0 and perfect.nuclei_found == 2
+    half = scores.set_index("method").loc["half"]
+    assert half.nuclei_found == 1 and half.aji < 1.0

@@ -32,9 +32,13 @@ UNet.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from scipy import ndimage
@@ -44,6 +48,7 @@ from skimage.feature import peak_local_max
 from skimage.segmentation import find_boundaries, relabel_sequential, watershed
 from tqdm.auto import tqdm
 
+from wsigraph.io import atomic_path
 from wsigraph.models.unet import UNet, UNetConfig
 
 BACKGROUND, INTERIOR, BOUNDARY = 0, 1, 2
@@ -359,3 +364,68 @@ def segment(
     """
     prob = predict_probabilities(model, image, tile=tile, overlap=overlap)
     return instances_from_probabilities(prob, threshold=threshold, min_size=min_size)
+
+
+def save_unet(model: UNet, path: str | os.PathLike) -> Path:
+    """Write a trained UNet (config, weights, training losses) to ``path``, atomically."""
+    payload = {
+        "format": "wsigraph-unet/1",
+        "config": asdict(model.config),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "train_losses": [float(v) for v in getattr(model, "train_losses", [])],
+    }
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+    return Path(path)
+
+
+def load_unet(path: str | os.PathLike, device: str = "auto") -> UNet:
+    """Read a UNet written by :func:`save_unet` (``weights_only``), in eval mode on ``device``.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ValueError: the file is corrupt or not a saved UNet.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no UNet file at {path}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        if payload.get("format") != "wsigraph-unet/1":
+            raise ValueError("unknown format")
+        model = UNet(UNetConfig(**payload["config"]))
+        model.load_state_dict(payload["state_dict"])
+    except Exception as err:  # torch raises several types for damaged files
+        raise ValueError(f"{path} is not a readable saved UNet ({err})") from err
+    model.train_losses = payload["train_losses"]
+    return model.to(_device(device)).eval()
+
+
+def segmentation_scores(
+    segmenters: dict[str, Callable[[np.ndarray], np.ndarray]],
+    tiles: dict[str, tuple[np.ndarray, np.ndarray]],
+) -> pd.DataFrame:
+    """Dice and AJI of every segmenter on every annotated tile.
+
+    Args:
+        segmenters: ``name -> image -> instance mask``.
+        tiles: ``tile name -> (image, true instance mask)``.
+
+    Returns:
+        One row per (method, tile): ``method, tile, nuclei_true, nuclei_found, dice, aji``.
+    """
+    rows = []
+    for method, segment in segmenters.items():
+        for tile, (image, truth) in tiles.items():
+            pred = segment(image)
+            rows.append(
+                {
+                    "method": method,
+                    "tile": tile,
+                    "nuclei_true": int(len(np.unique(truth[truth > 0]))),
+                    "nuclei_found": int(len(np.unique(pred[pred > 0]))),
+                    "dice": dice(pred, truth),
+                    "aji": aji(pred, truth),
+                }
+            )
+    return pd.DataFrame(rows)

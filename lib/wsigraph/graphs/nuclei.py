@@ -26,6 +26,10 @@ Edge order
 
 from __future__ import annotations
 
+import hashlib
+import os
+from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -36,6 +40,7 @@ from skimage.color import rgb2hed
 from skimage.measure import regionprops_table
 from torch import Tensor
 from torch_geometric.data import Data
+from tqdm.auto import tqdm
 
 from wsigraph.graphs.pyramid import dst_order
 from wsigraph.graphs.spatial import _as_points
@@ -383,3 +388,64 @@ def occlusion_neighbourhoods(
     ptr = torch.from_numpy(reach.indptr.astype(np.int64))
     nodes = torch.from_numpy(reach.indices.astype(np.int64))
     return ptr, nodes
+
+
+def image_digest(image: np.ndarray) -> str:
+    """A short hash of a tile's pixels (keys the graph cache of :func:`build_nuclei_graphs`)."""
+    image = np.ascontiguousarray(image)
+    head = f"{image.shape}{image.dtype}".encode()
+    return hashlib.sha1(head + image.tobytes()).hexdigest()[:16]
+
+
+def build_nuclei_graphs(
+    tiles: Iterable[tuple[str, np.ndarray, int]],
+    segment: Callable[[np.ndarray], np.ndarray],
+    out_dir: str | os.PathLike,
+    method: str,
+    progress: bool = True,
+) -> list[Data]:
+    """Segments every tile and builds its nuclei graph, one cached file per tile.
+
+    ``out_dir/<tile_id>.pt`` (:func:`~wsigraph.graphs.pyramid.save_graph`, atomic) is reused when
+    it was built from the same pixels (:func:`image_digest`) by the same ``method``, so a rerun
+    segments only new or changed tiles and an interrupted run resumes.
+
+    Args:
+        tiles: ``(tile_id, image [H, W, 3] uint8, label)`` triples.
+        segment: image -> instance mask ``[H, W]`` (e.g. a UNet or the classical fallback).
+        out_dir: the cache folder.
+        method: the segmenter's name, stored with each graph (``"unet"``, ``"classical"``...).
+        progress: show a tqdm bar.
+
+    Returns:
+        One graph per tile, in order: :func:`nuclei_graph` with ``y`` ``[1]``, ``slide_id`` (the tile id),
+        ``method`` and ``digest`` (``feature_names`` is not stored; see :data:`FEATURE_NAMES`).
+    """
+    from wsigraph.graphs.pyramid import load_graph, save_graph
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    graphs = []
+    for tile_id, image, label in tqdm(list(tiles), desc="nuclei graphs", disable=not progress):
+        path, digest = out_dir / f"{tile_id}.pt", image_digest(image)
+        graph = None
+        if path.is_file():
+            try:
+                graph = load_graph(path)
+            except ValueError:
+                graph = None  # corrupt: rebuild
+            if graph is not None and (graph.digest, graph.method) != (digest, method):
+                graph = None
+        if graph is None:
+            graph = nuclei_graph(
+                image,
+                segment(image),
+                y=torch.tensor([int(label)]),
+                slide_id=str(tile_id),
+                method=method,
+                digest=digest,
+            )
+            del graph.feature_names
+            save_graph(graph, path)
+        graphs.append(graph)
+    return graphs
