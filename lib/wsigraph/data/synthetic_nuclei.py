@@ -1,0 +1,464 @@
+r"""Deterministic synthetic H&E tiles whose class signal lies in how the nuclei are arranged.
+
+Demo image sets for the two nuclei papers, drawn with the Beer-Lambert H&E stain model of
+:mod:`wsigraph.data.synthetic` (Ruifrok & Johnston stain vectors): dark haematoxylin ellipses
+with a slight chromatin texture on an eosin-pink background with smooth and pixel noise. Every
+image comes with its ground-truth instance map (one label per nucleus, later nuclei drawn on
+top; nuclei are placed at a minimum centre distance larger than their longest axis, so they
+never overlap).
+
+What is held equal across classes (both functions)
+    The background and stain model (per-image stain strength +-10 %), the nucleus size / shape
+    / colour distribution (semi-axes, intensity, texture), and the number of nuclei per image
+    (the ``i``-th image of every class gets the same target count; each arrangement offers more
+    candidate positions than needed, accepted at the minimum distance until the target is
+    reached). Per-class mean counts and mean nucleus areas differ by less than 3 % (tested).
+
+:func:`arrangement_tiles` -- nuclei-graph GCN (Sureka et al. 2020), Table II demo
+    384 x 384 px tiles, 110-170 nuclei of 8-12 px diameter at random orientation; the class
+    signal is in the nucleus *positions* only.
+
+    * ``task="bach"`` (ICIAR 2018 BACH, in situ vs invasive carcinoma): class 0 "in situ":
+      nuclei line the rim of a few round ducts (3-4 concentric layers, empty lumen, stroma
+      between ducts); class 1 "invasive": nuclei scattered through the stroma as short
+      single-file cords and single cells.
+    * ``task="gleason"`` (Gleason 3+3 vs 4+4/4+5): class 0 "Gleason 3": many separate small
+      well-formed glands (one ring of nuclei each); class 1 "Gleason 4": fused / cribriform
+      glands, i.e. large nests filled with nuclei and punched-out lumens.
+
+    :func:`neighbour_count` (mean number of other nuclei within 22 px: nuclei packed in
+    multi-layer duct rims and cribriform sheets have many, nuclei in cords / single cells and
+    along the single rings of small glands few) measures it.
+
+:func:`orientation_rois` -- ABiG-Net demo (local orientation graphs, global patch graph)
+    512 x 512 px ROIs (a 4 x 4 grid of 128 px patches), 250-320 elongated nuclei (major axis
+    13-17 px, minor 5-8 px). Positions are drawn by the *same* process for every class
+    (uniform, minimum distance); the class signal is in the nuclei's *orientations* relative to
+    a smooth field, both within a patch (spread) and across patches (which patches are
+    coherent):
+
+    * ``task="crc3"`` (Extended CRC grading): the field is tangent to a few round glands /
+      crypts. "normal": every nucleus follows it (s.d. 10 degrees); "low grade": coherence
+      partly lost -- spread 25 degrees, and half of the 16 patches random; "high grade": all
+      orientations uniform.
+    * ``task="crc2"``: "normal" vs "cancer" (half low grade, half high grade, as above).
+    * ``task="melanoma"``: "tumour": locally coherent streams (a smooth random field of large
+      scale, s.d. 12 degrees) in 12 of 16 patches, 4 random; "lymphocyte-rich": random
+      orientations in 12 of 16 patches, 4 coherent. A single patch is therefore ambiguous;
+      the ROI, seen across patches, is not.
+
+    :func:`orientation_coherence` (mean local nematic order of the nuclei's measured major
+    axes) measures it.
+
+Everything is deterministic in ``seed`` (each image has its own generator
+``default_rng([seed, task, i])``) and takes a few tens of milliseconds per image.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+from scipy.spatial import cKDTree
+
+from wsigraph.data.synthetic import _E, _H, _smooth_noise
+
+ARRANGEMENT_CLASSES = {
+    "bach": ("in situ", "invasive"),
+    "gleason": ("Gleason 3", "Gleason 4"),
+}
+ORIENTATION_CLASSES = {
+    "crc3": ("normal", "low grade", "high grade"),
+    "crc2": ("normal", "cancer"),
+    "melanoma": ("tumour", "lymphocyte-rich"),
+}
+_TASK_CODE = {"bach": 1, "gleason": 2, "crc3": 3, "crc2": 4, "melanoma": 5}
+
+
+@dataclass
+class NucleiImages:
+    """A synthetic image set.
+
+    Attributes:
+        images: ``[n, H, W, 3]`` uint8 RGB.
+        labels: ``[n]`` int64 class index.
+        instances: ``[n, H, W]`` int32 ground-truth nuclei, 0 = background, 1..m per image.
+        class_names: name of each class index.
+        nuclei: per image, ``[m, 5]`` float64 rows ``(y, x, a, b, theta)`` of the drawn
+            ellipses (centre in px, semi-axes in px, major-axis angle in radians from the +x
+            (column) axis towards +y (row)); row ``k`` is instance label ``k + 1``.
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+    instances: np.ndarray
+    class_names: tuple[str, ...]
+    nuclei: list[np.ndarray]
+
+
+# --------------------------------------------------------------------------------------------
+# Public generators
+
+
+def arrangement_tiles(task: str, n_per_class: int, size: int = 384, seed: int = 0) -> NucleiImages:
+    """Tiles whose classes differ only in the arrangement of nuclei (nuclei-graph Table II demo).
+
+    Args:
+        task: ``"bach"`` (in situ vs invasive) or ``"gleason"`` (Gleason 3 vs Gleason 4).
+        n_per_class: images per class.
+        size: tile side in px (default ``384``; the nucleus count scales with the area).
+        seed: generator seed (default ``0``).
+
+    Returns:
+        :class:`NucleiImages`, classes in blocks (``labels = [0]*n + [1]*n``).
+    """
+    if task not in ARRANGEMENT_CLASSES:
+        raise ValueError(f"unknown task {task!r}; known: {', '.join(ARRANGEMENT_CLASSES)}")
+    layouts = {
+        "bach": (_ducts, _cords),
+        "gleason": (_small_glands, _cribriform),
+    }[task]
+    scale = (size / 384) ** 2
+
+    def draw(rng: np.random.Generator, label: int, index: int) -> np.ndarray:
+        n = int(round(_count(seed, task, index, 110, 170) * scale))
+        candidates, groups = layouts[label](rng, size)  # [K, 2] (y, x), [K] structure id
+        yx = _accept(rng, candidates, size, min_dist=14.0, n=n, margin=3.0, groups=groups)
+        a = rng.uniform(4.0, 6.0, len(yx))
+        b = a * rng.uniform(0.65, 0.9, len(yx))
+        theta = rng.uniform(0, np.pi, len(yx))
+        return np.column_stack([yx, a, b, theta])
+
+    return _make_set(task, ARRANGEMENT_CLASSES[task], n_per_class, size, seed, draw)
+
+
+def orientation_rois(task: str, n_per_class: int, size: int = 512, seed: int = 0) -> NucleiImages:
+    """ROIs whose classes differ only in the orientations of elongated nuclei (ABiG-Net demo).
+
+    Args:
+        task: ``"crc3"`` (normal / low grade / high grade), ``"crc2"`` (normal vs cancer, the
+            cancer class half low and half high grade) or ``"melanoma"`` (tumour vs
+            lymphocyte-rich).
+        n_per_class: images per class.
+        size: ROI side in px (default ``512``: a 4 x 4 grid of 128 px patches).
+        seed: generator seed (default ``0``).
+
+    Returns:
+        :class:`NucleiImages`, classes in blocks.
+    """
+    if task not in ORIENTATION_CLASSES:
+        raise ValueError(f"unknown task {task!r}; known: {', '.join(ORIENTATION_CLASSES)}")
+    patch = 128
+    scale = (size / 512) ** 2
+
+    def draw(rng: np.random.Generator, label: int, index: int) -> np.ndarray:
+        n = int(round(_count(seed, task, index, 250, 320) * scale))
+        yx = _accept(rng, _uniform(rng, size, 4 * n), size, min_dist=19.0, n=n, margin=4.0)
+        a = rng.uniform(6.5, 8.5, len(yx))
+        b = a * rng.uniform(0.38, 0.5, len(yx))
+        grid = -(-size // patch)
+        cell = (yx[:, 0] // patch).astype(int) * grid + (yx[:, 1] // patch).astype(int)
+        if task == "melanoma":
+            field = _stream_field(rng, size)(yx)
+            coherent = _patch_subset(rng, grid * grid, 12 if label == 0 else 4)[cell]
+            spread = np.deg2rad(12.0)
+        else:
+            field = _gland_field(rng, size)(yx)
+            grade = label if task == "crc3" else (0 if label == 0 else 1 + index % 2)
+            spread = np.deg2rad((10.0, 25.0, 0.0)[grade])
+            n_coherent = (grid * grid, grid * grid // 2, 0)[grade]
+            coherent = _patch_subset(rng, grid * grid, n_coherent)[cell]
+        theta = np.where(
+            coherent,
+            field + rng.normal(0.0, spread, len(yx)),
+            rng.uniform(0, np.pi, len(yx)),
+        )
+        return np.column_stack([yx, a, b, np.mod(theta, np.pi)])
+
+    return _make_set(task, ORIENTATION_CLASSES[task], n_per_class, size, seed, draw)
+
+
+# --------------------------------------------------------------------------------------------
+# Statistics of nuclei (measured from instance maps, used by the tests and the notebooks)
+
+
+def nucleus_properties(instances: np.ndarray) -> dict[str, np.ndarray]:
+    """Centroid, area and major-axis angle of every labelled nucleus, from pixel moments.
+
+    Args:
+        instances: ``[H, W]`` int labels, 0 = background.
+
+    Returns:
+        ``{"label", "y", "x", "area", "theta"}`` arrays over the labels present; ``theta`` in
+        ``[0, pi)`` from the +x axis towards +y, as in :class:`NucleiImages`.
+    """
+    instances = np.asarray(instances)
+    ys, xs = np.nonzero(instances)
+    lab = instances[ys, xs]
+    labels, inv = np.unique(lab, return_inverse=True)
+    area = np.bincount(inv).astype(np.float64)
+    my = np.bincount(inv, ys) / area
+    mx = np.bincount(inv, xs) / area
+    dy, dx = ys - my[inv], xs - mx[inv]
+    cyy = np.bincount(inv, dy * dy) / area
+    cxx = np.bincount(inv, dx * dx) / area
+    cxy = np.bincount(inv, dx * dy) / area
+    theta = np.mod(0.5 * np.arctan2(2 * cxy, cxx - cyy), np.pi)
+    return {"label": labels, "y": my, "x": mx, "area": area, "theta": theta}
+
+
+def neighbour_count(yx: np.ndarray, radius: float = 22.0) -> float:
+    """Mean number of other nuclei within ``radius`` px of a nucleus.
+
+    Nuclei lining duct rims (BACH in situ) or packed in cribriform sheets (Gleason 4) have
+    many close neighbours; nuclei scattered as cords and single cells (invasive) or along single
+    rings of small glands (Gleason 3) have few.
+    """
+    yx = np.asarray(yx, np.float64)
+    if len(yx) < 2:
+        return 0.0
+    counts = np.array([len(n) - 1 for n in cKDTree(yx).query_ball_point(yx, radius)])
+    return float(counts.mean())
+
+
+def orientation_coherence(yx: np.ndarray, theta: np.ndarray, radius: float = 40.0) -> float:
+    """Mean over nuclei of the local nematic order ``|mean exp(2 i theta_j)|`` of the nuclei
+    within ``radius`` px (itself included): 1 for parallel axes, ~``1/sqrt(k)`` for random ones.
+    """
+    yx = np.asarray(yx, np.float64)
+    z = np.exp(2j * np.asarray(theta, np.float64))
+    order = [np.abs(z[nbrs].mean()) for nbrs in cKDTree(yx).query_ball_point(yx, radius)]
+    return float(np.mean(order)) if order else 0.0
+
+
+# --------------------------------------------------------------------------------------------
+# Rendering
+
+
+def _make_set(
+    task: str,
+    class_names: tuple[str, ...],
+    n_per_class: int,
+    size: int,
+    seed: int,
+    draw: Callable,
+) -> NucleiImages:
+    if n_per_class < 1:
+        raise ValueError(f"n_per_class must be >= 1, got {n_per_class}")
+    labels = np.repeat(np.arange(len(class_names)), n_per_class).astype(np.int64)
+    images = np.empty((len(labels), size, size, 3), np.uint8)
+    instances = np.empty((len(labels), size, size), np.int32)
+    nuclei = []
+    for i, label in enumerate(labels):
+        rng = np.random.default_rng([seed, _TASK_CODE[task], i])
+        ell = draw(rng, int(label), i - label * n_per_class)
+        images[i], instances[i] = _render(rng, ell, size)
+        nuclei.append(ell)
+    return NucleiImages(images, labels, instances, tuple(class_names), nuclei)
+
+
+def _render(rng: np.random.Generator, ell: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """RGB image and instance map of the ellipses ``ell`` ``[m, 5]`` on stroma."""
+    h = w = size
+    inst = np.zeros((h, w), np.int32)
+    stain = np.zeros((h, w), np.float64)  # per-pixel haematoxylin strength of its nucleus
+    if len(ell):
+        cy, cx, a, b, th = (ell[:, k][:, None] for k in range(5))
+        reach = int(np.ceil(ell[:, 2].max())) + 1
+        dy, dx = np.mgrid[-reach : reach + 1, -reach : reach + 1].reshape(2, -1)  # [K]
+        iy, ix = np.round(cy).astype(np.int64), np.round(cx).astype(np.int64)
+        py, px = iy + dy[None, :], ix + dx[None, :]  # [m, K] pixel coordinates
+        ry, rx = py - cy, px - cx
+        u = rx * np.cos(th) + ry * np.sin(th)
+        v = -rx * np.sin(th) + ry * np.cos(th)
+        inside = (u / a) ** 2 + (v / b) ** 2 <= 1.0
+        inside &= (py >= 0) & (py < h) & (px >= 0) & (px < w)
+        rows = np.broadcast_to(np.arange(len(ell))[:, None], inside.shape)[inside]
+        inst[py[inside], px[inside]] = rows + 1  # later nuclei on top
+        strength = rng.uniform(0.85, 1.15, len(ell))
+        stain[py[inside], px[inside]] = strength[rows]
+    nucleus = inst > 0
+    chromatin = 1.0 + 0.15 * _smooth_noise(rng, h, w, 2.5)
+    conc_h = 1.05 * ndimage.gaussian_filter(stain * chromatin, 0.6)
+    fibres = _smooth_noise(rng, h, w, 10.0) + 0.5 * _smooth_noise(rng, h, w, 3.0)
+    conc_e = 0.42 * np.clip(1.0 + 0.25 * fibres, 0.3, 2.0) * (1.0 - 0.6 * nucleus)
+    s_h, s_e = rng.uniform(0.9, 1.1, 2)
+    od = (s_h * (conc_h + 0.05))[..., None] * _H + (s_e * conc_e)[..., None] * _E + 0.03
+    od += rng.normal(0.0, 0.015, (h, w, 3))
+    rgb = 255.0 * np.exp(-od)
+    return np.clip(np.round(rgb), 0, 255).astype(np.uint8), inst
+
+
+# --------------------------------------------------------------------------------------------
+# Placement
+
+
+def _accept(
+    rng: np.random.Generator,
+    candidates: np.ndarray,
+    size: int,
+    min_dist: float,
+    n: int,
+    margin: float,
+    groups: np.ndarray | None = None,
+) -> np.ndarray:
+    """Up to ``n`` candidates inside the tile, at least ``min_dist`` apart.
+
+    Without ``groups`` the candidates are visited in random order. With ``groups`` (one
+    structure id per candidate: a duct, a gland, a cord, a nest) whole structures are visited in
+    random order, each from a random point outwards, so that cutting at ``n`` leaves complete
+    structures and one partial, compact one -- not every structure randomly thinned.
+    """
+    inside = np.all((candidates >= margin) & (candidates < size - margin), axis=1)
+    c = candidates[inside]
+    if groups is None:
+        c = c[rng.permutation(len(c))]
+    else:
+        g = np.asarray(groups)[inside]
+        _, g = np.unique(g, return_inverse=True)
+        group_rank = rng.permutation(g.max() + 1 if len(g) else 0)[g]
+        start = c[rng.integers(0, len(c), g.max() + 1)] if len(c) else np.zeros((0, 2))
+        within = np.hypot(*(c - start[g]).T)
+        c = c[np.lexsort((within, group_rank))]
+    cell = min_dist / np.sqrt(2)  # at most one accepted point per grid cell
+    g = int(np.ceil(size / cell)) + 1
+    grid = -np.ones((g + 4, g + 4), np.int64)
+    kept: list[int] = []
+    d2 = min_dist**2
+    for k, (y, x) in enumerate(c):
+        gy, gx = int(y / cell) + 2, int(x / cell) + 2
+        near = grid[gy - 2 : gy + 3, gx - 2 : gx + 3]
+        near = near[near >= 0]
+        if len(near) and (((c[near] - (y, x)) ** 2).sum(1) < d2).any():
+            continue
+        grid[gy, gx] = k
+        kept.append(k)
+        if len(kept) == n:
+            break
+    return c[kept]
+
+
+def _uniform(rng: np.random.Generator, size: int, k: int) -> np.ndarray:
+    return rng.uniform(0, size, (k, 2))
+
+
+def _place_discs(
+    rng: np.random.Generator, size: int, radii: np.ndarray, gap: float, overhang: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Non-overlapping disc centres (``gap`` px apart), up to ``overhang * r`` outside the tile."""
+    centres, kept = [], []
+    for r in radii:
+        for _ in range(60):
+            c = rng.uniform(-overhang * r, size + overhang * r, 2)
+            if all(
+                np.hypot(*(c - c2)) >= r + r2 + gap for c2, r2 in zip(centres, kept, strict=True)
+            ):
+                centres.append(c)
+                kept.append(r)
+                break
+    return np.asarray(centres).reshape(-1, 2), np.asarray(kept)
+
+
+def _rings(rng, centres, radii, layers, spacing) -> tuple[np.ndarray, np.ndarray]:
+    """Candidate positions on ``layers`` concentric circles inside each rim, ``spacing`` apart,
+    and the index of the ring structure each belongs to."""
+    pts, groups = [], []
+    for g, (c, r, n_layers) in enumerate(zip(centres, radii, layers, strict=True)):
+        for j in range(int(n_layers)):
+            rj = r - j * spacing
+            k = max(3, int(2 * np.pi * rj / spacing))
+            phi = rng.uniform(0, 2 * np.pi) + 2 * np.pi * np.arange(k) / k
+            phi = phi + rng.normal(0, 0.15 * spacing / rj, k)
+            rr = rj + rng.normal(0, 1.5, k)
+            pts.append(c + np.column_stack([rr * np.sin(phi), rr * np.cos(phi)]))
+            groups.append(np.full(k, g))
+    return np.concatenate(pts), np.concatenate(groups)
+
+
+def _ducts(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """BACH in situ: 3-4 layers of nuclei lining the rim of round ducts, lumen empty."""
+    radii = rng.uniform(50, 80, 12)
+    centres, radii = _place_discs(rng, size, radii, gap=12.0, overhang=0.4)
+    # 3-4 layers, fewer where the lumen would shrink below ~20 px (innermost ring radius)
+    layers = np.minimum(rng.integers(3, 5, len(radii)), (radii - 20) // 14.5 + 1)
+    return _rings(rng, centres, radii, layers, spacing=14.5)
+
+
+def _cords(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """BACH invasive: single-file cords (persistent random walks) and single cells in stroma."""
+    singles = _uniform(rng, size, 300)
+    pts, groups = [singles], [np.arange(len(singles))]
+    for g in range(len(singles), len(singles) + 16):
+        p = rng.uniform(0, size, 2)
+        phi = rng.uniform(0, 2 * np.pi)
+        for _ in range(int(rng.integers(4, 10))):
+            pts.append(p[None, :].copy())
+            groups.append(np.array([g]))
+            phi += rng.normal(0, 0.35)
+            p = p + 15.0 * np.array([np.sin(phi), np.cos(phi)])
+    return np.concatenate(pts), np.concatenate(groups)
+
+
+def _small_glands(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Gleason 3: many separate small glands, one ring of nuclei each."""
+    radii = rng.uniform(16, 32, 60)
+    centres, radii = _place_discs(rng, size, radii, gap=10.0, overhang=0.4)
+    return _rings(rng, centres, radii, np.ones(len(radii)), spacing=14.5)
+
+
+def _cribriform(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Gleason 4: two or three large fused nests filled with nuclei, punched out by lumens."""
+    pts, groups = [], []
+    for g in range(int(rng.integers(2, 4))):
+        c = rng.uniform(0.25 * size, 0.75 * size, 2)
+        ry, rx = rng.uniform(0.28 * size, 0.42 * size, 2)
+        s = 15.0
+        gy, gx = np.mgrid[-ry : ry + s : s * np.sqrt(3) / 2, -rx : rx + s : s]
+        gx = gx + (np.arange(gy.shape[0])[:, None] % 2) * s / 2  # hexagonal lattice
+        lat = np.column_stack([gy.ravel(), gx.ravel()]) + rng.normal(0, 1.5, (gy.size, 2))
+        warp = 1.0 + 0.12 * np.sin(3 * np.arctan2(lat[:, 0], lat[:, 1]) + rng.uniform(0, 6))
+        lat = lat[(lat[:, 0] / ry) ** 2 + (lat[:, 1] / rx) ** 2 <= warp**2]
+        lumens = rng.uniform(-0.8, 0.8, (int(rng.integers(3, 7)), 2)) * (ry, rx)
+        lumen_r = rng.uniform(10, 18, len(lumens))
+        dist = np.hypot(*(lat[:, None, :] - lumens[None, :, :]).transpose(2, 0, 1))
+        pts.append(c + lat[(dist > lumen_r[None, :]).all(1)])
+        groups.append(np.full(len(pts[-1]), g))
+    return np.concatenate(pts), np.concatenate(groups)
+
+
+def _count(seed: int, task: str, index: int, lo: int, hi: int) -> int:
+    """Target nucleus count of the ``index``-th image of *every* class (equal across classes)."""
+    return int(np.random.default_rng([seed, _TASK_CODE[task], 10**6, index]).integers(lo, hi + 1))
+
+
+def _patch_subset(rng: np.random.Generator, n_patches: int, k: int) -> np.ndarray:
+    chosen = np.zeros(n_patches, bool)
+    chosen[rng.permutation(n_patches)[:k]] = True
+    return chosen
+
+
+def _gland_field(rng: np.random.Generator, size: int) -> Callable[[np.ndarray], np.ndarray]:
+    """Orientation tangent to the nearest of a few round glands / crypts."""
+    centres, _ = _place_discs(rng, size, rng.uniform(60, 110, 8), gap=10.0, overhang=0.3)
+
+    def field(yx: np.ndarray) -> np.ndarray:
+        d = yx[:, None, :] - centres[None, :, :]  # [m, g, 2]
+        nearest = np.argmin((d**2).sum(-1), axis=1)
+        dy, dx = d[np.arange(len(yx)), nearest].T
+        return np.arctan2(dy, dx) + np.pi / 2
+
+    return field
+
+
+def _stream_field(rng: np.random.Generator, size: int) -> Callable[[np.ndarray], np.ndarray]:
+    """Orientation of smooth streams: a random angle field varying over ~200 px."""
+    angle = rng.uniform(0, np.pi) + 1.2 * _smooth_noise(rng, size, size, 200.0)
+
+    def field(yx: np.ndarray) -> np.ndarray:
+        iy = np.clip(yx[:, 0].astype(int), 0, size - 1)
+        ix = np.clip(yx[:, 1].astype(int), 0, size - 1)
+        return angle[iy, ix]
+
+    return field

@@ -1,0 +1,152 @@
+"""Synthetic nuclei image sets: determinism, shapes, balance, equal nuclei, real class signal."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from wsigraph.data.nuclei_seg import classical_nuclei, dice
+from wsigraph.data.synthetic_nuclei import (
+    arrangement_tiles,
+    neighbour_count,
+    nucleus_properties,
+    orientation_coherence,
+    orientation_rois,
+)
+
+N = 12  # images per class
+
+
+@pytest.fixture(scope="module")
+def sets():
+    return {
+        "bach": arrangement_tiles("bach", N),
+        "gleason": arrangement_tiles("gleason", N),
+        "crc3": orientation_rois("crc3", N),
+        "crc2": orientation_rois("crc2", N),
+        "melanoma": orientation_rois("melanoma", N),
+    }
+
+
+def _measured(instances: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    p = nucleus_properties(instances)
+    return np.column_stack([p["y"], p["x"]]), p["theta"], p["area"]
+
+
+@pytest.mark.parametrize(
+    ("task", "size", "n_classes"),
+    [
+        ("bach", 384, 2),
+        ("gleason", 384, 2),
+        ("crc3", 512, 3),
+        ("crc2", 512, 2),
+        ("melanoma", 512, 2),
+    ],
+)
+def test_shapes_balance_and_ground_truth(sets, task, size, n_classes):
+    d = sets[task]
+    n = N * n_classes
+    assert d.images.shape == (n, size, size, 3) and d.images.dtype == np.uint8
+    assert d.instances.shape == (n, size, size) and d.instances.dtype == np.int32
+    assert len(d.class_names) == n_classes
+    np.testing.assert_array_equal(np.bincount(d.labels), [N] * n_classes)
+    for img, inst, ell in zip(d.images[::7], d.instances[::7], d.nuclei[::7], strict=True):
+        # one instance per drawn ellipse, labels 1..m, each where its ellipse says
+        assert inst.max() == len(ell) and len(np.unique(inst)) == len(ell) + 1
+        yx, _, _ = _measured(inst)
+        err = np.abs(yx - ell[:, :2]).max(1)
+        assert np.mean(err < 0.75) > 0.95 and err.max() < 4.0  # edge nuclei are cut by the border
+        # nuclei are dark (haematoxylin), the background is light pink
+        assert img[inst > 0].mean() < img[inst == 0].mean() - 40
+        assert img[inst == 0][:, 1].mean() < img[inst == 0][:, 0].mean()  # eosin: less green
+
+
+def test_deterministic_and_seeded():
+    a = arrangement_tiles("gleason", 2, seed=3)
+    b = arrangement_tiles("gleason", 2, seed=3)
+    c = arrangement_tiles("gleason", 2, seed=4)
+    np.testing.assert_array_equal(a.images, b.images)
+    np.testing.assert_array_equal(a.instances, b.instances)
+    assert not np.array_equal(a.images, c.images)
+    r1, r2 = orientation_rois("melanoma", 1, seed=1), orientation_rois("melanoma", 1, seed=1)
+    np.testing.assert_array_equal(r1.images, r2.images)
+
+
+def test_unknown_task_and_bad_count():
+    with pytest.raises(ValueError, match="unknown task"):
+        arrangement_tiles("crc3", 1)
+    with pytest.raises(ValueError, match="unknown task"):
+        orientation_rois("bach", 1)
+    with pytest.raises(ValueError, match="n_per_class"):
+        arrangement_tiles("bach", 0)
+
+
+@pytest.mark.parametrize("task", ["bach", "gleason", "crc3", "crc2", "melanoma"])
+def test_classes_hold_nuclei_count_and_size_equal(sets, task):
+    """The classes differ in arrangement / orientation, not in how many or how big the nuclei
+    are: per-class mean count and mean area (measured on the instance maps) within 3 %."""
+    d = sets[task]
+    counts = np.array([inst.max() for inst in d.instances])
+    areas = np.array([_measured(inst)[2].mean() for inst in d.instances])
+    per_class_count = [counts[d.labels == c].mean() for c in range(len(d.class_names))]
+    per_class_area = [areas[d.labels == c].mean() for c in range(len(d.class_names))]
+    assert max(per_class_count) / min(per_class_count) < 1.03, per_class_count
+    assert max(per_class_area) / min(per_class_area) < 1.03, per_class_area
+    lo, hi = (100, 180) if task in ("bach", "gleason") else (240, 330)
+    assert lo <= counts.min() and counts.max() <= hi
+
+
+@pytest.mark.parametrize(("task", "high_class"), [("bach", 0), ("gleason", 1)])
+def test_arrangement_signal_separates_classes(sets, task, high_class):
+    """Nuclei per 22-px neighbourhood (measured centroids): in situ ducts and cribriform sheets
+    pack nuclei; invasive cords / single cells and single-ring small glands do not."""
+    d = sets[task]
+    score = np.array([neighbour_count(_measured(inst)[0]) for inst in d.instances])
+    y = (d.labels == high_class).astype(int)
+    assert roc_auc_score(y, score) > 0.98
+
+
+def test_orientation_signal_orders_grades(sets):
+    d = sets["crc3"]
+    coh = np.array([orientation_coherence(*_measured(inst)[:2]) for inst in d.instances])
+    means = [coh[d.labels == c].mean() for c in range(3)]
+    assert means[0] > means[1] + 0.1 and means[1] > means[2] + 0.03, means
+    assert roc_auc_score(d.labels == 0, coh) > 0.98
+    assert roc_auc_score(d.labels == 2, -coh) > 0.9
+    d2 = sets["crc2"]
+    coh2 = np.array([orientation_coherence(*_measured(inst)[:2]) for inst in d2.instances])
+    assert roc_auc_score(d2.labels == 0, coh2) > 0.98
+
+
+def test_melanoma_signal_is_in_the_roi_not_every_patch(sets):
+    d = sets["melanoma"]
+    coh = np.array([orientation_coherence(*_measured(inst)[:2]) for inst in d.instances])
+    assert roc_auc_score(d.labels == 0, coh) > 0.98
+    # per 128-px patch the classes overlap: some tumour patches are incoherent and some
+    # lymphocyte-rich patches are coherent
+    per_patch = {0: [], 1: []}
+    for inst, label in zip(d.instances[::3], d.labels[::3], strict=True):
+        yx, theta, _ = _measured(inst)
+        cell = (yx[:, 0] // 128).astype(int) * 4 + (yx[:, 1] // 128).astype(int)
+        per_patch[int(label)] += [np.abs(np.exp(2j * theta[cell == k]).mean()) for k in range(16)]
+    assert np.mean(per_patch[0]) > np.mean(per_patch[1]) + 0.1
+    assert min(per_patch[0]) < np.median(per_patch[1]) < max(per_patch[0])
+
+
+@pytest.mark.parametrize("task", ["bach", "gleason", "crc3", "melanoma"])
+def test_classical_segmentation_finds_the_nuclei(sets, task):
+    d = sets[task]
+    for i in (0, len(d.labels) - 1):
+        pred = classical_nuclei(d.images[i])
+        assert dice(pred, d.instances[i]) > 0.7
+        assert 0.8 < pred.max() / d.instances[i].max() < 1.2
+
+
+def test_fast():
+    t = time.perf_counter()
+    arrangement_tiles("bach", 2)
+    orientation_rois("crc3", 1)
+    assert (time.perf_counter() - t) / 7 < 0.1
