@@ -251,3 +251,28 @@ def test_read_class_folders_errors(tmp_path, crops):
         read_class_folders(tmp_path, ("x", "y"))
     with pytest.raises(FileNotFoundError, match="no folder"):
         read_melanoma(tmp_path / "nope")
+
+
+# ------------------------------------------------------------ Table II sets (nuclei_sets)
+
+
+def test_table2_tiles_synthetic_and_real_bach(tmp_path, crops):
+    from wsigraph.data.nuclei_sets import table2_tiles
+
+    syn = table2_tiles("gleason", n_per_class=2, size=128, seed=3)
+    assert syn.source == "synthetic" and len(syn) == 4 and list(syn.labels) == [0, 0, 1, 1]
+    tile_id, image, label = next(syn.tiles())
+    assert image.shape == (128, 128, 3) and label == 0 and tile_id == syn.ids[0]
+    assert len(set(syn.ids)) == 4
+
+    _bach_tree(tmp_path, crops)
+    real = table2_tiles("bach", root=tmp_path)
+    assert real.source == "real" and list(real.labels) == [0, 0, 0, 1, 1]
+    assert real.class_names == ("in situ", "invasive") and real.ids[0] == "bach_is001"
+    np.testing.assert_array_equal(real.image(3), load_image(real.paths[3]))
+    capped = table2_tiles("bach", root=tmp_path, limit=3)
+    assert len(capped) <= 4 and set(capped.labels) == {0, 1}  # both classes kept
+    with pytest.raises(ValueError, match="Table II has"):
+        table2_tiles("crc3")
+    with pytest.raises(FileNotFoundError):
+        table2_tiles("gleason", root=tmp_path / "nothing")

@@ -429,3 +429,33 @@ def segmentation_scores(
                 }
             )
     return pd.DataFrame(rows)
+
+
+def read_monuseg(folder: str | os.PathLike) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The annotated tiles of a MoNuSeg-style folder: ``<name>.tif`` with ``<name>_inst.npy``.
+
+    Returns:
+        ``name -> (image [H, W, 3] uint8, instances [H, W] int32)``, sorted by name.
+
+    Raises:
+        FileNotFoundError: no such folder, or no ``.tif`` with an ``_inst.npy`` beside it.
+        ValueError: an instance mask whose shape differs from its image's.
+    """
+    from PIL import Image
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"no MoNuSeg folder at {folder}")
+    out = {}
+    for tif in sorted(folder.glob("*.tif")):
+        mask = tif.with_name(f"{tif.stem}_inst.npy")
+        if not mask.is_file():
+            continue
+        image = np.asarray(Image.open(tif).convert("RGB"))
+        instances = np.load(mask).astype(np.int32)
+        if instances.shape != image.shape[:2]:
+            raise ValueError(f"{mask.name}: shape {instances.shape} != image {image.shape[:2]}")
+        out[tif.stem] = (image, instances)
+    if not out:
+        raise FileNotFoundError(f"no <name>.tif with <name>_inst.npy in {folder}")
+    return out

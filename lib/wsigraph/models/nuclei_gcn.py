@@ -78,6 +78,7 @@ class NucleiGCNConfig:
         edge_channels: edge features made by the edge convolutions (default ``4``).
         fc: widths of FC 1 and FC 2; FC 3 maps to the classes (default ``(256, 64)``).
         dropout: before FC 1 and FC 2 (default ``0.0``).
+        norm: batch normalisation after each vertex convolution (default ``True``).
         edge_dim: edge features of the input graph (default ``1``, Eq. 1's weight).
     """
 
@@ -88,6 +89,7 @@ class NucleiGCNConfig:
     edge_channels: int = 4
     fc: tuple[int, int] = (256, 64)
     dropout: float = 0.0
+    norm: bool = True
     edge_dim: int = 1
 
     def __post_init__(self):
@@ -120,6 +122,8 @@ class NucleiGCN(nn.Module):
         L = cfg.edge_channels if cfg.variant == "edge" else L0  # edges after Pooling 1
         self.conv1 = RSFConv(in_dim, h, L0)
         self.conv2 = RSFConv(h, h, L0)
+        norm = nn.BatchNorm1d if cfg.norm else (lambda _: nn.Identity())
+        self.norm1, self.norm2, self.norm3 = norm(h), norm(h), norm(h3)
         self.attention = NodeAttention(h) if cfg.variant == "attention" else None
         self.pool1 = SoftmaxAssignmentPool(h, c1, L0)
         self.conv3 = DenseRSFConv(h, h3, L)
@@ -149,8 +153,8 @@ class NucleiGCN(nn.Module):
         x, edge_index, b = batch.x, batch.edge_index, batch.batch
         edge_attr = getattr(batch, "edge_attr", None)
         B = batch.num_graphs
-        x = F.relu(self.conv1(x, edge_index, edge_attr))  # [N, h]
-        x = F.relu(self.conv2(x, edge_index, edge_attr))  # [N, h]
+        x = F.relu(self.norm1(self.conv1(x, edge_index, edge_attr)))  # [N, h]
+        x = F.relu(self.norm2(self.conv2(x, edge_index, edge_attr)))  # [N, h]
         if self.attention is not None:
             x, self.last_attention = self.attention(x, b)  # scores [N]
         x, adj, _ = self.pool1(x, edge_index, edge_attr, b, B)  # [B, c1, h], [B, c1, c1, L0]
@@ -158,7 +162,7 @@ class NucleiGCN(nn.Module):
         adj = adj / n.view(B, 1, 1, 1)
         if self.edge_convs is not None:
             adj = self.edge_convs[0](x, adj)  # [B, c1, c1, L]
-        x = F.relu(self.conv3(x, adj))  # [B, c1, h3]
+        x = F.relu(self.norm3(self.conv3(x, adj).transpose(1, 2)).transpose(1, 2))  # [B, c1, h3]
         if self.edge_convs is not None:
             adj = self.edge_convs[1](x, adj)
         x, adj, _ = self.pool2(x, adj)  # [B, c2, h3], [B, c2, c2, L]

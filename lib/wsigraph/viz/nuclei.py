@@ -127,3 +127,103 @@ def importance_figure(panels: list[dict], titles: list[str]) -> plt.Figure:
         plt.cm.ScalarMappable(cmap="jet"), ax=axes, shrink=0.6, label="relative importance"
     )
     return fig
+
+
+def draw_nuclei_graph(ax: plt.Axes, image: np.ndarray, graph: Data, title: str = "") -> None:
+    """Fig. 2 of the paper: the tile with its nuclei graph on top (edges shaded by Eq. 1 weight).
+
+    Args:
+        ax: where to draw.
+        image: ``[H, W, 3]`` tile.
+        graph: its nuclei graph (``pos`` ``(row, col)``, ``edge_index``, ``edge_attr``).
+        title: the panel title.
+    """
+    from matplotlib.collections import LineCollection
+
+    pos = graph.pos.numpy()[:, ::-1]  # (x, y) for plotting
+    src, dst = graph.edge_index.numpy()
+    once = src < dst  # each undirected edge once
+    weight = graph.edge_attr.view(-1).numpy()[once]
+    segments = np.stack([pos[src[once]], pos[dst[once]]], axis=1)
+    ax.imshow(image)
+    ax.add_collection(
+        LineCollection(segments, colors=colormaps["viridis"](weight), linewidths=0.4, alpha=0.6)
+    )
+    ax.scatter(pos[:, 0], pos[:, 1], s=3, c="yellow", edgecolors="none")
+    ax.set_title(f"{title}\n{graph.num_nodes} nuclei, {int(once.sum())} edges", fontsize=8)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def segmentation_figure(
+    tiles: dict[str, tuple[np.ndarray, np.ndarray]],
+    predictions: dict[str, dict[str, np.ndarray]],
+    scores: dict[tuple[str, str], tuple[float, float]] | None = None,
+    crop: int = 256,
+) -> plt.Figure:
+    """Annotated nuclei beside each method's instances, one row per tile (a ``crop`` px corner).
+
+    Args:
+        tiles: ``tile -> (image, true instances)``.
+        predictions: ``method -> tile -> instances``.
+        scores: ``(method, tile) -> (dice, aji)`` shown in the titles.
+        crop: side of the shown top-left corner in px (default ``256``).
+    """
+    from skimage.segmentation import find_boundaries
+
+    methods = list(predictions)
+    fig, axes = plt.subplots(
+        len(tiles), 1 + len(methods), figsize=(3 * (1 + len(methods)), 3 * len(tiles)),
+        squeeze=False,
+    )  # fmt: skip
+    for r, (tile, (image, truth)) in enumerate(tiles.items()):
+        panels = [("annotation", truth)] + [(m, predictions[m][tile]) for m in methods]
+        for c, (name, inst) in enumerate(panels):
+            view = image[:crop, :crop].copy()
+            view[find_boundaries(inst[:crop, :crop], mode="inner")] = (0, 255, 0)
+            ax = axes[r, c]
+            ax.imshow(view)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            extra = ""
+            if scores and (name, tile) in scores:
+                extra = " Dice {:.2f} AJI {:.2f}".format(*scores[(name, tile)])
+            ax.set_title(f"{name}{extra}", fontsize=8)
+        axes[r, 0].set_ylabel(tile, fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def fold_importance(graphs, labels, cfg, split, picks) -> tuple[dict, dict[int, np.ndarray]]:
+    """Trains ``cfg`` on one split and scores the nuclei of some of its held-out tiles.
+
+    RSF + Attention is read through its attention scores, the other variants through Eq. 5
+    occlusion (:func:`occlusion_importance`), as in the paper's Fig. 3.
+
+    Args:
+        graphs, labels: the data set (as for :func:`wsigraph.train.loop.train_fold`).
+        cfg: a :class:`~wsigraph.train.loop.TrainConfig` of the ``nuclei-gcn`` model.
+        split: a :class:`~wsigraph.train.cv.Split`.
+        picks: indices into ``graphs`` of test tiles of ``split`` to score.
+
+    Returns:
+        ``(fold metrics, index -> importance [N_i])``.
+    """
+    from wsigraph.train.loop import train_fold
+
+    test = {int(i): k for k, i in enumerate(split.test)}
+    missing = [i for i in picks if int(i) not in test]
+    if missing:
+        raise ValueError(f"tiles {missing} are not in the split's test fold")
+    result, model, test_graphs = train_fold(graphs, labels, split, cfg, return_model=True)
+    device = next(model.parameters()).device
+    out = {}
+    for i in picks:
+        g = test_graphs[test[int(i)]]
+        if cfg.model_config.get("variant") == "attention":
+            with torch.no_grad():
+                model(Batch.from_data_list([g]).to(device))
+            out[int(i)] = model.last_attention.cpu().numpy()
+        else:
+            out[int(i)] = occlusion_importance(model, g)[0].numpy()
+    return result.metrics, out
