@@ -1,0 +1,100 @@
+"""MiCo (Li et al., MICCAI 2025) as a slide-level model on our pyramid graphs.
+
+The layers and their equations are in :mod:`wsigraph.nn.mico`; this file decides what MiCo
+reads from a batch of pyramid graphs: the patches of one level (``level=2``, 10x, the deepest
+level, as the single-resolution baselines of :mod:`wsigraph.models.baselines`) are the
+instances. If the graphs carry per-slide cluster labels (``mico_cluster [num_nodes]``, -1 off
+the level; written by :func:`wsigraph.data.clusters.attach_clusters` from the per-slide k-means
+cache), they are the anchors' clusters; otherwise each slide is clustered inside the model with
+:func:`wsigraph.nn.mil.bag_kmeans`.
+
+For survival, build it (like any registered model) with ``n_classes = n_bins``: the logits are
+the discrete-time hazard logits (:mod:`wsigraph.train.survival`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from wsigraph.data.clusters import CLUSTER_KEY
+from wsigraph.models import register
+from wsigraph.nn.ihpool import from_batch
+from wsigraph.nn.mico import MiCoMIL
+
+
+@dataclass
+class MiCoConfig:
+    """MiCo's settings (:class:`wsigraph.nn.mico.MiCoMIL` documents each).
+
+    ``anchor_init`` is the path of a ``[n_clusters, F]`` tensor (``torch.save``) of initial
+    learned anchors (``anchors="learned"`` only), as the official ``cluster_init_path``.
+    """
+
+    dim: int = 512
+    n_clusters: int = 64
+    n_layers: int = 3
+    dropout: float = 0.05
+    anchors: str = "slide"
+    similarity: str = "l2"
+    hard: bool = False
+    kmeans_iters: int = 10
+    anchor_init: str | None = None
+    level: int = 2
+
+
+@register("mico")
+class MiCo(nn.Module):
+    """MiCo on a PyG ``Batch`` of pyramid graphs: ``forward(batch) -> logits [B, C]``.
+
+    Args:
+        in_dim (int): Node feature size.
+        n_classes (int): Classes, or survival bins.
+        **config: fields of :class:`MiCoConfig` (unknown names raise ``TypeError``, which
+            :func:`wsigraph.models.build_model` turns into a ``ValueError``).
+    """
+
+    def __init__(self, in_dim: int, n_classes: int, **config):
+        super().__init__()
+        self.config = MiCoConfig(**config)
+        cfg = self.config
+        if cfg.level < 1:
+            raise ValueError(f"level must be a patch level (>= 1), got {cfg.level}")
+        init = None
+        if cfg.anchor_init is not None:
+            if cfg.anchors != "learned":
+                raise ValueError("anchor_init needs anchors='learned'")
+            init = torch.load(cfg.anchor_init, map_location="cpu", weights_only=True)
+            init = torch.as_tensor(init, dtype=torch.float32)
+        options = {k: v for k, v in asdict(cfg).items() if k not in ("anchor_init", "level")}
+        self.net = MiCoMIL(in_dim, n_classes, anchor_init=init, **options)
+
+    def inputs(self, data) -> tuple[Tensor, Tensor, int, Tensor | None]:
+        """Instances of ``level``: ``x [N_l, F]``, slide ``[N_l]``, slide count, cluster or ``None``."""
+        p = from_batch(data)
+        keep = p.level == self.config.level
+        cluster = getattr(data, CLUSTER_KEY, None)
+        if cluster is not None:
+            cluster = cluster[keep]
+            if cluster.numel() and int(cluster.min()) < 0:
+                raise ValueError(
+                    f"{CLUSTER_KEY} has no cluster for some level-{self.config.level} nodes; "
+                    "cluster the slides at this level (wsigraph.data.clusters.attach_clusters)"
+                )
+        return p.x[keep], p.batch[keep], p.num_graphs, cluster
+
+    def forward(self, data) -> Tensor:
+        return self.net(*self.inputs(data))  # [B, C]
+
+    def outputs(self, data) -> dict[str, Tensor]:
+        return self.net.outputs(*self.inputs(data))
+
+    def training_loss(self, data, weight: Tensor | None = None) -> Tensor:
+        """Cross-entropy of the logits (MiCo has no auxiliary loss)."""
+        return F.cross_entropy(self(data), data.y, weight=weight)
+
+    def extra_repr(self) -> str:
+        return f"level={self.config.level}"
