@@ -15,10 +15,13 @@ from torch_geometric.data import Batch, Data
 
 from wsigraph.graphs.orientation import (
     FEATURE_NAMES,
+    cached_patch_features,
     local_structure_features,
     nuclei_orientations,
     orientation_graph,
     patch_features,
+    roi_graph,
+    roi_graphs,
 )
 from wsigraph.models.abignet import ABiGNet, ABiGNetConfig
 from wsigraph.nn.graph_learner import GraphLearner, knn_adjacency
@@ -178,6 +181,37 @@ def test_real_tiles(shared_data, name):
     seg, grid_seg, _ = patch_features(image[:500, :500], 250)
     assert seg.shape == (4, len(FEATURE_NAMES)) and np.isfinite(seg).all()
     assert (seg[:, F_["density"]] > 0).all()
+
+
+def test_feature_cache_resumes_and_rekeys(tmp_path, monkeypatch):
+    mask = ellipses([30] * 25)
+    image = np.full((*mask.shape, 3), 230, np.uint8)
+    image[mask > 0] = (60, 40, 120)
+    f, grid = cached_patch_features(tmp_path / "a.npz", image, 50, mask, radius=30)
+    calls = []
+    monkeypatch.setattr(
+        "wsigraph.graphs.orientation.patch_features",
+        lambda *a, **k: calls.append(1) or patch_features(*a, **k),
+    )
+    f2, _ = cached_patch_features(tmp_path / "a.npz", image, 50, mask, radius=30)
+    assert calls == [] and np.array_equal(f, f2)  # served from the cache
+    cached_patch_features(tmp_path / "a.npz", image, 50, mask, radius=20)  # other setting
+    image[0, 0] = 0
+    cached_patch_features(tmp_path / "a.npz", image, 50, mask, radius=20)  # other pixels
+    (tmp_path / "a.npz").write_bytes(b"broken")
+    f3, _ = cached_patch_features(tmp_path / "a.npz", image, 50, mask, radius=30)
+    assert len(calls) == 3 and np.array_equal(f, f3)
+    assert not list(tmp_path.glob(".*.tmp"))  # atomic writes leave no temp files
+    graphs = roi_graphs([image, image], ["r0", "r1"], tmp_path, 50, [mask, mask], radius=30)
+    assert [g.slide_id for g in graphs] == ["r0", "r1"] and graphs[0].x.shape == (
+        4,
+        len(FEATURE_NAMES),
+    )
+    torch.testing.assert_close(graphs[1].pos, torch.tensor(grid, dtype=torch.float32))
+    with pytest.raises(ValueError, match="unique"):
+        roi_graphs([image, image], ["r", "r"], tmp_path, 50)
+    with pytest.raises(ValueError, match="grid"):
+        roi_graph(np.zeros((3, 2)), np.zeros((2, 2)))
 
 
 # ---- global scale: the learned graph ---------------------------------------------------------
@@ -360,6 +394,21 @@ def test_train_fold_bilevel_learns(graph):
         assert not torch.equal(model.learner.threshold, init.learner.threshold)  # it moved
     else:
         assert math.isnan(h["outer_loss"]) and h["mean_edge_weight"] == 1.0
+
+
+def test_draw_patch_graph(tmp_path):
+    import matplotlib.pyplot as plt
+
+    from wsigraph.viz.graphs import draw_patch_graph
+
+    pos = torch.tensor([divmod(i, 3) for i in range(9)], dtype=torch.float32)
+    ei = torch.tensor([[0, 1, 0, 8], [1, 0, 8, 0]])
+    fig, ax = plt.subplots()
+    draw_patch_graph(ax, np.zeros((90, 90, 3)), pos, 30, ei, torch.tensor([0.5, 0.5, 1, 1]),
+                     node_values=np.linspace(0, 1, 9), title="t")  # fmt: skip
+    assert "2 edges, 1 long-range" in ax.get_title()
+    fig.savefig(tmp_path / "g.png")
+    plt.close(fig)
 
 
 def test_config_errors():

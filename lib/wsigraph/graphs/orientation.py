@@ -47,13 +47,23 @@ Patches (:func:`patch_features`)
     corner (a partial last row / column is dropped), and every nucleus goes to the patch that
     holds its centroid. Each patch's features use only its own nuclei.
 
+:func:`roi_graph` turns an ROI's patch features and grid into the node set of the image-level
+graph; :func:`roi_graphs` does it for a set of ROIs, caching each ROI's features
+(:func:`cached_patch_features`: keyed by pixels and settings, resumable, atomic writes).
+
 Units are pixels of the ROI: standardise the features per cohort before training (the training
 code does, with the training split's statistics).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+import os
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -63,9 +73,12 @@ from scipy.sparse.csgraph import connected_components, minimum_spanning_tree
 from scipy.spatial import Delaunay, QhullError, cKDTree
 from skimage.measure import regionprops_table
 from torch import Tensor
+from torch_geometric.data import Data
+from tqdm.auto import tqdm
 
 from wsigraph.graphs.nuclei import RADIUS, nuclei_edges
 from wsigraph.graphs.spatial import _as_points
+from wsigraph.io import atomic_path
 
 # Default largest axis difference of an orientation-graph edge (COrE links nuclei whose
 # orientations are "similar"; it names no value). 30 degrees: two of the 12 default bins.
@@ -442,3 +455,114 @@ def patch_features(
         grid.append(divmod(k, cols))
     features = np.stack(feats) if feats else np.zeros((0, len(FEATURE_NAMES)), np.float32)
     return features, np.array(grid, dtype=np.int64).reshape(-1, 2), list(FEATURE_NAMES)
+
+
+def roi_graph(features: np.ndarray, grid: np.ndarray, **extra) -> Data:
+    r"""The image-level node set of an ROI for :class:`wsigraph.models.abignet.ABiGNet`.
+
+    Args:
+        features (np.ndarray): Patch features ``[P, F]`` (:func:`patch_features`).
+        grid (np.ndarray): Patch grid coordinates ``[P, 2]`` ``(row, col)``.
+        **extra: Graph-level attributes stored as they are (e.g. ``slide_id``).
+
+    Returns:
+        torch_geometric.data.Data: ``x`` ``[P, F]`` float32, ``pos`` ``[P, 2]`` float32 (the grid
+        coordinates, in patches) and the ``extra`` attributes. No edges: the model builds them
+        (learned, or the fixed k-NN graph).
+    """
+    features, grid = np.asarray(features), np.asarray(grid)
+    if features.ndim != 2 or grid.shape != (len(features), 2):
+        raise ValueError(
+            f"need features [P, F] and grid [P, 2], got {features.shape}, {grid.shape}"
+        )
+    return Data(
+        x=torch.from_numpy(features.astype(np.float32)),
+        pos=torch.from_numpy(grid.astype(np.float32)),
+        **extra,
+    )
+
+
+def _digest(a: np.ndarray | None) -> str | None:
+    if a is None:
+        return None
+    a = np.ascontiguousarray(a)
+    return hashlib.sha1(a.tobytes() + str((a.shape, a.dtype.str)).encode()).hexdigest()
+
+
+def cached_patch_features(
+    path: str | os.PathLike,
+    image: np.ndarray | None,
+    patch_size: int,
+    instances: np.ndarray | None = None,
+    **params,
+) -> tuple[np.ndarray, np.ndarray]:
+    r""":func:`patch_features` of one ROI, cached in ``path`` (``.npz``).
+
+    The cache key holds the SHA-1 of the pixels (and of the instance mask when one is given,
+    else the name of the segmenter), ``patch_size``, ``params`` and :data:`FEATURE_NAMES`; a
+    file at ``path`` with the same key is reused; otherwise (missing, other key, unreadable)
+    the features are computed and written atomically (:func:`wsigraph.io.atomic_path`), so an
+    interrupted run resumes where it stopped and a changed setting is never served stale.
+
+    Returns:
+        (np.ndarray, np.ndarray): ``features`` ``[P, F]`` and ``grid`` ``[P, 2]``.
+    """
+    path = Path(path)
+    key = json.dumps(
+        {
+            "image": _digest(image),
+            "instances": _digest(instances),
+            "segmenter": "given" if instances is not None else "classical_nuclei",
+            "patch_size": patch_size,
+            "features": list(FEATURE_NAMES),
+            **params,
+        },
+        sort_keys=True,
+    )
+    if path.exists():
+        try:
+            with np.load(path) as z:
+                if str(z["key"]) == key:
+                    return z["features"], z["grid"]
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+            pass  # damaged or foreign file: recompute
+    features, grid, _ = patch_features(image, patch_size, instances, **params)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, features=features, grid=grid, key=np.array(key))
+    return features, grid
+
+
+def roi_graphs(
+    images: Sequence[np.ndarray],
+    ids: Sequence[str],
+    cache_dir: str | os.PathLike,
+    patch_size: int,
+    instances: Sequence[np.ndarray] | None = None,
+    progress: bool = False,
+    **params,
+) -> list[Data]:
+    r"""The image-level node sets (:func:`roi_graph`) of a set of ROIs, features cached per ROI
+    in ``cache_dir/<id>.npz`` (:func:`cached_patch_features`).
+
+    Args:
+        images: the ROIs, each ``[H, W, 3]`` uint8.
+        ids: one file-name-safe id per ROI (stored as ``slide_id``).
+        cache_dir: folder of the cached features.
+        patch_size: patch side, px.
+        instances: the ROIs' instance masks; ``None`` segments each image with
+            :func:`wsigraph.data.nuclei_seg.classical_nuclei`. (default: :obj:`None`)
+        progress: show a progress bar. (default: :obj:`False`)
+        **params: ``radius``, ``max_angle``, ``n_bins``, ``min_nuclei`` of
+            :func:`patch_features`.
+    """
+    if len(images) != len(ids) or (instances is not None and len(instances) != len(ids)):
+        raise ValueError("images, ids (and instances) must have the same length")
+    if len(set(ids)) != len(ids):
+        raise ValueError("ids must be unique")
+    out = []
+    for i, name in enumerate(tqdm(ids, desc="ROIs", unit="ROI", disable=not progress)):
+        inst = None if instances is None else instances[i]
+        path = Path(cache_dir) / f"{name}.npz"
+        features, grid = cached_patch_features(path, images[i], patch_size, inst, **params)
+        out.append(roi_graph(features, grid, slide_id=str(name)))
+    return out

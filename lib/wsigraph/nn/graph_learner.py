@@ -26,8 +26,8 @@ Edge score (symmetric by construction)
 
 Sparsity (explicit, three parts)
     1. *Budget*: each node keeps the ``k`` highest-scoring other nodes of its own image
-       (selected without gradient, in row blocks, so no :math:`N \times N` tensor is kept for
-       backward); the union with the reverse edges makes the edge set symmetric, so a node has
+       (selected without gradient, in row blocks against the block's own images, so no
+       :math:`N \times N` tensor is kept for backward); the union with the reverse edges makes the edge set symmetric, so a node has
        between ``k`` and ``N - 1`` neighbours and :math:`E \le 2kN`.
     2. *Gate*: :math:`w_{ij} = \sigma((s_{ij} - b) / \tau)` with a learned threshold :math:`b`
        and a fixed temperature :math:`\tau`; edges with :math:`w_{ij} <` ``min_weight`` are
@@ -69,9 +69,14 @@ def _ptr(batch: Tensor | None, num_nodes: int) -> Tensor:
 def topk_pairs(score_rows, ptr: Tensor, k: int, device: torch.device, chunk: int = 1024) -> Tensor:
     r"""The symmetric ``k``-best edge set of every graph of a batch.
 
+    Rows are processed in blocks of ``chunk`` nodes across the whole batch; a block is scored
+    against the nodes of the graphs it touches only (the batch is sorted, so they are
+    contiguous), and pairs across graphs and self pairs are masked. Memory is
+    :math:`O(\text{chunk} \cdot n_{\max})`, never :math:`O(N^2)` for the batch.
+
     Args:
         score_rows: ``score_rows(rows, cols) -> [len(rows), len(cols)]`` pairwise scores
-            (higher = more similar) for global node indices; called in row blocks.
+            (higher = more similar) for global node indices.
         ptr (torch.Tensor): ``[B + 1]`` node offsets of the graphs.
         k (int): Best other nodes kept per node, ``>= 1`` (all others when a graph has
             ``<= k + 1`` nodes).
@@ -84,22 +89,26 @@ def topk_pairs(score_rows, ptr: Tensor, k: int, device: torch.device, chunk: int
     """
     if k < 1:
         raise ValueError(f"'k' must be >= 1, got {k}")
-    src_all, dst_all = [], []
-    for g in range(len(ptr) - 1):
-        lo, hi = int(ptr[g]), int(ptr[g + 1])
-        n = hi - lo
-        if n < 2:
-            continue
-        kk = min(k, n - 1)
-        cols = torch.arange(lo, hi, device=device)
-        for start in range(lo, hi, chunk):
-            rows = torch.arange(start, min(start + chunk, hi), device=device)
-            score = score_rows(rows, cols).clone()  # [r, n]
-            score[torch.arange(len(rows), device=device), rows - lo] = -math.inf  # no self loop
-            nbr = score.topk(kk, dim=1).indices + lo  # [r, kk]
-            src_all.append(nbr.reshape(-1))
-            dst_all.append(rows.repeat_interleave(kk))
+    ptr = ptr.cpu()
     num_nodes = int(ptr[-1])
+    gid = torch.repeat_interleave(torch.arange(len(ptr) - 1), ptr.diff())  # [N], CPU
+    gid_dev = gid.to(device)
+    src_all, dst_all = [], []
+    for start in range(0, num_nodes, chunk):
+        stop = min(start + chunk, num_nodes)
+        c0, c1 = int(ptr[gid[start]]), int(ptr[gid[stop - 1] + 1])
+        kk = min(k, c1 - c0 - 1)
+        if kk < 1:
+            continue
+        rows = torch.arange(start, stop, device=device)
+        cols = torch.arange(c0, c1, device=device)
+        score = score_rows(rows, cols).clone()  # [r, c]
+        other = gid_dev[rows][:, None] != gid_dev[cols][None, :]
+        score = score.masked_fill(other | (rows[:, None] == cols[None, :]), -math.inf)
+        val, idx = score.topk(kk, dim=1)  # [r, kk]
+        ok = torch.isfinite(val)  # graphs with fewer than kk + 1 nodes: -inf picks
+        src_all.append(cols[idx][ok])
+        dst_all.append(rows[:, None].expand_as(idx)[ok])
     if not src_all:
         return torch.empty(2, 0, dtype=torch.long, device=device)
     src, dst = torch.cat(src_all), torch.cat(dst_all)

@@ -43,12 +43,14 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric import seed_everything
 from torch_geometric.data import Data
 from torch_geometric.loader import DataLoader
+from tqdm.auto import tqdm
 
 from wsigraph.models.abignet import ABiGNet
 from wsigraph.train.cv import Split, fold_seed
@@ -147,7 +149,8 @@ def bilevel_step(
     inner_steps: int = 1,
 ) -> tuple[float, float]:
     """One outer step on the structure (``val_batch``), then ``inner_steps`` inner steps on the
-    weights (``train_batch``). Returns ``(outer loss, last inner loss)``; the outer loss is NaN
+    weights (``train_batch``). Returns ``(outer loss before its step, last inner loss)``; the
+    outer step's gradient is :func:`first_order_hypergradient`; the outer loss is NaN
     when there is no outer step (no structure parameters, or ``outer_opt`` is ``None``)."""
     outer = float("nan")
     params = model.structure_parameters()
@@ -157,13 +160,13 @@ def bilevel_step(
             "the inner optimiser must hold only weight_parameters(), not the structure"
         )
     if params and outer_opt is not None:
-        grads = first_order_hypergradient(model, val_batch, sparsity)
+        loss = outer_loss(model, val_batch, sparsity)
+        grads = torch.autograd.grad(loss, params, allow_unused=True)
         outer_opt.zero_grad(set_to_none=True)
         for p, g in zip(params, grads, strict=True):
-            p.grad = g
+            p.grad = None if g is None else g
         outer_opt.step()
-        with torch.no_grad():
-            outer = float(outer_loss(model, val_batch, sparsity))
+        outer = float(loss.detach())
     loss = torch.tensor(float("nan"))
     for _ in range(inner_steps):
         inner_opt.zero_grad(set_to_none=True)
@@ -297,3 +300,28 @@ def train_fold_bilevel(
         history=history,
     )
     return (result, model, data["test"]) if return_model else result
+
+
+def cross_validate(
+    graphs: Sequence[Data],
+    labels: np.ndarray,
+    splits: Sequence[Split],
+    cfg: BilevelConfig,
+    n_classes: int = 2,
+    progress: bool = False,
+) -> list[FoldResult]:
+    """:func:`train_fold_bilevel` on every split (e.g. from :func:`wsigraph.train.cv.make_splits`),
+    in order; ``progress`` shows a bar over the folds."""
+    folds = tqdm(splits, desc="folds", unit="fold", disable=not progress)
+    return [train_fold_bilevel(graphs, labels, s, cfg, n_classes) for s in folds]
+
+
+def fold_table(results: Sequence[FoldResult], **keys) -> pd.DataFrame:
+    """Per-fold test metrics in the project's long format: the ``keys`` columns (e.g. ``table``,
+    ``row``, ``dataset``, ``task``), then ``repeat, fold, seed, metric, value``."""
+    rows = [
+        {**keys, "repeat": r.repeat, "fold": r.fold, "seed": r.seed, "metric": m, "value": v}
+        for r in results
+        for m, v in r.metrics.items()
+    ]
+    return pd.DataFrame(rows)
