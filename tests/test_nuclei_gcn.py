@@ -110,3 +110,17 @@ def test_overlay_and_figure():
     assert not np.allclose(out[3, 3], out[11, 11])  # low vs high importance
     fig = importance_figure([{"a": img, "b": out, "row": "tile"}], ["a", "b"])
     assert len(fig.axes) == 3  # two panels and the colour bar
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_runs_on_cuda_like_on_cpu(variant):
+    model = _model(variant)
+    batch = Batch.from_data_list([_graph(40, 0), _graph(25, 1)])
+    expected = model(batch)
+    out = model.cuda()(batch.cuda())
+    assert out.is_cuda
+    torch.testing.assert_close(out.cpu(), expected, atol=1e-4, rtol=1e-4)
+    scores, _ = occlusion_importance(model, _graph(15, 7).cuda())
+    assert scores.shape == (15,)

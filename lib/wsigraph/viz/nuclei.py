@@ -29,8 +29,8 @@ from wsigraph.graphs.nuclei import occlusion_neighbourhoods
 
 def _without(graph: Data, drop: Tensor) -> Data:
     """``graph`` without the nodes ``drop`` and their edges (node attributes kept for the rest)."""
-    keep = torch.ones(graph.num_nodes, dtype=torch.bool)
-    keep[drop] = False
+    keep = torch.ones(graph.num_nodes, dtype=torch.bool, device=graph.x.device)
+    keep[drop.to(keep.device)] = False
     edge_index, edge_attr = subgraph(
         keep, graph.edge_index, graph.edge_attr, relabel_nodes=True, num_nodes=graph.num_nodes
     )
