@@ -179,7 +179,7 @@ def test_segmentation_scores_table():
     truth[disk((10, 10), 5)], truth[disk((28, 28), 6)] = 1, 2
     image = np.zeros((40, 40, 3), dtype=np.uint8)
     scores = segmentation_scores(
-        {"perfect": lambda im: truth, "half": lambda im: np.where(truth == 2, 0, truth)},
+        {"perfect": {"t": truth}, "half": {"t": np.where(truth == 2, 0, truth)}},
         {"t": (image, truth)},
     )
     perfect = scores.set_index("method").loc["perfect"]

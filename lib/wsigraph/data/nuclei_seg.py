@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
@@ -402,22 +402,22 @@ def load_unet(path: str | os.PathLike, device: str = "auto") -> UNet:
 
 
 def segmentation_scores(
-    segmenters: dict[str, Callable[[np.ndarray], np.ndarray]],
+    predictions: dict[str, dict[str, np.ndarray]],
     tiles: dict[str, tuple[np.ndarray, np.ndarray]],
 ) -> pd.DataFrame:
-    """Dice and AJI of every segmenter on every annotated tile.
+    """Dice and AJI of every method on every annotated tile.
 
     Args:
-        segmenters: ``name -> image -> instance mask``.
+        predictions: ``method -> tile name -> predicted instance mask``.
         tiles: ``tile name -> (image, true instance mask)``.
 
     Returns:
         One row per (method, tile): ``method, tile, nuclei_true, nuclei_found, dice, aji``.
     """
     rows = []
-    for method, segment in segmenters.items():
-        for tile, (image, truth) in tiles.items():
-            pred = segment(image)
+    for method, by_tile in predictions.items():
+        for tile, (_, truth) in tiles.items():
+            pred = by_tile[tile]
             rows.append(
                 {
                     "method": method,
