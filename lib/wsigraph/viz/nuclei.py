@@ -147,9 +147,9 @@ def draw_nuclei_graph(ax: plt.Axes, image: np.ndarray, graph: Data, title: str =
     segments = np.stack([pos[src[once]], pos[dst[once]]], axis=1)
     ax.imshow(image)
     ax.add_collection(
-        LineCollection(segments, colors=colormaps["viridis"](weight), linewidths=0.4, alpha=0.6)
+        LineCollection(segments, colors=colormaps["viridis"](weight), linewidths=0.3, alpha=0.35)
     )
-    ax.scatter(pos[:, 0], pos[:, 1], s=3, c="yellow", edgecolors="none")
+    ax.scatter(pos[:, 0], pos[:, 1], s=4, c="yellow", edgecolors="none", zorder=3)
     ax.set_title(f"{title}\n{graph.num_nodes} nuclei, {int(once.sum())} edges", fontsize=8)
     ax.set_xticks([])
     ax.set_yticks([])
@@ -227,3 +227,11 @@ def fold_importance(graphs, labels, cfg, split, picks) -> tuple[dict, dict[int, 
         else:
             out[int(i)] = occlusion_importance(model, g)[0].numpy()
     return result.metrics, out
+
+
+def nucleus_map(image: np.ndarray, instances: np.ndarray) -> np.ndarray:
+    """The detected nuclei, one random colour each, over the greyed tile (Fig. 3, 2nd column)."""
+    from skimage.color import label2rgb
+
+    grey = image.astype(float).mean(axis=-1) / 255
+    return label2rgb(instances, image=grey, bg_label=0, alpha=0.6, image_alpha=0.6)
