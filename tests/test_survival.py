@@ -176,3 +176,26 @@ def test_km_figure_separates_risk_groups():
     assert len([ax for ax in fig.axes if ax.get_visible() and ax.lines]) == 2
     assert p["separated"] < 1e-4 and p["shuffled"] > p["separated"]
     assert "log-rank p" in fig.axes[0].get_title()
+
+
+def test_cohort_survival_demo_and_tcga(shared_data):
+    from wsigraph.profiles import get_profile
+    from wsigraph.train.survival import cohort_survival
+
+    manifest = pd.DataFrame(
+        {
+            "slide_id": ["a", "b", "c", "d"],
+            "dataset": ["kica", "kica", "kica", "esca"],
+            "staging": [0, 1, -1, 0],
+            "case_id": ["TCGA-2H-A9GF", "x", "y", "TCGA-2H-A9GG"],
+        }
+    )
+    demo = cohort_survival(get_profile("demo"), manifest, "kica", seed=1)
+    assert demo["slide_id"].tolist() == ["a", "b"]  # the unstaged slide has no signal
+    pd.testing.assert_frame_equal(
+        demo, cohort_survival(get_profile("demo"), manifest, "kica", seed=1)
+    )
+    tcga = cohort_survival(get_profile("tcga"), manifest, "esca")
+    assert tcga["slide_id"].tolist() == ["d"] and tcga["censorship"].tolist() == [0]
+    with pytest.raises(ValueError, match="no slide"):
+        cohort_survival(get_profile("demo"), manifest, "brca")

@@ -98,3 +98,25 @@ class MiCo(nn.Module):
 
     def extra_repr(self) -> str:
         return f"level={self.config.level}"
+
+
+# What the MiCo notebook (09_mico) runs: table row names of our models, which of our datasets
+# stands in for which column of the paper's tables, and MiCo's size per profile.
+TABLE_ROWS = {"abmil": "ABMIL", "clam-sb": "CLAM-SB", "dsmil": "DS-MIL", "mico": "MiCo"}
+STAND_INS = {
+    "mico_table1": {"esca": "nsclc", "kica": "brca"},  # adeno vs squamous ~ LUAD vs LUSC
+    "mico_table2": {"kica": "kirp", "esca": None},  # KIRP+KICH ~ KIRP; ESCA not in the paper
+}
+
+
+def profile_config(
+    profile_name: str, n_clusters: int | None = None, dim: int | None = None
+) -> dict:
+    """MiCo's ``model_config`` for a profile: the official 64 anchors and 512-d embedding,
+    except on ``demo`` (about 100 patches of 44-d features per slide): 16 anchors, 128-d.
+    Explicit ``n_clusters`` / ``dim`` win."""
+    demo = profile_name == "demo"
+    return {
+        "n_clusters": n_clusters or (16 if demo else 64),
+        "dim": dim or (128 if demo else 512),
+    }

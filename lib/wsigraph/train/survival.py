@@ -617,3 +617,38 @@ def pooled_predictions(record: dict, repeat: int = 0) -> pd.DataFrame:
     fold_median = out.groupby("fold")["risk"].transform("median")
     out["high_risk"] = (out["risk"] > fold_median).astype(np.int64)
     return out
+
+
+def cohort_survival(
+    profile, manifest: pd.DataFrame, dataset: str, seed: int = 0, cdr_path: str | Path | None = None
+) -> pd.DataFrame:
+    """Survival of one dataset's slides: ``slide_id, time`` (months), ``censorship``.
+
+    ``demo`` profile: :func:`synthetic_survival` driven by each slide's staging label (the demo
+    cohort's late-stage slides get a 4.5x higher hazard, ``beta = 1.5``), seeded. Other
+    profiles: overall survival from the TCGA-CDR table (``cdr_path``, default
+    ``<shared data>/clinical/tcga_cdr_esca_kich_kirp_kirc.csv``) joined on ``case_id``; slides
+    without survival are dropped.
+    """
+    from wsigraph.data.cohort import PROJECTS
+
+    sub = manifest[manifest["dataset"] == dataset]
+    if sub.empty:
+        raise ValueError(f"no slide of dataset {dataset!r} in the manifest")
+    if profile.name == "demo":
+        staging = pd.to_numeric(sub["staging"], errors="coerce")
+        sub = sub[staging.isin([0, 1])]
+        surv = synthetic_survival(staging[staging.isin([0, 1])].to_numpy(), seed=seed)
+        return pd.DataFrame(
+            {"slide_id": sub["slide_id"].astype(str).to_numpy(), "time": surv["time"],
+             "censorship": surv["censorship"]}
+        )  # fmt: skip
+    if "case_id" not in sub.columns:
+        raise ValueError("the manifest has no case_id column to join survival on")
+    from wsigraph.profiles import shared_data_dir
+
+    path = cdr_path or shared_data_dir() / "clinical" / "tcga_cdr_esca_kich_kirp_kirc.csv"
+    types = [p.removeprefix("TCGA-") for p in PROJECTS[dataset]]
+    cdr = read_cdr_survival(path, types).drop_duplicates("case_id")
+    out = sub[["slide_id", "case_id"]].merge(cdr, on="case_id", how="inner")
+    return out[["slide_id", "time", "censorship"]].reset_index(drop=True)
