@@ -3,6 +3,7 @@
 import json
 
 import nbformat
+import pandas as pd
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
@@ -125,16 +126,22 @@ ONE_RUN = [
     "typing",
 ]
 QUICK = ["-p", "folds", "2", "-p", "epochs", "2", "-p", "executor", "serial"]
+# 07-09 at toy sizes: a one-epoch UNet, 6 tiles / ROIs per class.
+PAPERS = [
+    "-p", "unet_epochs", "1", "-p", "tiles_per_class", "6",
+    "-p", "n_per_class", '{"crc3": 6, "crc2": 6, "melanoma": 6}',
+]  # fmt: skip
 
 
 @pytest.mark.slow
 def test_every_notebook_executes_with_tiny_parameters(tmp_path, monkeypatch):
-    """01-06 end to end on a tiny cohort: one 04_train run, every table, every figure."""
+    """01-09 end to end on a tiny cohort: one 04_train run, every table, every figure."""
     monkeypatch.setenv("WSIGRAPH_WORK", str(tmp_path / "work"))
     monkeypatch.setenv("WSIGRAPH_RESULTS", str(tmp_path / "results"))
-    assert pipeline.main([*TINY, *ONE_RUN, *QUICK]) == 0
+    assert pipeline.main([*TINY, *ONE_RUN, *QUICK, *PAPERS]) == 0
     results = tmp_path / "results" / "demo"
-    for name in ("01_cohort", "02_tiles_features", "03_graphs", "05_tables", "06_figures"):
+    names = ("01_cohort", "02_tiles_features", "03_graphs", "05_tables", "06_figures")
+    for name in (*names, "07_nuclei_graph", "08_abignet", "09_mico"):
         assert str(REPO_ROOT) not in (results / "notebooks" / f"{name}.ipynb").read_text()
         assert (results / "notebooks" / f"{name}.params.json").exists()
     for fig in ("cohort_thumbnails.png", "tiles_overlay.png", "pyramid_graph_overlay.png"):
@@ -152,4 +159,13 @@ def test_every_notebook_executes_with_tiny_parameters(tmp_path, monkeypatch):
     table = (results / "tables" / "h2mil_table1.md").read_text()
     assert "not run yet" in table and "96.40 ± 0.59" in table  # SOTA rows; the paper's H2-MIL AUC
     for fig in ("h2mil_fig3_heatmaps.png", "h2mil_roc.png"):
+        assert (results / "figures" / fig).stat().st_size > 10_000
+    # 07-09: each paper's table beside its published numbers, and its figures
+    nuclei = (results / "tables" / "nuclei_table2.md").read_text()
+    assert "94.00" in nuclei and "not run yet" not in nuclei  # RSF's BACH accuracy, printed 94%
+    seg = pd.read_csv(results / "tables" / "nuclei_segmentation.csv")
+    assert set(seg["split"]) == {"train", "held out"} and seg["dice"].between(0, 1).all()
+    abignet = (results / "tables" / "abignet_table.md").read_text()
+    assert "97.33 ± 1.15" in abignet and "not run yet" not in abignet
+    for fig in ("nuclei_fig2_graphs.png", "nuclei_fig3_importance.png", "abignet_graph.png"):
         assert (results / "figures" / fig).stat().st_size > 10_000

@@ -41,7 +41,7 @@ def build_model(name: str, in_dim: int, n_classes: int, **config) -> nn.Module:
 
 def _import_all() -> None:
     # Importing the model modules registers them.
-    from wsigraph.models import baselines, higt, mean_mlp, mico, nuclei_gcn  # noqa: F401
+    from wsigraph.models import abignet, baselines, higt, mean_mlp, mico, nuclei_gcn  # noqa: F401
 
     try:
         from wsigraph.models import h2mil  # noqa: F401
