@@ -353,3 +353,47 @@ def test_cell_values_and_the_ours_vs_paper_figure():
     assert labels[0] == "ABMIL" and labels[-1] == "HIPT (not run)" and len(labels) == 7
     assert ax.get_legend() is not None
     plt.close(fig)
+
+
+# Result tables (papers measured in their own notebooks) ---------------------------------
+
+
+def test_nuclei_table2_numbers_are_in_the_paper_text():
+    text = (shared_data_dir().parent / "papers" / "002_b59d840f0d0e8e64.txt").read_text()
+    table = T.get_result_table("nuclei_table2")
+    for row in table.rows:
+        b, g = row.paper["bach"].mean, row.paper["gleason"].mean
+        assert f"{row.name} {b:.0f}% {g:.0f}%" in text, row.name
+    abig = T.get_result_table("abignet_table").rows[0].paper
+    assert (abig["crc3"].mean, abig["crc3"].std) == (97.33, 1.15)
+    assert abig["melanoma"].mean == 96.27
+
+
+def test_render_results_beside_the_paper_and_errors(tmp_path):
+    ours = {"RSF Based": {"bach": (0.8, 0.1)}, "RSF + Edge": {"gleason": (0.95, None)}}
+    df = T.render_results("nuclei_table2", ours, label="ours (demo)")
+    first = df.set_index("Method").loc["RSF Based"]
+    assert first["BACH ACC [ours (demo)]"] == "80.00 ± 10.00"
+    assert first["BACH ACC [paper]"] == "94.00"
+    assert first["BACH ACC [ours (demo) - paper]"] == "-14.00"
+    assert first["Gleason ACC [ours (demo)]"] == T.NOT_RUN
+    edge = df.set_index("Method").loc["RSF + Edge"]
+    assert (
+        edge["Gleason ACC [ours (demo)]"] == "95.00"
+        and edge["Gleason ACC [ours (demo) - paper]"] == "-2.00"
+    )
+    missing = T.render_results(
+        "abignet_table", {"ABiG-Net, fixed k-NN graph": {"crc2": (1.0, 0.0)}}
+    )
+    assert missing.iloc[1]["Ext. CRC binary ACC [paper]"] == "–"  # no published value
+    with pytest.raises(ValueError, match="unknown rows"):
+        T.render_results("nuclei_table2", {"GCN": {}})
+    with pytest.raises(ValueError, match="unknown columns"):
+        T.render_results("nuclei_table2", {"RSF Based": {"camelyon": (0.5, 0.1)}})
+    with pytest.raises(ValueError, match="not a fraction"):
+        T.render_results("nuclei_table2", {"RSF Based": {"bach": (80.0, 1.0)}})
+    with pytest.raises(ValueError, match="unknown result table"):
+        T.get_result_table("nuclei_table9")
+    md, csv = T.write_results_table("nuclei_table2", ours, tmp_path)
+    assert "Nuclei-GCN Table II" in md.read_text() and "demo" in md.read_text()
+    assert pd.read_csv(csv).shape == (3, 7)

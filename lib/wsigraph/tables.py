@@ -703,10 +703,13 @@ def write_table(
     table_id: str, records: dict, out_dir: str | os.PathLike, label: str = "ours (demo)"
 ) -> tuple[Path, Path]:
     """Render ``table_id`` and write ``<out_dir>/<table_id>.md`` and ``.csv`` atomically."""
-    table = get_table(table_id)
-    df = render(table_id, records, label)
+    return _write_rendered(render(table_id, records, label), get_table(table_id), out_dir, label)
+
+
+def _write_rendered(df: pd.DataFrame, table, out_dir: str | os.PathLike, label: str):
+    """``<out_dir>/<table.id>.md`` (:func:`to_markdown`) and ``.csv``, each written atomically."""
     out_dir = Path(out_dir)
-    md, csv = out_dir / f"{table_id}.md", out_dir / f"{table_id}.csv"
+    md, csv = out_dir / f"{table.id}.md", out_dir / f"{table.id}.csv"
     with atomic_path(md) as tmp:
         tmp.write_text(to_markdown(df, table, label), encoding="utf-8")
     with atomic_path(csv) as tmp:
@@ -965,12 +968,5 @@ def write_results_table(
     table_id: str, ours: dict, out_dir: str | os.PathLike, label: str = "ours (demo)"
 ) -> tuple[Path, Path]:
     """Render a :class:`ResultTable` and write ``<out_dir>/<table_id>.md`` and ``.csv``."""
-    table = get_result_table(table_id)
     df = render_results(table_id, ours, label)
-    out_dir = Path(out_dir)
-    md, csv = out_dir / f"{table_id}.md", out_dir / f"{table_id}.csv"
-    with atomic_path(md) as tmp:
-        tmp.write_text(to_markdown(df, table, label), encoding="utf-8")
-    with atomic_path(csv) as tmp:
-        df.to_csv(tmp, index=False, encoding="utf-8")
-    return md, csv
+    return _write_rendered(df, get_result_table(table_id), out_dir, label)

@@ -57,9 +57,9 @@ from wsigraph.train.cv import Split, fold_seed
 from wsigraph.train.loop import (
     BestCheckpoint,
     FoldResult,
-    _peak_memory,
     evaluate,
     feature_stats,
+    fold_result,
     prepare,
     resolve_device,
 )
@@ -280,25 +280,7 @@ def train_fold_bilevel(
 
     best.restore(model)
     test = evaluate(model, test_loader, device)
-    peak, kind = _peak_memory(device)
-    chosen = history[best.best_epoch - 1]
-    result = FoldResult(
-        repeat=split.repeat,
-        fold=split.fold,
-        seed=seed,
-        metrics={k: test[k] for k in ("acc", "auc", "f1")},
-        best_epoch=best.best_epoch,
-        epochs_run=len(history),
-        train_seconds=train_seconds,
-        peak_memory_bytes=peak,
-        peak_memory_kind=kind,
-        device=str(device),
-        val_metrics={"auc": chosen["val_auc"], "loss": chosen["val_loss"]},
-        test_slide_ids=[str(getattr(graphs[int(i)], "slide_id", i)) for i in split.test],
-        test_labels=labels[split.test].tolist(),
-        test_probs=test["prob"].astype(float).tolist(),
-        history=history,
-    )
+    result = fold_result(split, seed, best, history, test, graphs, labels, device, train_seconds)
     return (result, model, data["test"]) if return_model else result
 
 

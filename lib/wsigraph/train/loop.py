@@ -329,9 +329,26 @@ def train_fold(
 
     best.restore(model)
     test = evaluate(model, loaders["test"], device)
+    result = fold_result(split, seed, best, history, test, graphs, labels, device, train_seconds)
+    return (result, model, data["test"]) if return_model else result
+
+
+def fold_result(
+    split: Split,
+    seed: int,
+    best: BestCheckpoint,
+    history: list[dict],
+    test: dict,
+    graphs: Sequence[Data],
+    labels: np.ndarray,
+    device: torch.device,
+    train_seconds: float,
+) -> FoldResult:
+    """The :class:`FoldResult` of a finished fold: ``test`` is :func:`evaluate` of the restored
+    best model on the test split; ``history`` has ``val_auc`` and ``val_loss`` per epoch."""
     peak, kind = _peak_memory(device)
     chosen = history[best.best_epoch - 1]
-    result = FoldResult(
+    return FoldResult(
         repeat=split.repeat,
         fold=split.fold,
         seed=seed,
@@ -348,4 +365,3 @@ def train_fold(
         test_probs=test["prob"].astype(float).tolist(),
         history=history,
     )
-    return (result, model, data["test"]) if return_model else result
