@@ -276,3 +276,22 @@ def test_table2_tiles_synthetic_and_real_bach(tmp_path, crops):
         table2_tiles("crc3")
     with pytest.raises(FileNotFoundError):
         table2_tiles("gleason", root=tmp_path / "nothing")
+
+
+def test_abignet_rois_synthetic_and_real_crc(tmp_path, crops):
+    from wsigraph.data.nuclei_sets import abignet_rois
+
+    syn = abignet_rois("crc3", n_per_class=2, size=128, seed=1)
+    assert syn.source == "synthetic" and list(syn.labels) == [0, 0, 1, 1, 2, 2]
+    assert syn.instances.shape == (6, 128, 128) and syn.image_sequence()[5].shape == (128, 128, 3)
+    root = _crc_tree(tmp_path, crops)
+    real = abignet_rois("crc2", root=root)
+    assert real.source == "real" and len(real) == 18 and real.instances is None
+    assert real.class_names == ("normal", "cancer")
+    assert np.bincount(real.labels).tolist() == [6, 12] and len(set(real.ids)) == 18
+    images = real.image_sequence()
+    assert len(images) == 18
+    np.testing.assert_array_equal(images[3], load_image(real.paths[3]))  # read on access
+    assert len(abignet_rois("crc3", root=root, limit=9)) == 9
+    with pytest.raises(ValueError, match="columns are"):
+        abignet_rois("bach")

@@ -1,16 +1,20 @@
-"""The image sets of the nuclei-graph paper's Table II: synthetic demo tiles or the real datasets.
+"""The image sets of the two nuclei papers: synthetic demo images or the real datasets.
 
-:func:`table2_tiles` gives one :class:`TileSet` per dataset of Table II -- ``"bach"`` (in situ vs
-invasive) and ``"gleason"`` (Gleason 3+3 vs 4+4 / 4+5) -- either the synthetic demo tiles of
-:func:`wsigraph.data.synthetic_nuclei.arrangement_tiles` (``root=None``) or the real images read
-by :mod:`wsigraph.data.roi_datasets` from the dataset's own layout. Real images are loaded one at
-a time when iterated, so a 2048 x 1536 BACH set never sits in memory at once.
+:func:`table2_tiles` gives one :class:`TileSet` per dataset of the nuclei-graph paper's Table II
+-- ``"bach"`` (in situ vs invasive) and ``"gleason"`` (Gleason 3+3 vs 4+4 / 4+5) -- and
+:func:`abignet_rois` one per column of ABiG-Net's table -- ``"crc3"``, ``"crc2"`` (Extended CRC)
+and ``"melanoma"``. Each is either synthetic (``root=None``:
+:func:`~wsigraph.data.synthetic_nuclei.arrangement_tiles` /
+:func:`~wsigraph.data.synthetic_nuclei.orientation_rois`) or the real images read by
+:mod:`wsigraph.data.roi_datasets` from the dataset's own layout. Real images are loaded one at a
+time when used, so a set of 2048 x 1536 BACH photos or multi-megapixel CRC images never sits in
+memory at once.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,9 +22,10 @@ import numpy as np
 import pandas as pd
 
 from wsigraph.data import roi_datasets
-from wsigraph.data.synthetic_nuclei import arrangement_tiles
+from wsigraph.data.synthetic_nuclei import arrangement_tiles, orientation_rois
 
 DATASETS = ("bach", "gleason")
+ROI_TASKS = ("crc3", "crc2", "melanoma")
 
 
 @dataclass
@@ -34,6 +39,7 @@ class TileSet:
         source: ``"synthetic"`` or ``"real"``.
         images: the pixels of synthetic sets; real sets read ``paths`` on demand.
         paths: the image files of real sets.
+        instances: the ground-truth nuclei of synthetic sets (``[n, H, W]``), else ``None``.
     """
 
     ids: list[str]
@@ -42,6 +48,7 @@ class TileSet:
     source: str
     images: np.ndarray | None = None
     paths: list[str] = field(default_factory=list)
+    instances: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -52,10 +59,45 @@ class TileSet:
             return self.images[i]
         return roi_datasets.load_image(self.paths[i])
 
+    def image_sequence(self) -> Sequence[np.ndarray]:
+        """Every image as a sequence (the arrays, or a view that reads each file when indexed)."""
+        return self.images if self.images is not None else _LazyImages(self.paths)
+
     def tiles(self) -> Iterator[tuple[str, np.ndarray, int]]:
         """``(tile_id, image, label)`` for every tile (the input of ``build_nuclei_graphs``)."""
         for i, tile_id in enumerate(self.ids):
             yield tile_id, self.image(i), int(self.labels[i])
+
+
+class _LazyImages(Sequence):
+    def __init__(self, paths: list[str]):
+        self.paths = paths
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i):
+        return roi_datasets.load_image(self.paths[i])
+
+
+def _subsample(df: pd.DataFrame, limit: int | None, seed: int) -> pd.DataFrame:
+    """At most ``limit`` rows, class ratio kept, reproducibly (``None``: all)."""
+    if limit is None or len(df) <= limit:
+        return df
+    parts = [
+        g.sample(min(len(g), -(-limit * len(g) // len(df))), random_state=seed)
+        for _, g in df.groupby("label")
+    ]
+    return pd.concat(parts).sort_index()
+
+
+def _from_frame(df: pd.DataFrame, prefix: str, names) -> TileSet:
+    ids = [f"{prefix}_{Path(p).stem}" for p in df["path"]]
+    if len(set(ids)) != len(ids):  # e.g. the same file name in two folds: prefix the row
+        ids = [f"{i:05d}_{x}" for i, x in enumerate(ids)]
+    return TileSet(
+        ids, df["label"].to_numpy(np.int64), tuple(names), "real", paths=list(df["path"])
+    )
 
 
 def _real(dataset: str, root: str | os.PathLike, limit: int | None, seed: int) -> TileSet:
@@ -67,14 +109,7 @@ def _real(dataset: str, root: str | os.PathLike, limit: int | None, seed: int) -
         names = ("Gleason 3+3", "Gleason 4+4 / 4+5")
     if df.empty:
         raise ValueError(f"no labelled {dataset} images under {root}")
-    if limit is not None and len(df) > limit:  # stratified subsample, reproducible
-        parts = [
-            g.sample(min(len(g), -(-limit * len(g) // len(df))), random_state=seed)
-            for _, g in df.groupby("label")
-        ]
-        df = pd.concat(parts).sort_index()
-    ids = [f"{dataset}_{Path(p).stem}" for p in df["path"]]
-    return TileSet(ids, df["label"].to_numpy(np.int64), names, "real", paths=list(df["path"]))
+    return _from_frame(_subsample(df, limit, seed), dataset, names)
 
 
 def table2_tiles(
@@ -109,6 +144,43 @@ def table2_tiles(
     s = arrangement_tiles(dataset, n_per_class, size=size, seed=seed)
     ids = [f"{dataset}_{seed}_{size}_{i:04d}" for i in range(len(s.labels))]
     return TileSet(ids, s.labels.astype(np.int64), tuple(s.class_names), "synthetic", s.images)
+
+
+def abignet_rois(
+    task: str,
+    root: str | os.PathLike | None = None,
+    n_per_class: int = 20,
+    size: int = 512,
+    seed: int = 0,
+    limit: int | None = None,
+) -> TileSet:
+    """The ROIs of one column of ABiG-Net's table.
+
+    Args:
+        task: ``"crc3"`` (Extended CRC normal / low grade / high grade), ``"crc2"`` (normal vs
+            cancer) or ``"melanoma"`` (tumour vs lymphocyte-rich).
+        root: the real dataset's folder (:func:`~wsigraph.data.roi_datasets.read_extended_crc`,
+            :func:`~wsigraph.data.roi_datasets.read_melanoma`); ``None`` for synthetic ROIs.
+        n_per_class, size, seed: of the synthetic ROIs (defaults ``20``, ``512``, ``0``).
+        limit: at most this many real images, class ratio kept (default ``None``: all).
+    """
+    if task not in ROI_TASKS:
+        raise ValueError(f"unknown task {task!r}; ABiG-Net's columns are {', '.join(ROI_TASKS)}")
+    if root is None:
+        s = orientation_rois(task, n_per_class, size=size, seed=seed)
+        ids = [f"{task}_{seed}_{size}_{i:04d}" for i in range(len(s.labels))]
+        labels = s.labels.astype(np.int64)
+        return TileSet(
+            ids, labels, tuple(s.class_names), "synthetic", s.images, instances=s.instances
+        )
+    if task == "melanoma":
+        df = roi_datasets.read_melanoma(root)
+    else:
+        df = roi_datasets.read_extended_crc(root, task=task)
+    if df.empty:
+        raise ValueError(f"no labelled {task} images under {root}")
+    names = df.drop_duplicates("label").sort_values("label")["class_name"].tolist()
+    return _from_frame(_subsample(df, limit, seed), task, names)
 
 
 def describe(sets: dict[str, TileSet], graphs: dict[str, list]) -> pd.DataFrame:
