@@ -5,5 +5,6 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 ./scripts/bootstrap.sh
-export MPLBACKEND=Agg PYTHONWARNINGS="ignore::FutureWarning"
+# Quieter executed notebooks: progress bars redraw at most every 10 s, no ipywidgets hint.
+export MPLBACKEND=Agg TQDM_MININTERVAL=10 PYTHONWARNINGS="ignore::FutureWarning,ignore:IProgress not found"
 exec .venv/bin/python -m wsigraph.pipeline "$@"
