@@ -439,3 +439,15 @@ def test_cuda_matches_cpu():
     assert torch.equal(ei.cpu(), cpu_graph[0])
     torch.testing.assert_close(w.cpu(), cpu_graph[1], rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(cuda_model(cuda_batch).cpu(), cpu, rtol=1e-4, atol=1e-4)
+
+
+def test_edge_statistics_by_hand():
+    from wsigraph.viz.graphs import edge_statistics
+
+    grid = np.array([[0, 0], [0, 1], [0, 3]])
+    values = np.array([0.0, 0.5, 1.0])
+    ei = np.array([[0, 1, 0, 2], [1, 0, 2, 0]])  # 0-1 adjacent, 0-2 long-range; both directions
+    stats = edge_statistics(ei, grid, values, weight=np.array([1.0, 1.0, 3.0, 3.0]))
+    assert stats["edges"] == 2 and stats["long_range"] == 0.5
+    assert stats["gap"] == pytest.approx((1 * 0.5 + 3 * 1.0) / 4)
+    assert stats["gap_all_pairs"] == pytest.approx((0.5 + 1.0 + 0.5) / 3)

@@ -81,3 +81,38 @@ def draw_patch_graph(
     ax.set_xlim(-0.5, wd - 0.5)
     ax.set_ylim(h - 0.5, -0.5)
     ax.axis("off")
+
+
+def edge_statistics(
+    edge_index: np.ndarray | Tensor,
+    grid: np.ndarray | Tensor,
+    values: np.ndarray | Tensor,
+    weight: np.ndarray | Tensor | None = None,
+) -> dict[str, float]:
+    """What a patch graph connects: its size, how far its edges reach, and how alike the patches
+    it joins are in ``values`` (e.g. each patch's orientation coherence).
+
+    Args:
+        edge_index: ``[2, E]`` edges (both directions may be present; each pair counts once).
+        grid: patch coordinates ``[P, 2]`` in patch units.
+        values: one value per patch ``[P]``.
+        weight: ``[E]`` edge weights (default: all 1); the gap is weighted by them.
+
+    Returns:
+        ``edges`` (undirected), ``long_range`` (fraction of edges between non-adjacent patches),
+        ``gap`` (weighted mean ``|v_i - v_j|`` over the edges) and ``gap_all_pairs`` (the same
+        over every pair of patches: what a graph blind to ``values`` would show).
+    """
+    ei, grid, values = _numpy(edge_index), _numpy(grid), _numpy(values).astype(float)
+    w = np.ones(ei.shape[1]) if weight is None else _numpy(weight).astype(float)
+    once = ei[0] < ei[1]
+    src, dst, w = ei[0][once], ei[1][once], w[once]
+    far = np.abs(grid[src] - grid[dst]).max(axis=1) > 1
+    gap = np.abs(values[src] - values[dst])
+    i, j = np.triu_indices(len(values), k=1)
+    return {
+        "edges": float(once.sum()),
+        "long_range": float(far.mean()) if len(far) else float("nan"),
+        "gap": float((w * gap).sum() / w.sum()) if w.sum() > 0 else float("nan"),
+        "gap_all_pairs": float(np.abs(values[i] - values[j]).mean()) if len(i) else float("nan"),
+    }
