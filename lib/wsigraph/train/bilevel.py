@@ -47,21 +47,18 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch_geometric import seed_everything
 from torch_geometric.data import Data
 from torch_geometric.loader import DataLoader
 from tqdm.auto import tqdm
 
 from wsigraph.models.abignet import ABiGNet
-from wsigraph.train.cv import Split, fold_seed
+from wsigraph.train.cv import Split
 from wsigraph.train.loop import (
     BestCheckpoint,
     FoldResult,
     evaluate,
-    feature_stats,
     fold_result,
-    prepare,
-    resolve_device,
+    setup_fold,
 )
 
 
@@ -220,18 +217,7 @@ def train_fold_bilevel(
         raise ValueError(f"{len(graphs)} graphs but {len(labels)} labels")
     if len(split.val) == 0:
         raise ValueError("the bilevel outer problem needs a non-empty validation split")
-    seed = fold_seed(cfg.seed, split.repeat, split.fold)
-    seed_everything(seed)
-    device = resolve_device(cfg.device)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    mean = std = None
-    if cfg.standardize:
-        mean, std = feature_stats(graphs, split.train)
-    data = {
-        part: prepare([graphs[int(i)] for i in idx], labels[idx], mean, std)
-        for part, idx in split.parts().items()
-    }
+    seed, device, data = setup_fold(graphs, labels, split, cfg.seed, cfg.device, cfg.standardize)
     gen = torch.Generator().manual_seed(seed)
     train_loader = DataLoader(data["train"], cfg.batch_size, shuffle=True, generator=gen)
     val_cycle = DataLoader(data["val"], cfg.batch_size, shuffle=True, generator=gen)

@@ -233,6 +233,36 @@ def training_loss(model: nn.Module, batch, weight: Tensor | None = None) -> Tens
     return F.cross_entropy(model(batch), batch.y, weight=weight)
 
 
+def setup_fold(
+    graphs: Sequence[Data],
+    labels: np.ndarray,
+    split: Split,
+    seed: int,
+    device: str,
+    standardize: bool,
+) -> tuple[int, torch.device, dict[str, list[Data]]]:
+    """The start of every fold: seed everything with the fold's seed, resolve the device (and
+    reset its CUDA peak-memory counter), and prepare each part of the split (standardised with
+    the training part's node statistics when ``standardize``).
+
+    Returns:
+        ``(fold seed, device, part -> prepared graphs)`` for the parts ``train``, ``val``, ``test``.
+    """
+    seed = fold_seed(seed, split.repeat, split.fold)
+    seed_everything(seed)
+    device = resolve_device(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    mean = std = None
+    if standardize:
+        mean, std = feature_stats(graphs, split.train)
+    data = {
+        part: prepare([graphs[int(i)] for i in idx], labels[idx], mean, std)
+        for part, idx in split.parts().items()
+    }
+    return seed, device, data
+
+
 def train_fold(
     graphs: Sequence[Data],
     labels: np.ndarray,
@@ -260,19 +290,7 @@ def train_fold(
         raise ValueError(f"{len(graphs)} graphs but {len(labels)} labels")
     if cfg.epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {cfg.epochs}")
-    seed = fold_seed(cfg.seed, split.repeat, split.fold)
-    seed_everything(seed)
-    device = resolve_device(cfg.device)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-
-    mean = std = None
-    if cfg.standardize:
-        mean, std = feature_stats(graphs, split.train)
-    data = {
-        part: prepare([graphs[int(i)] for i in idx], labels[idx], mean, std)
-        for part, idx in split.parts().items()
-    }
+    seed, device, data = setup_fold(graphs, labels, split, cfg.seed, cfg.device, cfg.standardize)
     loaders = {
         "train": DataLoader(
             data["train"],
