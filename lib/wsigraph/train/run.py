@@ -34,7 +34,7 @@ import math
 import platform
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -262,6 +262,55 @@ def versions() -> dict[str, str]:
     }
 
 
+def resume_folds(
+    fn: Callable,
+    make_job: Callable[[Split], object],
+    splits: Sequence[Split],
+    hashes: Sequence[str],
+    out_dir: Path,
+    name: str,
+    shared: tuple,
+    executor: str = "local",
+    workers: int | None = None,
+    scheduler=None,
+    progress: bool = True,
+) -> tuple[list[dict], list[bool]]:
+    """Every fold's result, reusing ``out_dir/<name>/fold_r*_f*.json`` files whose
+    ``config_hash`` matches and running the rest through ``fn(job, shared)``
+    (:func:`~wsigraph.train.executor.run_folds`); each new result is written as soon as its fold
+    ends, so an interrupted run resumes.
+
+    Returns:
+        ``(results, reused)``: one result dict per split, and whether it came from a file.
+    """
+    results: list[dict | None] = [
+        _read_fold(fold_path(out_dir, name, s.repeat, s.fold), h)
+        for s, h in zip(splits, hashes, strict=True)
+    ]
+    reused = [r is not None for r in results]
+    todo = [i for i, r in enumerate(results) if r is None]
+
+    def save(k: int, result: dict) -> None:
+        i = todo[k]
+        s = splits[i]
+        results[i] = result
+        record = {"name": name, "repeat": s.repeat, "fold": s.fold, "config_hash": hashes[i]}
+        _write_json(fold_path(out_dir, name, s.repeat, s.fold), record | {"result": result})
+
+    run_folds(
+        fn,
+        [make_job(splits[i]) for i in todo],
+        executor=executor,
+        workers=workers,
+        scheduler=scheduler,
+        shared=shared,
+        on_result=save,
+        progress=progress,
+        desc=name,
+    )
+    return results, reused
+
+
 def run_experiment(
     name: str,
     graphs: Sequence[Data],
@@ -314,38 +363,18 @@ def run_experiment(
     in_dim = graphs[0].x.shape[1]
     model_key = model_fingerprint(build_model(cfg.model, in_dim, n_classes, **cfg.model_config))
     hashes = [config_hash(cfg, n_classes, s, labels, slide_ids, digests, model_key) for s in splits]
-    results: list[dict | None] = [
-        _read_fold(fold_path(out_dir, name, s.repeat, s.fold), h)
-        for s, h in zip(splits, hashes, strict=True)
-    ]
-    reused = [r is not None for r in results]
-    todo = [i for i, r in enumerate(results) if r is None]
-
-    def save(k: int, result: dict) -> None:
-        i = todo[k]
-        s = splits[i]
-        results[i] = result
-        _write_json(
-            fold_path(out_dir, name, s.repeat, s.fold),
-            {
-                "name": name,
-                "repeat": s.repeat,
-                "fold": s.fold,
-                "config_hash": hashes[i],
-                "result": result,
-            },
-        )
-
-    run_folds(
+    results, reused = resume_folds(
         run_fold_job,
-        [FoldJob(splits[i], cfg, n_classes) for i in todo],
+        lambda s: FoldJob(s, cfg, n_classes),
+        splits,
+        hashes,
+        out_dir,
+        name,
+        shared=(graphs, labels),
         executor=executor,
         workers=workers,
         scheduler=scheduler,
-        shared=(graphs, labels),
-        on_result=save,
         progress=progress,
-        desc=name,
     )
 
     fold_results = [FoldResult.from_dict(r) for r in results]

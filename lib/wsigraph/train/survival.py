@@ -51,7 +51,6 @@ from torch_geometric.loader import DataLoader
 
 from wsigraph.models import build_model
 from wsigraph.train.cv import Split, fold_seed, make_splits, write_splits
-from wsigraph.train.executor import run_folds
 from wsigraph.train.loop import (
     BestCheckpoint,
     TrainConfig,
@@ -63,12 +62,11 @@ from wsigraph.train.loop import (
 from wsigraph.train.metrics import summarise
 from wsigraph.train.run import (
     _clean,
-    _read_fold,
     _write_json,
     data_digest,
-    fold_path,
     git_commit,
     model_fingerprint,
+    resume_folds,
     versions,
 )
 
@@ -498,35 +496,17 @@ def run_survival_experiment(
         )  # fmt: skip
         for s in splits
     ]
-    results = [
-        _read_fold(fold_path(out_dir, name, s.repeat, s.fold), h)
-        for s, h in zip(splits, hashes, strict=True)
-    ]
-    reused = [r is not None for r in results]
-    todo = [i for i, r in enumerate(results) if r is None]
-
-    def save(k: int, result: dict) -> None:
-        i = todo[k]
-        s = splits[i]
-        results[i] = result
-        record = {
-            "name": name,
-            "repeat": s.repeat,
-            "fold": s.fold,
-            "config_hash": hashes[i],
-            "result": result,
-        }
-        _write_json(fold_path(out_dir, name, s.repeat, s.fold), record)
-
-    run_folds(
+    results, reused = resume_folds(
         run_survival_job,
-        [SurvivalJob(splits[i], cfg, n_bins, alpha) for i in todo],
+        lambda s: SurvivalJob(s, cfg, n_bins, alpha),
+        splits,
+        hashes,
+        out_dir,
+        name,
+        shared=(graphs, bins, t, c),
         executor=executor,
         workers=workers,
-        shared=(graphs, bins, t, c),
-        on_result=save,
         progress=progress,
-        desc=name,
     )
     res = [SurvivalFoldResult(**r) for r in results]
     context = {k: meta.get(k) for k in ("table", "row", "dataset", "task")}
