@@ -44,6 +44,26 @@ def real_slide(shared_data) -> Path:
     return path
 
 
+def toy_pyramid(n_mid: int, seed: int = 0, children: int = 4, f: int = 6, signal: float = 0.0):
+    """A tiny pyramid graph: thumbnail + ``n_mid`` 5x patches on a row + up to ``children`` 10x
+    patches in each (the 2 x 2 cells inside their parent); features N(0, 1) plus ``signal`` on
+    feature 0."""
+    import numpy as np
+
+    from wsigraph.graphs.pyramid import pyramid_graph
+
+    g = torch.Generator().manual_seed(seed)
+    level, row, col, parent = [0], [0], [0], [-1]
+    for i in range(n_mid):
+        level.append(1), row.append(0), col.append(i), parent.append(0)
+    for i in range(n_mid):
+        for k in range(children):
+            level.append(2), row.append(k // 2), col.append(2 * i + k % 2), parent.append(1 + i)
+    x = torch.randn(len(level), f, generator=g)
+    x[:, 0] += signal
+    return pyramid_graph(x, np.array(level), np.array(row), np.array(col), np.array(parent))
+
+
 def small_spec(**kw) -> SlideSpec:
     """A 768 x 512 px synthetic slide (20x, 0.5 um/px) -- fast to render."""
     base = dict(slide_id="t", dataset="esca", typing=0, staging=0, seed=7, width=768, height=512)

@@ -9,10 +9,10 @@ trains through the harness with its own loss.
 import numpy as np
 import pytest
 import torch
+from conftest import toy_pyramid as slide  # F_IN = 6 features
 from torch_geometric.data import Batch
 
 from wsigraph import tables as T
-from wsigraph.graphs.pyramid import pyramid_graph
 from wsigraph.models import build_model
 from wsigraph.models.baselines import DSMILBaseline
 from wsigraph.nn.ihpool import from_batch
@@ -32,21 +32,6 @@ NAMES = [name for name, _ in SOTA]
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def slide(n_mid: int, seed: int = 0, children: int = 4, f: int = F_IN, signal: float = 0.0):
-    """Thumbnail + ``n_mid`` 5x patches on a row + up to ``children`` 10x patches in each
-    (the 2 x 2 cells inside their parent), features N(0, 1) plus ``signal`` on feature 0."""
-    g = torch.Generator().manual_seed(seed)
-    level, row, col, parent = [0], [0], [0], [-1]
-    for i in range(n_mid):
-        level.append(1), row.append(0), col.append(i), parent.append(0)
-    for i in range(n_mid):
-        for k in range(children):
-            level.append(2), row.append(k // 2), col.append(2 * i + k % 2), parent.append(1 + i)
-    x = torch.randn(len(level), f, generator=g)
-    x[:, 0] += signal
-    return pyramid_graph(x, np.array(level), np.array(row), np.array(col), np.array(parent))
 
 
 def model(name: str, seed: int = 0, n_classes: int = 2):

@@ -5,10 +5,10 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import toy_pyramid
 from torch_geometric.data import Batch
 
 from wsigraph.data.clusters import CLUSTER_KEY, attach_clusters
-from wsigraph.graphs.pyramid import pyramid_graph
 from wsigraph.models import build_model
 from wsigraph.nn.mico import ClusterReducer, ClusterRoute, MiCoMIL
 from wsigraph.train.cv import make_splits
@@ -21,17 +21,7 @@ F_IN = 6
 def slide(
     n_mid: int, seed: int = 0, children: int = 4, signal: float = 0.0, sid: str | None = None
 ):
-    """Thumbnail + ``n_mid`` 5x patches + up to 4 10x children each; N(0, 1) features."""
-    g = torch.Generator().manual_seed(seed)
-    level, row, col, parent = [0], [0], [0], [-1]
-    for i in range(n_mid):
-        level.append(1), row.append(0), col.append(i), parent.append(0)
-    for i in range(n_mid):
-        for k in range(children):
-            level.append(2), row.append(k // 2), col.append(2 * i + k % 2), parent.append(1 + i)
-    x = torch.randn(len(level), F_IN, generator=g)
-    x[:, 0] += signal
-    data = pyramid_graph(x, np.array(level), np.array(row), np.array(col), np.array(parent))
+    data = toy_pyramid(n_mid, seed, children, F_IN, signal)
     data.slide_id = sid or f"slide{seed}"
     return data
 
