@@ -43,3 +43,17 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
     return Path(path)
+
+
+def array_digest(a) -> str:
+    """A short content hash (16 hex) of an array or tensor: its shape, dtype and bytes. Keys the
+    per-item caches (nuclei graphs, ROI features, slide clusters) to the data they came from."""
+    import hashlib
+
+    import numpy as np
+
+    if hasattr(a, "detach"):  # a torch tensor
+        a = a.detach().cpu().numpy()
+    a = np.ascontiguousarray(a)
+    head = f"{a.shape}{a.dtype.str}".encode()
+    return hashlib.blake2b(head + a.tobytes(), digest_size=8).hexdigest()

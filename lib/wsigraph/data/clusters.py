@@ -33,7 +33,6 @@ warning about it is silenced; labels stay in ``0 .. K'-1``). The two backends gi
 from __future__ import annotations
 
 import copy
-import hashlib
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -44,7 +43,7 @@ from torch import Tensor
 from torch_geometric.data import Data
 from tqdm.auto import tqdm
 
-from wsigraph.io import atomic_path
+from wsigraph.io import array_digest, atomic_path
 
 CLUSTER_KEY = "mico_cluster"
 BACKENDS = ("auto", "sklearn", "torch")
@@ -67,12 +66,6 @@ def _check_features(x, what: str) -> Tensor:
     if not torch.isfinite(x).all():
         raise ValueError(f"{what}: non-finite (NaN/inf) features")
     return x.float()
-
-
-def feature_digest(x: Tensor) -> str:
-    """blake2b (16 hex) of the float32 bytes of ``x``."""
-    data = x.detach().float().cpu().contiguous().numpy().tobytes()
-    return hashlib.blake2b(data, digest_size=8).hexdigest()
 
 
 def kmeans(
@@ -175,7 +168,7 @@ def cluster_slide(
     backend = _backend(backend)
     expect = dict(
         n_clusters=int(n_clusters), seed=int(seed), backend=backend, level=int(level),
-        digest=feature_digest(x),
+        digest=array_digest(x.float()),
     )  # fmt: skip
     path = Path(cache_dir) / f"{slide_id}.pt"
     stored = _valid_cache(path, expect) if path.exists() else None

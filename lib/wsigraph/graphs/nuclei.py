@@ -26,7 +26,6 @@ Edge order
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -44,6 +43,7 @@ from tqdm.auto import tqdm
 
 from wsigraph.graphs.pyramid import dst_order
 from wsigraph.graphs.spatial import _as_points
+from wsigraph.io import array_digest
 
 # The paper's distance threshold (Sec. III.B), in pixels of the tile.
 RADIUS = 100.0
@@ -390,13 +390,6 @@ def occlusion_neighbourhoods(
     return ptr, nodes
 
 
-def image_digest(image: np.ndarray) -> str:
-    """A short hash of a tile's pixels (keys the graph cache of :func:`build_nuclei_graphs`)."""
-    image = np.ascontiguousarray(image)
-    head = f"{image.shape}{image.dtype}".encode()
-    return hashlib.sha1(head + image.tobytes()).hexdigest()[:16]
-
-
 def build_nuclei_graphs(
     tiles: Iterable[tuple[str, np.ndarray, int]],
     segment: Callable[[np.ndarray], np.ndarray],
@@ -407,7 +400,7 @@ def build_nuclei_graphs(
     """Segments every tile and builds its nuclei graph, one cached file per tile.
 
     ``out_dir/<tile_id>.pt`` (:func:`~wsigraph.graphs.pyramid.save_graph`, atomic) is reused when
-    it was built from the same pixels (:func:`image_digest`) by the same ``method``, so a rerun
+    it was built from the same pixels (:func:`wsigraph.io.array_digest`) by the same ``method``, so a rerun
     segments only new or changed tiles and an interrupted run resumes.
 
     Args:
@@ -427,7 +420,7 @@ def build_nuclei_graphs(
     out_dir.mkdir(parents=True, exist_ok=True)
     graphs = []
     for tile_id, image, label in tqdm(list(tiles), desc="nuclei graphs", disable=not progress):
-        path, digest = out_dir / f"{tile_id}.pt", image_digest(image)
+        path, digest = out_dir / f"{tile_id}.pt", array_digest(image)
         graph = None
         if path.is_file():
             try:

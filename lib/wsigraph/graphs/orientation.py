@@ -57,7 +57,6 @@ code does, with the training split's statistics).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -78,7 +77,7 @@ from tqdm.auto import tqdm
 
 from wsigraph.graphs.nuclei import RADIUS, nuclei_edges
 from wsigraph.graphs.spatial import _as_points
-from wsigraph.io import atomic_path
+from wsigraph.io import array_digest, atomic_path
 
 # Default largest axis difference of an orientation-graph edge (COrE links nuclei whose
 # orientations are "similar"; it names no value). 30 degrees: two of the 12 default bins.
@@ -482,13 +481,6 @@ def roi_graph(features: np.ndarray, grid: np.ndarray, **extra) -> Data:
     )
 
 
-def _digest(a: np.ndarray | None) -> str | None:
-    if a is None:
-        return None
-    a = np.ascontiguousarray(a)
-    return hashlib.sha1(a.tobytes() + str((a.shape, a.dtype.str)).encode()).hexdigest()
-
-
 def cached_patch_features(
     path: str | os.PathLike,
     image: np.ndarray | None,
@@ -510,8 +502,8 @@ def cached_patch_features(
     path = Path(path)
     key = json.dumps(
         {
-            "image": _digest(image),
-            "instances": _digest(instances),
+            "image": array_digest(image),
+            "instances": None if instances is None else array_digest(instances),
             "segmenter": "given" if instances is not None else "classical_nuclei",
             "patch_size": patch_size,
             "features": list(FEATURE_NAMES),
