@@ -6,7 +6,7 @@ import torch
 from torch_geometric.data import Batch
 
 from wsigraph.graphs.pyramid import SCALING, SPATIAL, pyramid_graph
-from wsigraph.nn.ihpool import IHPool, from_batch, keep_levels
+from wsigraph.nn.ihpool import IHPool, from_batch, keep_levels, normalise_grid, scale_grid
 
 
 def _pyramid(n_mid: int, n_bottom: int, f: int = 8, seed: int = 0):
@@ -124,3 +124,171 @@ def test_keep_levels_reattaches_to_the_nearest_kept_ancestor():
 def test_bad_ratio():
     with pytest.raises(ValueError, match="ratio"):
         IHPool(8, ratio=0.0)
+
+
+# --- Algorithm 1 pinned by hand ------------------------------------------------------------------
+
+
+def _hand_pyramid(fit_mid, fit_bottom=(), bottom_cells=(), f: int = 4):
+    """Thumbnail + a row of 5x patches with fitness ``tanh(fit_mid)`` (feature 0) + 10x patches
+    at ``bottom_cells`` = ``[(parent ordinal, row, col), ...]`` with fitness ``tanh(fit_bottom)``."""
+    level, row, col, parent = [0], [0], [0], [-1]
+    for i in range(len(fit_mid)):
+        level.append(1), row.append(0), col.append(i), parent.append(0)
+    for par, r, c in bottom_cells:
+        level.append(2), row.append(r), col.append(c), parent.append(1 + par)
+    x = torch.zeros(len(level), f)
+    x[1 : 1 + len(fit_mid), 0] = torch.tensor(fit_mid, dtype=torch.float)
+    if fit_bottom:
+        x[1 + len(fit_mid) :, 0] = torch.tensor(fit_bottom, dtype=torch.float)
+    return pyramid_graph(x, np.array(level), np.array(row), np.array(col), np.array(parent))
+
+
+def _hand_pool(ratio: float, f: int = 4) -> IHPool:
+    """IHPool whose fitness is tanh(feature 0) at every level."""
+    pool = IHPool(f, ratio=ratio).eval()
+    with torch.no_grad():
+        pool.proj.zero_()
+        pool.proj[:, 0] = 1.0
+    return pool
+
+
+def _clusters(info, nodes) -> list[set[int]]:
+    """The partition of ``nodes`` by ``info.assignment``, as sets of input indices."""
+    out: dict[int, set[int]] = {}
+    for n in nodes:
+        out.setdefault(int(info.assignment[n]), set()).add(n)
+    return sorted(out.values(), key=min)
+
+
+@pytest.mark.parametrize("scale", ["patches", "normalised"])
+def test_algorithm_1_four_patches_in_a_row(scale):
+    # Patches A B C D at columns 0..3 with fitness A < D < C < B, ratio 0.5: 2 centres at the
+    # evenly spaced fitness ranks 0 and 2 of (A, D, C, B) -> {A, C}, plus the thumbnail alone.
+    # B is one column from both A and C, and joins C, whose fitness is closer; D joins C (near).
+    A, B, C, D = 1, 2, 3, 4
+    g = _hand_pyramid([-1.0, 1.0, 0.5, 0.0])
+    p = scale_grid(from_batch(g), scale)
+    out, info = _hand_pool(0.5)(p)
+    assert set(info.centre.tolist()) == {0, A, C}
+    assert _clusters(info, range(5)) == [{0}, {A}, {B, C, D}]
+    assert out.level.tolist() == [0, 1, 1]
+
+
+def test_algorithm_1_the_fitness_term_decides_between_equally_near_centres():
+    # Mirror image: B's fitness is now closest to A's, so it joins A.
+    A, B, C, D = 1, 2, 3, 4
+    g = _hand_pyramid([0.9, 1.0, -0.5, -1.0])  # order D < C < A < B: centres at ranks 0, 2 = D, A
+    out, info = _hand_pool(0.5)(scale_grid(from_batch(g), "normalised"))
+    assert set(info.centre.tolist()) == {0, D, A}
+    assert _clusters(info, range(5)) == [{0}, {A, B}, {C, D}]
+
+
+def test_algorithm_1_finer_level_pools_inside_its_parents_cluster():
+    # 5x: A B C D as above -> clusters {A} and {B, C, D}. 10x: two children under A (cols 0, 1)
+    # and two under each of B, C, D; ratio 0.5 keeps ceil(0.5 n) centres per parent cluster.
+    A, C = 1, 3
+    cells = [(i, 0, 2 * i + k) for i in range(4) for k in range(2)]  # 8 children, 2 per parent
+    fit_bottom = [0.1, 0.2, -0.3, 0.3, -0.2, 0.8, 0.5, -0.9]
+    g = _hand_pyramid([-1.0, 1.0, 0.5, 0.0], fit_bottom, cells)
+    out, info = _hand_pool(0.5)(scale_grid(from_batch(g), "normalised"))
+    kids = list(range(5, 13))  # 10x columns 0..7, row 0; nodes 5, 6 under A
+    # Under A: 2 nodes, 1 centre at rank 0 (fitness 0.1 < 0.2) -> one cluster of both.
+    # Under {B, C, D}: nodes 7..12 (columns 2..7), sorted fitness 12 < 7 < 9 < 8 < 11 < 10;
+    # 3 centres at ranks 0, 2, 4 -> 12, 9, 11.
+    assert set(info.centre.tolist()) == {0, A, C, 5, 12, 9, 11}
+    # Normalised, one column is 2/7. Cost of node 7 (col 2, tanh -0.3 = -0.29): to 9 (col 4,
+    # -0.20) 0.57 + 0.09; to 11 (col 6, 0.46) 1.14 + 0.75; to 12 (col 7, -0.72) 1.43 + 0.42.
+    # Node 8 (col 3, 0.29): 9 at 0.29 + 0.49 beats 11 at 0.86 + 0.17. Node 10 (col 5, 0.66):
+    # 11 at 0.29 + 0.20 beats 9 at 0.29 + 0.86.
+    assert _clusters(info, kids) == [{5, 6}, {7, 8, 9}, {10, 11}, {12}]
+    assert _clusters(info, kids) == [c for c in _official_loop(g, 0.5) if min(c) >= 5]
+
+
+def _official_loop(g, ratio: float) -> list[set[int]]:
+    """A plain-Python write-out of Algorithm 1 with the official distance, for one graph:
+    coordinates divided by their per-level maximum and mapped to [-1, 1]; fitness tanh(x_0);
+    centres at evenly spaced fitness ranks (ceil(ratio n) of them, ranks floor(j n / m));
+    each node joins argmin ||g_u - g_c|| + |f_u - f_c| (ties: the lower-ranked centre); the
+    nodes of level r are pooled within the cluster of their parent. Returns the clusters."""
+    level, parent = g.level.tolist(), g.parent.tolist()
+    grid = g.grid.double().tolist()
+    fit = [math.tanh(float(v)) for v in g.x[:, 0]]
+    norm = {}
+    for lv in set(level):
+        members = [i for i in range(len(level)) if level[i] == lv]
+        peak = [max(grid[i][a] for i in members) for a in (0, 1)]
+        for i in members:
+            norm[i] = [2 * (grid[i][a] / peak[a] if peak[a] > 0 else 0.0) - 1 for a in (0, 1)]
+    cluster_of = {0: 0}
+    clusters = [{0}]
+    for lv in range(1, max(level) + 1):
+        groups: dict[int, list[int]] = {}
+        for i in range(len(level)):
+            if level[i] == lv:
+                groups.setdefault(cluster_of[parent[i]], []).append(i)
+        for _, members in sorted(groups.items()):
+            ranked = sorted(members, key=lambda i: (fit[i], i))
+            n = len(ranked)
+            m = min(n, max(1, math.ceil(ratio * n)))
+            centres = [ranked[(j * n) // m] for j in range(m)]
+            mine = {c: len(clusters) + k for k, c in enumerate(centres)}
+            clusters += [set() for _ in centres]
+            for i in members:
+                cost = [math.dist(norm[i], norm[c]) + abs(fit[i] - fit[c]) for c in centres]
+                best = centres[min(range(m), key=lambda k: (cost[k], k))]
+                cluster_of[i] = mine[best]
+                clusters[mine[best]].add(i)
+    return sorted(clusters, key=min)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_ihpool_matches_the_official_distance_written_out(seed):
+    # Random 2-level pyramids of different sizes in one batch; every partition must equal the
+    # loop write-out's, graph by graph.
+    rng = np.random.default_rng(seed)
+    graphs = []
+    for n_mid in (7, 12):
+        fit_mid = rng.normal(size=n_mid).tolist()
+        cells = [(i, r, 2 * i + c) for i in range(n_mid) for r in range(2) for c in range(2)]
+        cells = [cell for cell in cells if rng.random() < 0.8]
+        graphs.append(_hand_pyramid(fit_mid, rng.normal(size=len(cells)).tolist(), cells))
+    pool = _hand_pool(0.3)
+    b = Batch.from_data_list(graphs)
+    _, info = pool(scale_grid(from_batch(b), "normalised"))
+    offset = 0
+    for g in graphs:
+        nodes = range(offset, offset + g.num_nodes)
+        got = [{i - offset for i in c} for c in _clusters(info, nodes)]
+        assert got == _official_loop(g, 0.3)
+        offset += g.num_nodes
+
+
+def test_normalise_grid_maps_each_slide_and_level_to_minus_one_one():
+    g1, g2 = _pyramid(5, 20, seed=0), _pyramid(2, 8, seed=1)
+    p = normalise_grid(from_batch(Batch.from_data_list([g1, g2])))
+    for b in (0, 1):
+        for lv in (1, 2):
+            sel = (p.batch == b) & (p.level == lv)
+            assert p.grid[sel].min() >= -1 and p.grid[sel].max() == 1  # the max of each axis
+    # a single row (every row 0) maps to -1, not NaN
+    assert torch.isfinite(p.grid).all() and (p.grid[p.level == 1, 0] == -1).all()
+    with pytest.raises(ValueError, match="normalised, patches"):
+        scale_grid(p, "pixels")
+
+
+def test_grid_scale_changes_clusters_on_a_tcga_size_grid():
+    # On a 40 x 30 grid of 5x patches the raw-unit distance swamps the fitness term; normalised,
+    # fitness matters again and many nodes change cluster.
+    rows, cols = np.meshgrid(np.arange(30), np.arange(40), indexing="ij")
+    n = rows.size
+    level = np.r_[0, np.ones(n, int)]
+    row, col = np.r_[0, rows.ravel()], np.r_[0, cols.ravel()]
+    x = torch.zeros(n + 1, 4)
+    x[1:, 0] = torch.randn(n, generator=torch.Generator().manual_seed(0))
+    g = pyramid_graph(x, level, row, col, np.r_[-1, np.zeros(n, int)])
+    pool = _hand_pool(0.1)
+    _, raw = pool(from_batch(g))
+    _, norm = pool(scale_grid(from_batch(g), "normalised"))
+    changed = (raw.assignment != norm.assignment).float().mean()
+    assert changed > 0.3, float(changed)

@@ -30,7 +30,15 @@ from torch_geometric.nn import (
 
 from wsigraph.graphs.pyramid import SCALING, SPATIAL
 from wsigraph.models import register
-from wsigraph.nn.ihpool import IHPool, PoolInfo, Pyramid, from_batch, keep_levels
+from wsigraph.nn.ihpool import (
+    GRID_SCALES,
+    IHPool,
+    PoolInfo,
+    Pyramid,
+    from_batch,
+    keep_levels,
+    scale_grid,
+)
 from wsigraph.nn.raconv import HGATConv, RAConv
 
 CONVS = ("raconv", "gcn", "gat", "hgat")
@@ -49,6 +57,7 @@ class H2MILConfig:
     dropout: float = 0.2  # {0 ... 0.4} in the paper
     readout: str = "mean"  # mean | max
     official_compat: bool = False  # IHPool's plain-mean S, as the official code
+    grid: str = "normalised"  # IHPool distance: normalised ([-1, 1] per slide and level) | patches
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -57,6 +66,7 @@ class H2MILConfig:
             ("conv", self.conv, CONVS),
             ("pool", self.pool, POOLS),
             ("readout", self.readout, ("mean", "max")),
+            ("grid", self.grid, GRID_SCALES),
         ):
             if value not in allowed:
                 raise ValueError(f"unknown {name} {value!r}; allowed: {', '.join(allowed)}")
@@ -92,6 +102,7 @@ class H2MIL(nn.Module):
         p = from_batch(data)
         if self.config.levels != tuple(range(int(p.level.max()) + 1)):
             p = keep_levels(p, self.config.levels)
+        p = scale_grid(p, self.config.grid)  # once: pooled positions are means in these units
         readout = 0
         infos: list[PoolInfo | None] = []
         for conv, pool in zip(self.convs, self.pools, strict=True):

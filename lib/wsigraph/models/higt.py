@@ -41,7 +41,7 @@ from torch import Tensor, nn
 from torch_geometric.utils import scatter
 
 from wsigraph.models import register
-from wsigraph.nn.ihpool import IHPool, PoolInfo, Pyramid, from_batch
+from wsigraph.nn.ihpool import GRID_SCALES, IHPool, PoolInfo, Pyramid, from_batch, scale_grid
 from wsigraph.nn.raconv import RAConv, RAConvPlus
 from wsigraph.nn.vit import Fusion, HIViT
 
@@ -62,11 +62,13 @@ class HIGTConfig:
     vit_heads: int = 4  # heads of the "w/o SSA" softmax attention
     ratio: float = 0.5  # IHPool: fraction of each level's nodes kept per block
     dropout: float = 0.2
+    grid: str = "normalised"  # IHPool distance: normalised ([-1, 1] per slide and level) | patches
 
     def __post_init__(self):
         for name, value, allowed in (
             ("conv", self.conv, CONVS),
             ("attention", self.attention, ATTENTIONS),
+            ("grid", self.grid, GRID_SCALES),
         ):
             if value not in allowed:
                 raise ValueError(f"unknown {name} {value!r}; allowed: {', '.join(allowed)}")
@@ -110,6 +112,7 @@ class HIGT(nn.Module):
         p = from_batch(data)
         if p.num_nodes and int(p.level.max()) > 2:
             raise ValueError("HIGT reads a 3-level pyramid (thumbnail, 5x, 10x)")
+        p = scale_grid(p, self.config.grid)  # once: pooled positions are means in these units
         infos = []
         for conv, norm, pool in zip(self.convs, self.norms, self.pools, strict=True):
             x = conv(p.x, p.edge_index, p.level)  # [N, hidden]

@@ -17,9 +17,16 @@ IHPool (Algorithm 1), for each graph and each resolution from coarse to fine:
 4. in a group of :math:`n` nodes, :math:`m = \lceil k n \rceil` cluster centres are taken at evenly
    spaced ranks of the sorted fitness (the official code's interval sampling, which covers the
    whole fitness range rather than only its top);
-5. every node joins the centre minimising spatial distance (in patches of its level) plus
-   fitness difference, :math:`\|g_u - g_c\|_2 + |\phi_u - \phi_c|` (ties: the lower-ranked centre);
+5. every node joins the centre minimising spatial distance plus fitness difference,
+   :math:`\|g_u - g_c\|_2 + |\phi_u - \phi_c|` (ties: the lower-ranked centre);
 6. :math:`X' = S^\top X` and :math:`A' = S^\top A S`.
+
+The spatial term is measured in whatever units ``Pyramid.grid`` holds. The models first map the
+grid positions per slide and level to :math:`[-1, 1]` with :func:`normalise_grid`, as the
+official code does (H2-MIL graph notebook cell 24 and ``main.py``; HIGT ``modules/GCN.py``): in
+raw patch units the distance term would outweigh the fitness term (which lies in
+:math:`[0, 2]`) 10-40x on TCGA-size grids, and fitness would hardly matter. The pooled grid is
+the mean position of each cluster's members, in the same units, so later blocks do not rescale.
 
 Choices the paper leaves open, made here:
 
@@ -128,6 +135,32 @@ def keep_levels(p: Pyramid, levels: tuple[int, ...]) -> Pyramid:
         batch=p.batch[keep],
         num_graphs=p.num_graphs,
     )
+
+
+GRID_SCALES = ("normalised", "patches")
+
+
+def normalise_grid(p: Pyramid) -> Pyramid:
+    """``p`` with each grid axis divided by its maximum over the nodes of the same slide and
+    level, then mapped to ``2 u - 1``: the official code's scaling to :math:`[-1, 1]` (it divides
+    by the maximum, not the range). An axis whose maximum is 0 (a single row or column) maps
+    to ``-1``."""
+    if p.num_nodes == 0:
+        return p
+    key = p.batch * (int(p.level.max()) + 1) + p.level  # [N] one group per (slide, level)
+    n_keys = p.num_graphs * (int(p.level.max()) + 1)
+    peak = torch.zeros(n_keys, 2, dtype=p.grid.dtype, device=p.grid.device).scatter_reduce(
+        0, key.unsqueeze(-1).expand(-1, 2), p.grid, "amax", include_self=False
+    )[key]  # [N, 2]
+    unit = torch.where(peak > 0, p.grid / peak.clamp(min=1e-12), torch.zeros_like(p.grid))
+    return p.replace(grid=2 * unit - 1)
+
+
+def scale_grid(p: Pyramid, scale: str) -> Pyramid:
+    """``normalise_grid(p)`` for ``scale="normalised"``, ``p`` itself for ``"patches"``."""
+    if scale not in GRID_SCALES:
+        raise ValueError(f"unknown grid scale {scale!r}; allowed: {', '.join(GRID_SCALES)}")
+    return normalise_grid(p) if scale == "normalised" else p
 
 
 @dataclass
