@@ -182,3 +182,17 @@ def test_trains_through_the_harness_and_learns_a_signal():
     result = train_fold(graphs, labels, split, cfg)
     assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
     assert result.metrics["auc"] >= 0.75
+
+
+def test_cluster_centroids_by_hand():
+    from wsigraph.nn.mico import cluster_centroids
+
+    x = torch.tensor([[1.0, 0.0], [3.0, 2.0], [5.0, 5.0], [0.0, 4.0], [2.0, 2.0]])
+    batch = torch.tensor([0, 0, 0, 1, 1])
+    cluster = torch.tensor([0, 0, 2, 1, 1])
+    mean, mask = cluster_centroids(x, batch, cluster, num_bags=2, k=3)
+    expected = torch.tensor(
+        [[[2.0, 1.0], [0.0, 0.0], [5.0, 5.0]], [[0.0, 0.0], [1.0, 3.0], [0.0, 0.0]]]
+    )
+    torch.testing.assert_close(mean, expected)
+    assert mask.tolist() == [[True, False, True], [False, True, False]]

@@ -339,3 +339,24 @@ def test_dense_edge_conv_equals_sparse_on_present_edges():
     assert (masked[-1] == 0).all() and (masked[:, -1] == 0).all()
     with pytest.raises(ValueError, match="expected 2"):
         dense(x.unsqueeze(0), adj[..., :1])
+
+
+def test_dense_conv_equals_sparse_on_a_directed_graph():
+    # A[dst, src] holds edge src -> dst: on a directed graph a transposed adjacency differs.
+    torch.manual_seed(0)
+    n, L = 5, 2
+    x = torch.randn(n, F_IN, dtype=torch.float64)
+    ei = torch.tensor([[0, 1, 2, 3, 4, 0], [1, 2, 3, 4, 0, 2]])  # a directed cycle + one chord
+    ea = torch.rand(ei.size(1), L, dtype=torch.float64)
+    conv = RSFConv(F_IN, 3, L).double()
+    dconv = DenseRSFConv(F_IN, 3, L).double()
+    dconv.load_state_dict(conv.state_dict())
+    adj = _dense_adj(ei, ea, n).unsqueeze(0)  # [1, N, N, L]
+    torch.testing.assert_close(dconv(x.unsqueeze(0), adj)[0], conv(x, ei, ea))
+    # and by hand: node 2 receives from 1 and 0 only
+    w, b = conv.weight.detach(), conv.bias.detach()
+    expected = x[2] @ w[0] + b
+    for src, e in ((1, 1), (0, 5)):
+        for j in range(L):
+            expected = expected + ea[e, j] * x[src] @ w[1 + j]
+    torch.testing.assert_close(conv(x, ei, ea)[2].detach(), expected)
