@@ -10,7 +10,7 @@ import math
 from collections.abc import Iterable
 
 import numpy as np
-from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
+from sklearn.metrics import accuracy_score, f1_score, roc_auc_score, roc_curve
 
 METRICS = ("acc", "auc", "f1")
 
@@ -69,3 +69,59 @@ def summarise(values: Iterable[float]) -> tuple[float, float]:
         return math.nan, math.nan
     std = float(np.std(v, ddof=1)) if len(v) > 1 else math.nan
     return float(np.mean(v)), std
+
+
+def h2mil_threshold_metrics(y_true, prob1) -> dict[str, float]:
+    """ACC and "F1" as the official H2-MIL code reports them (``main.py``, lines 386-414).
+
+    On the predictions of *all* test folds of one repeat pooled together, every threshold of
+    scikit-learn's ROC curve except the one at the highest probability is tried; a threshold
+    whose sensitivity or specificity is 0 is skipped. The one maximising ACC + F1 is kept (a
+    later threshold wins ties), where this "F1" is the harmonic mean of sensitivity and
+    specificity, not of precision and recall. Binary tasks only.
+
+    Args:
+        y_true: labels ``[N]`` in {0, 1}.
+        prob1: probability of class 1 ``[N]``.
+
+    Returns:
+        ``{"acc_thr", "f1_sens_spec", "threshold"}``; all ``NaN`` when no threshold qualifies
+        (e.g. a single class).
+    """
+    y = np.asarray(y_true).astype(np.int64).ravel()
+    p = np.asarray(prob1, dtype=np.float64).ravel()
+    if len(p) != len(y):
+        raise ValueError(f"prob1 has {len(p)} values for {len(y)} labels")
+    if len(y) and (y.min() < 0 or y.max() > 1):
+        raise ValueError(f"h2mil_threshold_metrics is binary; got labels {sorted(set(y))}")
+    best = {"acc_thr": math.nan, "f1_sens_spec": math.nan, "threshold": math.nan}
+    if len(np.unique(y)) < 2:
+        return best
+    top, score = p.max(), -math.inf
+    for t in roc_curve(y, p)[2]:
+        if t == top:
+            continue
+        pred = p >= t
+        sens = float((pred & (y == 1)).sum() / (y == 1).sum())
+        spec = float((~pred & (y == 0)).sum() / (y == 0).sum())
+        if sens == 0 or spec == 0:
+            continue
+        acc, f1 = float((pred == y).mean()), 2 * sens * spec / (sens + spec)
+        if acc + f1 >= score:
+            score = acc + f1
+            best = {"acc_thr": acc, "f1_sens_spec": f1, "threshold": float(t)}
+    return best
+
+
+def micro_auc(y_true, prob) -> float:
+    """The micro-averaged one-vs-rest ROC AUC HIGT's official code reports (``train.py``,
+    ``return_auc``): one ROC over every (slide, class) pair of the one-hot labels against the
+    class probabilities. ``NaN`` when ``y_true`` lacks a class."""
+    y = np.asarray(y_true).astype(np.int64).ravel()
+    p = np.asarray(prob, dtype=np.float64)
+    if p.ndim == 1:
+        p = np.stack([1.0 - p, p], axis=1)
+    if len(np.unique(y)) < p.shape[1]:
+        return math.nan
+    onehot = np.eye(p.shape[1])[y]  # [N, C]
+    return float(roc_auc_score(onehot, p, average="micro"))
