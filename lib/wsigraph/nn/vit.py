@@ -442,12 +442,16 @@ class Fusion(nn.Module):
     Choices: the official ``Fusion_Block`` is Conv1x1 -> BatchNorm -> ReLU; we keep the order
     and replace BatchNorm by a per-token LayerNorm so a slide's output does not depend on the
     other slides of the batch nor on train / eval mode; the first LayerNorm puts the summed
-    GNN + thumbnail tokens on the scale of the HIViT tokens before concatenating. The official
-    code concatenates the two patch sets along the *node* axis (``torch.cat(..., dim=0)``,
-    giving :math:`2P` tokens, each seen alone by the convolution) rather than the channels, so
-    a patch's GNN and HIViT features never meet; the paper's wording ("fuse ... with a
-    concatenation") and the 1x1 convolution make sense on the channels, which we follow. The
-    output width is :math:`D` (the official code widens it by ``fusion_exp_ratio``).
+    GNN + thumbnail tokens on the scale of the HIViT tokens before concatenating.
+
+    The official code (``modules/Fusion.py``, ``HiGT.py``) concatenates the two patch sets along
+    the *token* axis (``torch.cat(..., dim=0)``, :math:`2P` tokens) and feeds them to a
+    ``Conv2d(2P, 4 \cdot 2P, 1)`` as its *channels*, over a ``1 x D`` "image": each output is,
+    feature by feature, a learnt mix of the :math:`2P` tokens, so the block mixes tokens per
+    feature and never mixes features. That is why it needs a fixed token count
+    (:math:`2P = 2 \cdot 5 \cdot 4 = 40`). We mix features per token instead, as the paper's
+    wording ("fuse ... with a concatenation", "a 1x1 convolution" over the fused features)
+    reads, which works for any number of patches. The output width is :math:`D`.
 
     Args:
         dim (int): Token width :math:`D`.

@@ -2,7 +2,10 @@
 
 H2-MIL and HIGT: 5 repeats of 5-fold cross-validation; 25 % of each training split is held
 out as validation and chooses the checkpoint. The test fold is never looked at before the
-final evaluation (the official code selects on the test fold; we do not).
+final evaluation. Of the official code, HIGT's ``train.py`` keeps the epoch with the best
+*test* ACC + micro-AUC (a leak we do not copy); H2-MIL's ``main.py`` selects on validation
+AUC, counting an epoch only once the training AUC exceeds 0.8 (or in the last 10 epochs),
+and evaluates the test fold every epoch without using it.
 
 For repeat ``r`` and fold ``f``, the test fold is the ``f``-th fold of scikit-learn's
 ``RepeatedStratifiedKFold(n_splits=folds, n_repeats=repeats, random_state=seed)``; the
