@@ -1,4 +1,5 @@
-"""Shared fixtures: the real files in ../shared/data and small synthetic slides."""
+"""Shared fixtures: the repository's real files in data/, optional extras under
+WSIGRAPH_SHARED_DATA (tests that need one skip without it) and small synthetic slides."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ if not torch.cuda.is_available():
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 from wsigraph.data.synthetic import SlideSpec, render_slide, write_pyramid_tiff  # noqa: E402
-from wsigraph.profiles import real_fixture_slide, shared_data_dir  # noqa: E402
+from wsigraph.profiles import DATA_DIR, data_file, real_fixture_slide, shared_data_dir  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -30,18 +31,33 @@ def one_thread():
 
 
 @pytest.fixture(scope="session")
-def shared_data() -> Path:
-    path = shared_data_dir()
-    if not path.is_dir():
-        pytest.fail(f"shared fixtures not found at {path}; set WSIGRAPH_SHARED_DATA")
-    return path
+def real_data() -> Path:
+    """The repository's own real fixtures (``data/``; origins and licences in its README)."""
+    assert DATA_DIR.is_dir(), DATA_DIR
+    return DATA_DIR
 
 
 @pytest.fixture(scope="session")
-def real_slide(shared_data) -> Path:
-    path = real_fixture_slide()
-    assert path.exists(), path
-    return path
+def shared_extra():
+    """``shared_extra(relpath)``: an optional larger extra (e.g. ``"nuclei/monuseg_more"``, or
+    ``"../papers/<name>.txt"`` for the paper texts beside the data folder), found by
+    :func:`wsigraph.profiles.data_file`; the calling test skips when it is absent."""
+
+    def find(relpath: str) -> Path:
+        try:
+            return data_file(relpath)
+        except FileNotFoundError:
+            pytest.skip(
+                f"optional extra {relpath} not found under {shared_data_dir()}; "
+                "set WSIGRAPH_SHARED_DATA to a folder that holds it"
+            )
+
+    return find
+
+
+@pytest.fixture(scope="session")
+def real_slide(real_data) -> Path:
+    return real_fixture_slide()
 
 
 def toy_pyramid(n_mid: int, seed: int = 0, children: int = 4, f: int = 6, signal: float = 0.0):

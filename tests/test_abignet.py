@@ -162,10 +162,10 @@ def test_patch_features_tiles_and_assigns_nuclei():
 
 
 @pytest.mark.parametrize("name", TILES)
-def test_real_tiles(shared_data, name):
-    folder = shared_data / "nuclei" / "monuseg"
+def test_real_tiles(real_data, name):
+    folder = real_data / "nuclei" / "monuseg"
     image = np.asarray(Image.open(folder / f"{name}.tif").convert("RGB"))
-    instances = np.load(folder / f"{name}_inst.npy")
+    instances = np.load(folder / f"{name}_inst.npz")["instances"]
     table = np.genfromtxt(folder / f"{name}_centroids.csv", delimiter=",", names=True)
     t = nuclei_orientations(instances)
     assert len(t) == len(table)

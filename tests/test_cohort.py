@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from wsigraph.data import cohort as C
-from wsigraph.profiles import get_profile, shared_data_dir
+from wsigraph.profiles import data_file, get_profile
 
 
 @pytest.mark.parametrize(
@@ -115,7 +115,7 @@ def test_pin_and_resolve_by_name_and_md5():
 def test_tcga_cdr_counts_beside_the_papers():
     """The label rules on the real TCGA-CDR table: every patient, slides or not. HIGT's staging
     counts (ESCA 96 / 65, KICA 279 / 92) are the CDR's less a few cases without a slide."""
-    path = shared_data_dir() / "clinical" / "tcga_cdr_esca_kich_kirp_kirc.csv"
+    path = data_file("clinical/tcga_cdr_esca_kich_kirp_kirc.csv")
     esca, kica = C.labels_from_cdr(path, "esca"), C.labels_from_cdr(path, "kica")
     assert esca["typing"].value_counts().to_dict() == {1: 96, 0: 89}
     assert esca["staging"].value_counts().to_dict() == {0: 97, 1: 65}

@@ -216,8 +216,8 @@ def test_minmax_top_bottom_and_padding():
     torch.testing.assert_close(model(x, batch, 1), expected)
 
 
-def test_load_musk1_counts(shared_data):
-    data = load_musk1(shared_data / "mil" / "musk1_clean1.data")
+def test_load_musk1_counts(real_data):
+    data = load_musk1(real_data / "mil" / "musk1_clean1.data")
     assert data.instances.shape == (476, 166) and data.instances.dtype.name == "float32"
     assert data.bag_index.shape == (476,) and data.bag_index.max() == 91
     assert data.bag_labels.shape == (92,) and data.bag_labels.sum() == 47
@@ -225,8 +225,8 @@ def test_load_musk1_counts(shared_data):
     assert load_musk1().bag_names == data.bag_names  # the default path
 
 
-def test_load_musk1_rejects_bad_files(shared_data, tmp_path):
-    lines = (shared_data / "mil" / "musk1_clean1.data").read_text().splitlines()
+def test_load_musk1_rejects_bad_files(real_data, tmp_path):
+    lines = (real_data / "mil" / "musk1_clean1.data").read_text().splitlines()
     truncated = tmp_path / "truncated.data"
     truncated.write_text("\n".join(lines[:300]) + "\n")
     with pytest.raises(ValueError, match="not the complete MUSK1 file.*299 instances"):

@@ -6,12 +6,12 @@ import time
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from skimage.color import rgb2hed
 from skimage.draw import disk
 from skimage.feature import graycomatrix, graycoprops
 from torch_geometric.utils import k_hop_subgraph
 
+from wsigraph.data.nuclei_seg import read_monuseg_tile
 from wsigraph.graphs.nuclei import (
     FEATURE_NAMES,
     build_nuclei_graphs,
@@ -20,7 +20,7 @@ from wsigraph.graphs.nuclei import (
     nucleus_features,
     occlusion_neighbourhoods,
 )
-from wsigraph.profiles import shared_data_dir
+from wsigraph.profiles import data_file
 
 TILES = ["TCGA-HC-7209-01A-01-TS1", "TCGA-HT-8564-01Z-00-DX1"]
 
@@ -209,14 +209,12 @@ def test_nucleus_features_500_nuclei_under_two_seconds():
 
 
 def load_tile(name: str) -> tuple[np.ndarray, np.ndarray]:
-    folder = shared_data_dir() / "nuclei" / "monuseg"
-    image = np.asarray(Image.open(folder / f"{name}.tif").convert("RGB"))
-    return image, np.load(folder / f"{name}_inst.npy")
+    return read_monuseg_tile(data_file("nuclei/monuseg"), name)
 
 
 def centroids_csv(name: str) -> np.ndarray:
     """The collection's own table of the instance mask (x = col, y = row)."""
-    path = shared_data_dir() / "nuclei" / "monuseg" / f"{name}_centroids.csv"
+    path = data_file(f"nuclei/monuseg/{name}_centroids.csv")
     return np.genfromtxt(path, delimiter=",", names=True, dtype=None, encoding="utf-8")
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from skimage.draw import disk
 
 from wsigraph.data.nuclei_seg import (
@@ -14,6 +13,9 @@ from wsigraph.data.nuclei_seg import (
     dice,
     instances_from_probabilities,
     load_unet,
+    read_instances,
+    read_monuseg,
+    read_monuseg_tile,
     save_unet,
     segment,
     segmentation_scores,
@@ -21,7 +23,7 @@ from wsigraph.data.nuclei_seg import (
     train_unet,
 )
 from wsigraph.models.unet import UNet, UNetConfig
-from wsigraph.profiles import shared_data_dir
+from wsigraph.profiles import data_file
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -30,10 +32,37 @@ TILE = "TCGA-HT-8564-01Z-00-DX1"  # 249 annotated nuclei
 
 @pytest.fixture(scope="module")
 def monuseg() -> tuple[np.ndarray, np.ndarray]:
-    folder = shared_data_dir() / "nuclei" / "monuseg"
-    assert folder.is_dir(), folder
-    image = np.asarray(Image.open(folder / f"{TILE}.tif"))[..., :3]
-    return image, np.load(folder / f"{TILE}_inst.npy").astype(np.int32)
+    image, instances = read_monuseg_tile(data_file("nuclei/monuseg"), TILE)
+    return image, instances.astype(np.int32)
+
+
+def test_read_monuseg_reads_npz_or_npy_instance_maps(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    inst = rng.integers(0, 5, (20, 30)).astype(np.uint16)
+    for name in ("a", "b", "c"):
+        Image.fromarray(image).save(tmp_path / f"{name}.tif")
+    np.savez_compressed(tmp_path / "a_inst.npz", instances=inst)
+    np.save(tmp_path / "b_inst.npy", inst)  # c: no instance map, left out
+    assert read_instances(tmp_path / "a_inst.npz").dtype == np.uint16
+    img, got = read_monuseg_tile(tmp_path, "a")
+    assert np.array_equal(img, image) and np.array_equal(got, inst) and got.dtype == np.uint16
+    tiles = read_monuseg(tmp_path)
+    assert list(tiles) == ["a", "b"]
+    assert all(np.array_equal(t[1], inst) and t[1].dtype == np.int32 for t in tiles.values())
+    with pytest.raises(FileNotFoundError, match="c_inst"):
+        read_monuseg_tile(tmp_path, "c")
+    np.savez(tmp_path / "two.npz", x=inst, y=inst)
+    with pytest.raises(ValueError, match="one array"):
+        read_instances(tmp_path / "two.npz")
+
+
+def test_real_monuseg_tiles_read_from_the_repository(monuseg):
+    image, true = monuseg
+    assert image.shape == (1000, 1000, 3) and image.dtype == np.uint8
+    assert len(np.unique(true[true > 0])) == 249  # data/README.md
 
 
 @pytest.mark.parametrize("size", [(64, 64), (70, 90)])

@@ -20,9 +20,9 @@ from wsigraph.data.roi_datasets import (
 
 
 @pytest.fixture(scope="module")
-def crops(shared_data):
+def crops(real_data):
     """Small RGB crops of real H&E tiles (histolab fixture tiles, RGBA PNG 512 x 512)."""
-    tiles = sorted((shared_data / "tiles").glob("histolab_tissue-*.png"))
+    tiles = sorted((real_data / "tiles").glob("histolab_tissue-*.png"))
     assert len(tiles) == 2
     out = []
     for t in tiles:
@@ -37,8 +37,8 @@ def _save(img: np.ndarray, path, **kw):
     return path
 
 
-def test_load_image_converts_to_rgb_uint8(shared_data):
-    img = load_image(shared_data / "tiles" / "histolab_tissue-level0-4302-10273-4814-10785.png")
+def test_load_image_converts_to_rgb_uint8(real_data):
+    img = load_image(real_data / "tiles" / "histolab_tissue-level0-4302-10273-4814-10785.png")
     assert img.shape == (512, 512, 3) and img.dtype == np.uint8  # RGBA on disk
     assert 50 < img.mean() < 250
 

@@ -113,9 +113,9 @@ def test_non_slide_files(tmp_path, content):
         Slide(path)
 
 
-def test_png_and_missing_file(shared_data, tmp_path):
+def test_png_and_missing_file(real_data, tmp_path):
     with pytest.raises(SlideError, match="no-tissue"):
-        Slide(shared_data / "tiles" / "histolab_no-tissue.png")
+        Slide(real_data / "tiles" / "histolab_no-tissue.png")
     with pytest.raises(SlideError, match="no such file"):
         Slide(tmp_path / "missing.svs")
 

@@ -81,8 +81,8 @@ def test_c_index_hand_computed():
     assert math.isnan(c_index(t, [1, 2, 3], [1, 1, 1]))
 
 
-def test_cdr_reader_on_the_shared_table(shared_data):
-    path = shared_data / "clinical" / "tcga_cdr_esca_kich_kirp_kirc.csv"
+def test_cdr_reader_on_the_shared_table(real_data):
+    path = real_data / "clinical" / "tcga_cdr_esca_kich_kirp_kirc.csv"
     esca = read_cdr_survival(path, ["ESCA"])
     # MANIFEST.md: ESCA 185 patients, OS 0: 108, 1: 77
     assert len(esca) == 185
@@ -178,7 +178,7 @@ def test_km_figure_separates_risk_groups():
     assert "log-rank p" in fig.axes[0].get_title()
 
 
-def test_cohort_survival_demo_and_tcga(shared_data):
+def test_cohort_survival_demo_and_tcga(real_data):
     from wsigraph.profiles import get_profile
     from wsigraph.train.survival import cohort_survival
 

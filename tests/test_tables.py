@@ -9,7 +9,6 @@ import pandas as pd
 import pytest
 
 from wsigraph import tables as T
-from wsigraph.profiles import shared_data_dir
 
 PAPERS = {
     "H2-MIL": "000_d2f63223306d16ff.txt",
@@ -125,12 +124,10 @@ def _normalised(text: str) -> str:
 
 
 @pytest.mark.parametrize("table_id", list(T.TABLES))
-def test_every_row_appears_verbatim_in_the_paper(table_id):
+def test_every_row_appears_verbatim_in_the_paper(table_id, shared_extra):
     """Each row, rebuilt from the registry's floats, is a line of the paper's text."""
     table = T.get_table(table_id)
-    path = shared_data_dir().parent / "papers" / PAPERS[table.paper]
-    if not path.exists():
-        pytest.skip(f"paper text not found at {path}")
+    path = shared_extra(f"../papers/{PAPERS[table.paper]}")
     text = _normalised(path.read_text())
     for row in table.rows:
         cells = [row.paper[c] for c in table.columns]
@@ -358,12 +355,15 @@ def test_cell_values_and_the_ours_vs_paper_figure():
 # Result tables (papers measured in their own notebooks) ---------------------------------
 
 
-def test_nuclei_table2_numbers_are_in_the_paper_text():
-    text = (shared_data_dir().parent / "papers" / "002_b59d840f0d0e8e64.txt").read_text()
+def test_nuclei_table2_numbers_are_in_the_paper_text(shared_extra):
+    text = shared_extra("../papers/002_b59d840f0d0e8e64.txt").read_text()
     table = T.get_result_table("nuclei_table2")
     for row in table.rows:
         b, g = row.paper["bach"].mean, row.paper["gleason"].mean
         assert f"{row.name} {b:.0f}% {g:.0f}%" in text, row.name
+
+
+def test_abignet_table_numbers():
     abig = T.get_result_table("abignet_table").rows[0].paper
     assert (abig["crc3"].mean, abig["crc3"].std) == (97.33, 1.15)
     assert abig["melanoma"].mean == 96.27

@@ -5,8 +5,8 @@ Two profiles exist:
 ``demo`` (the default)
     No network, no GPU, no weights. A deterministic synthetic cohort of small
     OpenSlide-readable pyramidal TIFF slides (see :mod:`wsigraph.data.synthetic`) plus the
-    real fixture slide ``CMU-1-Small-Region.svs`` from ``../shared/data/wsi`` (unlabelled; it
-    goes through tiling, features and graphs so the demo also exercises a real Aperio file).
+    real fixture slide ``data/wsi/CMU-1-Small-Region.svs`` (unlabelled; it goes through
+    tiling, features and graphs so the demo also exercises a real Aperio file).
     Patches are 64 px instead of the papers' 512 px and the ``demo`` filter-bank encoder
     replaces KimiaNet, so that everything runs on 2 CPU cores. Demo numbers are demo numbers.
 
@@ -17,7 +17,8 @@ Two profiles exist:
 
 Precedence: environment variable > profile default > nothing. The environment variables are
 ``WSIGRAPH_WORK`` (root of the work folders), ``WSIGRAPH_RESULTS`` (root of ``results/``) and
-``WSIGRAPH_SHARED_DATA`` (the shared fixtures, default ``../shared/data`` beside the repo).
+``WSIGRAPH_SHARED_DATA`` (optional larger real extras, default ``../shared/data`` beside the
+repo; the small real fixtures ship in the repository's ``data/``, see :func:`data_file`).
 Experiment knobs a reader changes per run live in each notebook's ``parameters`` cell.
 """
 
@@ -148,15 +149,38 @@ class Profile:
         return replace(self, **values)
 
 
+#: The repository's own small real fixtures (origins and licences in ``data/README.md``).
+DATA_DIR = REPO_ROOT / "data"
+
+
 def shared_data_dir() -> Path:
-    """The shared real fixtures (``../shared/data`` beside the repo unless overridden)."""
+    """Optional larger real extras: ``WSIGRAPH_SHARED_DATA``, default ``../shared/data`` beside
+    the repo (it may not exist; nothing the demo or the default tests need lives only there)."""
     env = os.environ.get("WSIGRAPH_SHARED_DATA")
     return Path(env) if env else REPO_ROOT.parent / "shared" / "data"
 
 
+def data_file(relative: str | os.PathLike) -> Path:
+    """A real data file or folder by its path relative to a data folder (e.g.
+    ``"wsi/CMU-1-Small-Region.svs"``): the repository's own ``data/`` first, then
+    :func:`shared_data_dir` (``WSIGRAPH_SHARED_DATA``).
+
+    Raises:
+        FileNotFoundError: in neither place; the message names both and the variable.
+    """
+    roots = (DATA_DIR, shared_data_dir())
+    for root in roots:
+        if (root / relative).exists():
+            return root / relative
+    raise FileNotFoundError(
+        f"{relative} is neither under {roots[0]} nor under {roots[1]}; set "
+        "WSIGRAPH_SHARED_DATA to a folder that holds it"
+    )
+
+
 def real_fixture_slide() -> Path:
     """The real Aperio slide used by the demo profile and the tests (CC0, OpenSlide test data)."""
-    return shared_data_dir() / "wsi" / "CMU-1-Small-Region.svs"
+    return data_file("wsi/CMU-1-Small-Region.svs")
 
 
 # Demo: ratios of H2-MIL's cohorts (ESCA typing 86/49, staging 80/55; KICA typing 192/83,

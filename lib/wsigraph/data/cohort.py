@@ -117,9 +117,8 @@ def build_demo_cohort(profile, progress: bool = True) -> pd.DataFrame:
     manifest = make_demo_cohort(profile, progress=progress)
     if profile.include_real_slide:
         real = real_fixture_slide()
-        if real.exists():
-            row = {"slide_id": real.stem, "dataset": "real", "path": str(real)}
-            manifest = pd.concat([manifest, pd.DataFrame([row])], ignore_index=True)
+        row = {"slide_id": real.stem, "dataset": "real", "path": str(real)}
+        manifest = pd.concat([manifest, pd.DataFrame([row])], ignore_index=True)
     write_manifest(manifest, profile.cohort_csv)
     return read_manifest(profile.cohort_csv)
 
@@ -279,7 +278,7 @@ def resolve_pinned(pinned: pd.DataFrame, slides: list[dict]) -> list[dict]:
 
 def labels_from_cdr(path: str | Path, dataset: str) -> pd.DataFrame:
     """Case labels from the TCGA Pan-Cancer Clinical Data Resource (Liu et al., Cell 2018;
-    ``../shared/data/clinical/tcga_cdr_*.csv``): ``case_id, project_id, typing, staging`` with
+    ``data/clinical/tcga_cdr_*.csv``): ``case_id, project_id, typing, staging`` with
     the same rules as the GDC path (``histological_type`` for ESCA typing, the cancer type for
     KICA, ``ajcc_pathologic_tumor_stage`` for staging). Used offline to count the classes the
     papers' cohorts can have, and to fill labels the GDC leaves empty."""

@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from wsigraph.profiles import shared_data_dir
+from wsigraph.profiles import data_file
 
 N_FEATURES = 166
 N_INSTANCES, N_BAGS, N_POSITIVE = 476, 92, 47
@@ -29,8 +29,8 @@ class MuskBags(NamedTuple):
 
 
 def default_musk1_path() -> Path:
-    """``<shared data>/mil/musk1_clean1.data`` (see :func:`wsigraph.profiles.shared_data_dir`)."""
-    return shared_data_dir() / "mil" / "musk1_clean1.data"
+    """``data/mil/musk1_clean1.data`` (see :func:`wsigraph.profiles.data_file`)."""
+    return data_file("mil/musk1_clean1.data")
 
 
 def load_musk1(path: str | Path | None = None) -> MuskBags:

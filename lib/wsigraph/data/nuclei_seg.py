@@ -431,31 +431,80 @@ def segmentation_scores(
     return pd.DataFrame(rows)
 
 
+def read_instances(path: str | os.PathLike) -> np.ndarray:
+    """An instance map as stored: a ``.npy`` array, or a ``.npz`` holding one array (the
+    repository's ``data/nuclei/monuseg`` keeps them as compressed ``_inst.npz``, key
+    ``instances``). The dtype is the stored one (uint16 for MoNuSeg).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: a ``.npz`` that does not hold exactly one array.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no instance map at {path}")
+    if path.suffix != ".npz":
+        return np.load(path)
+    with np.load(path) as z:
+        if len(z.files) != 1:
+            raise ValueError(f"{path}: expected one array, found {z.files}")
+        return z[z.files[0]]
+
+
+def _instance_file(image: Path) -> Path | None:
+    """``<name>_inst.npz`` or ``<name>_inst.npy`` beside ``<name>.tif``, if any."""
+    for suffix in (".npz", ".npy"):
+        path = image.with_name(f"{image.stem}_inst{suffix}")
+        if path.is_file():
+            return path
+    return None
+
+
+def read_monuseg_tile(folder: str | os.PathLike, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """One annotated tile of a MoNuSeg-style folder: ``<name>.tif`` and its instance map
+    ``<name>_inst.npz`` (or ``.npy``).
+
+    Returns:
+        ``(image [H, W, 3] uint8 RGB, instances [H, W] as stored)``.
+
+    Raises:
+        FileNotFoundError: no such image, or no instance map beside it.
+        ValueError: an instance mask whose shape differs from its image's.
+    """
+    from PIL import Image
+
+    tif = Path(folder) / f"{name}.tif"
+    mask = _instance_file(tif)
+    if not tif.is_file() or mask is None:
+        raise FileNotFoundError(f"no {name}.tif with {name}_inst.npz or _inst.npy in {folder}")
+    with Image.open(tif) as im:
+        image = np.asarray(im.convert("RGB"))
+    instances = read_instances(mask)
+    if instances.shape != image.shape[:2]:
+        raise ValueError(f"{mask.name}: shape {instances.shape} != image {image.shape[:2]}")
+    return image, instances
+
+
 def read_monuseg(folder: str | os.PathLike) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """The annotated tiles of a MoNuSeg-style folder: ``<name>.tif`` with ``<name>_inst.npy``.
+    """The annotated tiles of a MoNuSeg-style folder: ``<name>.tif`` with ``<name>_inst.npz``
+    (or ``<name>_inst.npy``) beside it (see :func:`read_monuseg_tile`).
 
     Returns:
         ``name -> (image [H, W, 3] uint8, instances [H, W] int32)``, sorted by name.
 
     Raises:
-        FileNotFoundError: no such folder, or no ``.tif`` with an ``_inst.npy`` beside it.
+        FileNotFoundError: no such folder, or no ``.tif`` with an instance map beside it.
         ValueError: an instance mask whose shape differs from its image's.
     """
-    from PIL import Image
-
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"no MoNuSeg folder at {folder}")
     out = {}
     for tif in sorted(folder.glob("*.tif")):
-        mask = tif.with_name(f"{tif.stem}_inst.npy")
-        if not mask.is_file():
+        if _instance_file(tif) is None:
             continue
-        image = np.asarray(Image.open(tif).convert("RGB"))
-        instances = np.load(mask).astype(np.int32)
-        if instances.shape != image.shape[:2]:
-            raise ValueError(f"{mask.name}: shape {instances.shape} != image {image.shape[:2]}")
-        out[tif.stem] = (image, instances)
+        image, instances = read_monuseg_tile(folder, tif.stem)
+        out[tif.stem] = (image, instances.astype(np.int32))
     if not out:
-        raise FileNotFoundError(f"no <name>.tif with <name>_inst.npy in {folder}")
+        raise FileNotFoundError(f"no <name>.tif with <name>_inst.npz or _inst.npy in {folder}")
     return out

@@ -607,7 +607,7 @@ def cohort_survival(
     ``demo`` profile: :func:`synthetic_survival` driven by each slide's staging label (the demo
     cohort's late-stage slides get a 4.5x higher hazard, ``beta = 1.5``), seeded. Other
     profiles: overall survival from the TCGA-CDR table (``cdr_path``, default
-    ``<shared data>/clinical/tcga_cdr_esca_kich_kirp_kirc.csv``) joined on ``case_id``; slides
+    ``data/clinical/tcga_cdr_esca_kich_kirp_kirc.csv``) joined on ``case_id``; slides
     without survival are dropped.
     """
     from wsigraph.data.cohort import PROJECTS
@@ -625,9 +625,9 @@ def cohort_survival(
         )  # fmt: skip
     if "case_id" not in sub.columns:
         raise ValueError("the manifest has no case_id column to join survival on")
-    from wsigraph.profiles import shared_data_dir
+    from wsigraph.profiles import data_file
 
-    path = cdr_path or shared_data_dir() / "clinical" / "tcga_cdr_esca_kich_kirp_kirc.csv"
+    path = cdr_path or data_file("clinical/tcga_cdr_esca_kich_kirp_kirc.csv")
     types = [p.removeprefix("TCGA-") for p in PROJECTS[dataset]]
     cdr = read_cdr_survival(path, types).drop_duplicates("case_id")
     out = sub[["slide_id", "case_id"]].merge(cdr, on="case_id", how="inner")
