@@ -78,3 +78,84 @@ def test_h2mil_can_overfit_a_tiny_labelled_set():
         loss.backward()
         opt.step()
     assert (model.eval()(batch).argmax(1) == batch.y).all()
+
+
+def test_the_official_block_order_and_shapes():
+    # x -> LayerNorm -> [RAConv -> ReLU -> LayerNorm -> Dropout -> IHPool -> mean] x 2
+    #   -> sum -> Linear(h, h/2) -> ReLU -> LayerNorm -> Dropout -> Linear  (official main.py)
+    from torch_geometric.nn import LayerNorm as GraphLayerNorm
+
+    from wsigraph.nn.ihpool import IHPool
+    from wsigraph.nn.raconv import RAConv
+
+    model = build_model("h2mil", 8, 3, hidden=16).eval()
+    c = model.config
+    assert (c.hidden, c.dropout, c.attention_dropout, c.ratio) == (16, 0.3, 0.0, (0.1, 4))
+    assert build_model("h2mil", 8, 2).config.hidden == 256
+    assert isinstance(model.input_norm, GraphLayerNorm) and model.input_norm.mode == "graph"
+    assert [type(m) for m in model.convs] == [RAConv, RAConv]
+    assert all(conv.dropout == 0.0 for conv in model.convs)  # none on the attention
+    assert [(p.ratio, p.count) for p in model.pools] == [(0.1, None), (4, 4)]
+    assert all(isinstance(p, IHPool) for p in model.pools)
+    kinds = [type(m).__name__ for m in model.classifier]
+    assert kinds == ["Linear", "ReLU", "LayerNorm", "Dropout", "Linear"]
+    assert (model.classifier[0].in_features, model.classifier[0].out_features) == (16, 8)
+    assert model.classifier[3].p == 0.3 and model.classifier[4].out_features == 3
+
+    calls, shapes = [], {}
+
+    def hook(name):
+        def record(module, args, out):
+            calls.append(name)
+            shapes[name] = (
+                tuple((out[0] if isinstance(out, tuple) else out).x.shape)
+                if (name.startswith("pool"))
+                else tuple(out.shape)
+            )
+
+        return record
+
+    named = {"in_norm": model.input_norm, "classifier": model.classifier}
+    for i in range(2):
+        named |= {
+            f"conv{i}": model.convs[i],
+            f"norm{i}": model.norms[i],
+            f"pool{i}": model.pools[i],
+        }
+    for name, module in named.items():
+        module.register_forward_hook(hook(name))
+    batch = Batch.from_data_list([_graph(1, 3)])
+    n = batch.num_nodes
+    out = model(batch)
+    assert calls == [
+        "in_norm", "conv0", "norm0", "pool0", "conv1", "norm1", "pool1", "classifier"
+    ]  # fmt: skip
+    assert shapes["in_norm"] == (n, 8) and shapes["conv0"] == (n, 16) == shapes["norm0"]
+    assert out.shape == (1, 3)
+
+
+def test_the_graph_layernorm_normalises_each_slide_alone():
+    model = build_model("h2mil", 8, 2, hidden=16).eval()
+    graphs = [_graph(0, 1), _graph(1, 2)]
+    together = model(Batch.from_data_list(graphs))
+    alone = torch.cat([model(Batch.from_data_list([g])) for g in graphs])
+    torch.testing.assert_close(together, alone)
+    # shifting and scaling a slide's input features changes nothing after the input norm
+    g = graphs[0].clone()
+    g.x = 3.0 * g.x + 5.0
+    torch.testing.assert_close(model(Batch.from_data_list([g])), alone[:1], atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (dict(pool="xyz"), "allowed: ihpool, gap, topk, sag"),
+        (dict(ratio=(0.1, 4.5)), r"\(0, 1\]|count"),
+        (dict(ratio=0), "count"),
+        (dict(ratio=()), "non-empty"),
+        (dict(grid="pixels"), "allowed: normalised, patches"),
+    ],
+)
+def test_bad_pool_settings_name_the_allowed_values(bad, match):
+    with pytest.raises(ValueError, match=match):
+        build_model("h2mil", 8, 2, **bad)

@@ -99,3 +99,15 @@ def test_bad_settings_are_refused():
         HIGT(F_IN, 2, attention="full")
     with pytest.raises(ValueError, match="ratio"):
         HIGT(F_IN, 2, ratio=0.0)
+
+
+def test_official_pools_option():
+    # pool_ratio_list = [0.5, 5] and 4 10x centres per region (random in the official code)
+    from wsigraph.models import build_model
+
+    model = build_model("higt", 8, 2, hidden=16, ratio=(0.5, 5), fine_count=4)
+    assert [(p.ratio, p.count, p.fine_count) for p in model.pools] == [(0.5, None, 4), (5, 5, 4)]
+    default = build_model("higt", 8, 2, hidden=16)
+    assert [(p.ratio, p.fine_count) for p in default.pools] == [(0.5, None), (0.5, None)]
+    with pytest.raises(ValueError, match="count"):
+        build_model("higt", 8, 2, ratio=(0.5, 5.5))

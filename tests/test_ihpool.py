@@ -205,7 +205,7 @@ def test_algorithm_1_finer_level_pools_inside_its_parents_cluster():
     assert _clusters(info, kids) == [c for c in _official_loop(g, 0.5) if min(c) >= 5]
 
 
-def _official_loop(g, ratio: float) -> list[set[int]]:
+def _official_loop(g, ratio: float | int, fine_count: int | None = None) -> list[set[int]]:
     """A plain-Python write-out of Algorithm 1 with the official distance, for one graph:
     coordinates divided by their per-level maximum and mapped to [-1, 1]; fitness tanh(x_0);
     centres at evenly spaced fitness ranks (ceil(ratio n) of them, ranks floor(j n / m));
@@ -230,8 +230,18 @@ def _official_loop(g, ratio: float) -> list[set[int]]:
         for _, members in sorted(groups.items()):
             ranked = sorted(members, key=lambda i: (fit[i], i))
             n = len(ranked)
-            m = min(n, max(1, math.ceil(ratio * n)))
-            centres = [ranked[(j * n) // m] for j in range(m)]
+            if lv > 1 and fine_count:  # spread from the lowest to the highest fitness
+                m = min(n, fine_count)
+                centres = [ranked[(j * (n - 1)) // max(1, m - 1)] for j in range(m)]
+            elif isinstance(ratio, float):
+                m = min(n, max(1, math.ceil(ratio * n)))
+                centres = [ranked[(j * n) // m] for j in range(m)]
+            elif lv == 1:  # a count: that many regions
+                m = min(n, ratio)
+                centres = [ranked[(j * n) // m] for j in range(m)]
+            else:  # a count, finer levels: the lowest and highest fitness, as official
+                m = min(n, 2)
+                centres = [ranked[j * (n - 1)] for j in range(m)]
             mine = {c: len(clusters) + k for k, c in enumerate(centres)}
             clusters += [set() for _ in centres]
             for i in members:
@@ -292,3 +302,51 @@ def test_grid_scale_changes_clusters_on_a_tcga_size_grid():
     _, norm = pool(scale_grid(from_batch(g), "normalised"))
     changed = (raw.assignment != norm.assignment).float().mean()
     assert changed > 0.3, float(changed)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_count_mode_matches_the_official_selection_written_out(seed):
+    rng = np.random.default_rng(seed)
+    n_mid = 11
+    cells = [(i, r, 2 * i + c) for i in range(n_mid) for r in range(2) for c in range(2)]
+    g = _hand_pyramid(rng.normal(size=n_mid).tolist(), rng.normal(size=len(cells)).tolist(), cells)
+    pool = _hand_pool(4)
+    out, info = pool(scale_grid(from_batch(g), "normalised"))
+    assert int((out.level == 1).sum()) == 4  # four regions
+    # each region keeps two 10x clusters (its extremes), or one if it has a single child
+    assert _clusters(info, range(g.num_nodes)) == _official_loop(g, 4)
+    assert repr(pool) == "IHPool(4, count=4, levels=3)"
+
+
+def test_count_mode_by_hand():
+    # Patches A..E at columns 0..4 with fitness C < A < E < B < D, count 2: centres at ranks 0
+    # and floor(5 / 2) = 2 of (C, A, E, B, D) -> {C, E}. Normalised, one column is 0.5.
+    # A (-0.8): C 1.0 + 0.19 vs E 2.0 + 0.2 -> C.  B (0.2): C 0.5 + 1.19 vs E 1.5 + 0.8 -> C.
+    # D (0.99): C 0.5 + 1.98 vs E 0.5 + 1.59 -> E.
+    g = _hand_pyramid(np.arctanh([-0.8, 0.2, -0.99, 0.99, -0.6]).tolist())
+    out, info = _hand_pool(2)(scale_grid(from_batch(g), "normalised"))
+    assert set(info.centre.tolist()) == {0, 3, 5}
+    assert _clusters(info, range(6)) == [{0}, {1, 2, 3}, {4, 5}]
+
+
+@pytest.mark.parametrize("bad", [0, -3, 4.5, 1.5, 0.0, "0.1", True, None])
+def test_bad_ratios_and_counts_name_the_allowed_values(bad):
+    with pytest.raises(ValueError, match=r"\(0, 1\]|count"):
+        IHPool(8, ratio=bad)
+
+
+@pytest.mark.parametrize("ratio", [0.5, 5])
+def test_fine_count_spreads_centres_over_each_regions_fitness(ratio):
+    # HIGT's official pools: 0.5 then 5 regions, with 4 10x centres per region (drawn at random
+    # there, spread over the fitness ranks here).
+    rng = np.random.default_rng(3)
+    n_mid = 9
+    cells = [(i, r, 3 * i + c) for i in range(n_mid) for r in range(3) for c in range(3)]
+    cells = [cell for cell in cells if rng.random() < 0.9]
+    g = _hand_pyramid(rng.normal(size=n_mid).tolist(), rng.normal(size=len(cells)).tolist(), cells)
+    pool = _hand_pool(ratio)
+    pool.fine_count = 4
+    _, info = pool(scale_grid(from_batch(g), "normalised"))
+    assert _clusters(info, range(g.num_nodes)) == _official_loop(g, ratio, fine_count=4)
+    with pytest.raises(ValueError, match="fine_count"):
+        IHPool(8, fine_count=0)

@@ -6,10 +6,30 @@ class logits. The ablations of Tables 1-2 swap the convolution (GCN, GAT, HGAT) 
 (GAP = none plus global mean, TopK, SAGPool); Table 3 keeps a subset of the pyramid levels and
 Table 4 varies L -- all through :class:`H2MILConfig`.
 
-Choices where the paper is silent: a read-out is the global mean (``readout="mean"``) of the
-pooled nodes; the hidden size equals the read-out size; the classifier is
-dropout -> linear -> ReLU -> dropout -> linear. The loss is cross-entropy on the logits: Eq. 6's
-softmax is applied only for probabilities (the official code applies it twice before the loss).
+Where the paper is silent, the defaults are the official code's (``lin-lcx/H2-MIL``,
+``code/main.py``)::
+
+    x -> LayerNorm -> [ RAConv -> ReLU -> LayerNorm -> Dropout(0.3) -> IHPool -> mean ] x L
+      -> sum of the L read-outs -> Linear(h, h/2) -> ReLU -> LayerNorm -> Dropout -> Linear
+
+with hidden width 256 (the paper tunes the read-out width in {128, 256, 512}), the first
+IHPool keeping a ratio 0.1 of each level and the second a *count* of 4 regions (``ratio =
+(0.1, 4)``; a third block reuses the last value, as the official ``pool3_ratio = 4``), and the
+dropout only on features (the paper: "the dropout ratio of linear layers"), none on the
+attention (``attention_dropout = 0``).
+
+Differences from the official code, all deliberate:
+
+* The LayerNorms are PyG's graph-wise ``LayerNorm`` (mean and variance over all the nodes and
+  channels of each graph, as the PyG version of 2021 computed it), one per place: the
+  published code applies a single ``LayerNorm(1024)`` at every place, including on 256-d
+  features, so it cannot run as published; its authors must have run something close to this.
+  ``norm=False`` drops them (this project's earlier design).
+* The loss is cross-entropy on the logits: Eq. 6's softmax is applied only for probabilities
+  (the official code applies a softmax before ``CrossEntropyLoss``, i.e. twice), and the
+  classifier has ``n_classes`` outputs (the official one has 4 for every task).
+* IHPool is deterministic in training and evaluation and its ``S`` is a fitness softmax within
+  each cluster (see :mod:`wsigraph.nn.ihpool`; ``official_compat=True`` gives the plain mean).
 """
 
 from __future__ import annotations
@@ -27,6 +47,7 @@ from torch_geometric.nn import (
     global_max_pool,
     global_mean_pool,
 )
+from torch_geometric.nn import LayerNorm as GraphLayerNorm
 
 from wsigraph.graphs.pyramid import SCALING, SPATIAL
 from wsigraph.models import register
@@ -37,6 +58,7 @@ from wsigraph.nn.ihpool import (
     Pyramid,
     from_batch,
     keep_levels,
+    pool_count,
     scale_grid,
 )
 from wsigraph.nn.raconv import HGATConv, RAConv
@@ -51,10 +73,14 @@ class H2MILConfig:
     pool: str = "ihpool"  # ihpool | gap | topk | sag (Tables 1-2 ablation)
     levels: tuple[int, ...] = (0, 1, 2)  # pyramid levels kept (Table 3): 0 thumb, 1 mid, 2 bottom
     layers: int = 2  # L (Table 4)
-    hidden: int = 128  # read-out dimension, {128, 256, 512} in the paper
+    hidden: int = 256  # read-out width: {128, 256, 512} in the paper, 256 in the official code
     heads: int = 1
-    ratio: float = 0.2  # IHPool / TopK / SAG ratio, {0.1 ... 0.4} in the paper
-    dropout: float = 0.2  # {0 ... 0.4} in the paper
+    # Pooling per block: a float ratio in (0, 1] or an int count; a number applies to every
+    # block, a tuple gives block 1, 2, ... (the last repeats). Official: 0.1, then 4 regions.
+    ratio: float | int | tuple = (0.1, 4)
+    dropout: float = 0.3  # features: {0 ... 0.4} in the paper ("linear layers"), 0.3 official
+    attention_dropout: float = 0.0  # on RAConv / HGAT / GAT attention (not in the paper)
+    norm: bool = True  # the official input / per-block / classifier LayerNorms
     readout: str = "mean"  # mean | max
     official_compat: bool = False  # IHPool's plain-mean S, as the official code
     grid: str = "normalised"  # IHPool distance: normalised ([-1, 1] per slide and level) | patches
@@ -62,6 +88,8 @@ class H2MILConfig:
 
     def __post_init__(self):
         self.levels = tuple(sorted(self.levels))
+        if isinstance(self.ratio, list | tuple):
+            self.ratio = tuple(self.ratio)
         for name, value, allowed in (
             ("conv", self.conv, CONVS),
             ("pool", self.pool, POOLS),
@@ -74,6 +102,17 @@ class H2MILConfig:
             raise ValueError(f"layers (L) must be >= 1, got {self.layers}")
         if 0 not in self.levels:
             raise ValueError(f"levels must include 0 (the thumbnail), got {self.levels}")
+        ratios = self.ratio if isinstance(self.ratio, tuple) else (self.ratio,)
+        if not ratios:
+            raise ValueError("ratio must be a number or a non-empty tuple of them")
+        for r in ratios:
+            pool_count(r)  # a ValueError naming the allowed values
+
+    def block_ratio(self, i: int) -> float | int:
+        """The pooling ratio (float) or count (int) of block ``i`` (from 0)."""
+        if not isinstance(self.ratio, tuple):
+            return self.ratio
+        return self.ratio[min(i, len(self.ratio) - 1)]
 
 
 @register("h2mil")
@@ -87,13 +126,19 @@ class H2MIL(nn.Module):
         self.convs = nn.ModuleList(
             _conv(c, in_dim if i == 0 else c.hidden, R) for i in range(c.layers)
         )
-        self.pools = nn.ModuleList(_pool(c, R) for _ in range(c.layers))
+        self.pools = nn.ModuleList(_pool(c, R, c.block_ratio(i)) for i in range(c.layers))
+        self.input_norm = GraphLayerNorm(in_dim, mode="graph") if c.norm else None
+        self.norms = nn.ModuleList(
+            GraphLayerNorm(c.hidden, mode="graph") if c.norm else nn.Identity()
+            for _ in range(c.layers)
+        )
+        half = max(1, c.hidden // 2)
         self.classifier = nn.Sequential(
-            nn.Dropout(c.dropout),
-            nn.Linear(c.hidden, c.hidden),
+            nn.Linear(c.hidden, half),
             nn.ReLU(),
+            nn.LayerNorm(half) if c.norm else nn.Identity(),
             nn.Dropout(c.dropout),
-            nn.Linear(c.hidden, n_classes),
+            nn.Linear(half, n_classes),
         )
 
     def forward(
@@ -103,11 +148,16 @@ class H2MIL(nn.Module):
         if self.config.levels != tuple(range(int(p.level.max()) + 1)):
             p = keep_levels(p, self.config.levels)
         p = scale_grid(p, self.config.grid)  # once: pooled positions are means in these units
+        if self.input_norm is not None:
+            p = p.replace(x=self.input_norm(p.x, p.batch, batch_size=p.num_graphs))
         readout = 0
         infos: list[PoolInfo | None] = []
-        for conv, pool in zip(self.convs, self.pools, strict=True):
-            p = p.replace(x=F.relu(_apply_conv(conv, p)))  # [N, hidden]
-            p, info = _apply_pool(pool, p)
+        for conv, norm, pool in zip(self.convs, self.norms, self.pools, strict=True):
+            x = F.relu(_apply_conv(conv, p))  # [N, hidden]
+            if isinstance(norm, GraphLayerNorm):
+                x = norm(x, p.batch, batch_size=p.num_graphs)
+            x = F.dropout(x, self.config.dropout, self.training)
+            p, info = _apply_pool(pool, p.replace(x=x))
             infos.append(info)
             read = global_mean_pool if self.config.readout == "mean" else global_max_pool
             readout = readout + read(p.x, p.batch, size=p.num_graphs)  # [B, hidden], summed (Eq. 6)
@@ -119,12 +169,13 @@ class H2MIL(nn.Module):
 
 
 def _conv(c: H2MILConfig, in_dim: int, num_levels: int) -> nn.Module:
+    drop = c.attention_dropout
     if c.conv == "raconv":
-        return RAConv(in_dim, c.hidden, num_levels=num_levels, heads=c.heads, dropout=c.dropout)
+        return RAConv(in_dim, c.hidden, num_levels=num_levels, heads=c.heads, dropout=drop)
     if c.conv == "hgat":
-        return HGATConv(in_dim, c.hidden, num_levels=num_levels, heads=c.heads, dropout=c.dropout)
+        return HGATConv(in_dim, c.hidden, num_levels=num_levels, heads=c.heads, dropout=drop)
     if c.conv == "gat":
-        return GATConv(in_dim, c.hidden, heads=c.heads, concat=False, dropout=c.dropout)
+        return GATConv(in_dim, c.hidden, heads=c.heads, concat=False, dropout=drop)
     return GCNConv(in_dim, c.hidden)
 
 
@@ -134,15 +185,15 @@ def _apply_conv(conv: nn.Module, p: Pyramid) -> Tensor:
     return conv(p.x, p.edge_index)
 
 
-def _pool(c: H2MILConfig, num_levels: int) -> nn.Module | None:
+def _pool(c: H2MILConfig, num_levels: int, ratio: float | int) -> nn.Module | None:
     if c.pool == "ihpool":
         return IHPool(
-            c.hidden, ratio=c.ratio, num_levels=num_levels, official_compat=c.official_compat
+            c.hidden, ratio=ratio, num_levels=num_levels, official_compat=c.official_compat
         )
-    if c.pool == "topk":
-        return TopKPooling(c.hidden, ratio=c.ratio)
+    if c.pool == "topk":  # PyG reads an int ratio as a count of nodes, as IHPool does
+        return TopKPooling(c.hidden, ratio=ratio)
     if c.pool == "sag":
-        return SAGPooling(c.hidden, ratio=c.ratio)
+        return SAGPooling(c.hidden, ratio=ratio)
     return None  # gap: no hierarchical pooling, only the global mean read-out
 
 

@@ -23,8 +23,13 @@ we follow the paper):
   IHPool. RAConv+'s attention rows are not normalised (Eq. 2 adds two softmaxes), so the norm
   keeps a hub node such as the thumbnail on the scale of the others; the official code also
   normalises after every convolution.
-* IHPool keeps a fraction ``ratio`` of each level's nodes per block (the official code keeps a
-  *fixed* number of 5 regions in its last pool, which is why it crashes on small slides).
+* IHPool keeps a fraction ``ratio = 0.5`` of each level's nodes in every block. The official
+  code (``pool_ratio_list = [0.5, 5]``) keeps a *count* of 5 regions in its second pool, and
+  its IHPool samples 4 random 10x centres per region in every pool; ``ratio=(0.5, 5),
+  fine_count=4`` reproduces that, deterministically (4 centres spread over each region's
+  fitness ranks instead of 4 random ones). Its fixed 20-token squeeze-excitation then needs
+  exactly 5 regions of 4 patches, which is why it crashes on small slides; ours takes any
+  count.
 * The hidden width is one ``hidden`` for the GNN, HIViT and the fusion (the official code uses
   1,024 throughout, on 1,024-d KimiaNet features); ``hidden=128`` by default.
 * A slide with no patch tokens after pooling (e.g. no 10x patches at all) gets a zero
@@ -41,7 +46,15 @@ from torch import Tensor, nn
 from torch_geometric.utils import scatter
 
 from wsigraph.models import register
-from wsigraph.nn.ihpool import GRID_SCALES, IHPool, PoolInfo, Pyramid, from_batch, scale_grid
+from wsigraph.nn.ihpool import (
+    GRID_SCALES,
+    IHPool,
+    PoolInfo,
+    Pyramid,
+    from_batch,
+    pool_count,
+    scale_grid,
+)
 from wsigraph.nn.raconv import RAConv, RAConvPlus
 from wsigraph.nn.vit import Fusion, HIViT
 
@@ -60,7 +73,10 @@ class HIGTConfig:
     hidden: int = 128
     heads: int = 1  # RAConv+ heads
     vit_heads: int = 4  # heads of the "w/o SSA" softmax attention
-    ratio: float = 0.5  # IHPool: fraction of each level's nodes kept per block
+    # IHPool per block: a float ratio in (0, 1] or an int count of regions; a tuple gives block
+    # 1, 2, ... (the last repeats). Official: (0.5, 5) with fine_count=4.
+    ratio: float | int | tuple = 0.5
+    fine_count: int | None = None  # 10x centres per region (official: 4, drawn at random)
     dropout: float = 0.2
     grid: str = "normalised"  # IHPool distance: normalised ([-1, 1] per slide and level) | patches
 
@@ -76,8 +92,19 @@ class HIGTConfig:
             raise ValueError(
                 f"gnn_layers and vit_depth must be >= 1, got {self.gnn_layers}, {self.vit_depth}"
             )
-        if not 0.0 < self.ratio <= 1.0:
-            raise ValueError(f"ratio must be in (0, 1], got {self.ratio}")
+        if isinstance(self.ratio, list | tuple):
+            self.ratio = tuple(self.ratio)
+        ratios = self.ratio if isinstance(self.ratio, tuple) else (self.ratio,)
+        if not ratios:
+            raise ValueError("ratio must be a number or a non-empty tuple of them")
+        for r in ratios:
+            pool_count(r)  # a ValueError naming the allowed values
+
+    def block_ratio(self, i: int) -> float | int:
+        """The pooling ratio (float) or count (int) of block ``i`` (from 0)."""
+        if not isinstance(self.ratio, tuple):
+            return self.ratio
+        return self.ratio[min(i, len(self.ratio) - 1)]
 
 
 @register("higt")
@@ -94,7 +121,8 @@ class HIGT(nn.Module):
         )
         self.norms = nn.ModuleList(nn.LayerNorm(c.hidden) for _ in range(c.gnn_layers))
         self.pools = nn.ModuleList(
-            IHPool(c.hidden, ratio=c.ratio, num_levels=3) for _ in range(c.gnn_layers)
+            IHPool(c.hidden, ratio=c.block_ratio(i), num_levels=3, fine_count=c.fine_count)
+            for i in range(c.gnn_layers)
         )
         self.vit = HIViT(
             c.hidden,

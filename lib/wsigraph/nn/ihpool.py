@@ -16,7 +16,14 @@ IHPool (Algorithm 1), for each graph and each resolution from coarse to fine:
 3. fitness :math:`\phi = \tanh(V P_r / \|P_r\|)` with one projection :math:`P_r` per resolution;
 4. in a group of :math:`n` nodes, :math:`m = \lceil k n \rceil` cluster centres are taken at evenly
    spaced ranks of the sorted fitness (the official code's interval sampling, which covers the
-   whole fitness range rather than only its top);
+   whole fitness range rather than only its top). The official code also accepts an integer
+   ``ratio`` as a *count* (its ``main.py`` pools the second block to 4 regions): then the
+   coarsest pooled level keeps :math:`m = \min(k, n)` centres per group at evenly spaced ranks,
+   and each finer group keeps :math:`\min(2, n)`, its lowest- and highest-fitness nodes (what
+   the official ``range(0, n, n - 1)`` selects). ``fine_count=c`` makes every finer group keep
+   :math:`\min(c, n)` centres spread over the fitness ranks from lowest to highest, the
+   deterministic stand-in for HIGT's official IHPool, which samples 4 random 10x centres per
+   region in every pool;
 5. every node joins the centre minimising spatial distance plus fitness difference,
    :math:`\|g_u - g_c\|_2 + |\phi_u - \phi_c|` (ties: the lower-ranked centre);
 6. :math:`X' = S^\top X` and :math:`A' = S^\top A S`.
@@ -163,6 +170,23 @@ def scale_grid(p: Pyramid, scale: str) -> Pyramid:
     return normalise_grid(p) if scale == "normalised" else p
 
 
+def pool_count(ratio: float | int) -> int | None:
+    """``None`` for a pooling ratio in (0, 1] (a float), the count for an integer ``>= 1``;
+    anything else raises a ``ValueError`` naming the allowed values."""
+    if isinstance(ratio, bool) or not isinstance(ratio, int | float):
+        raise ValueError(f"pooling ratio must be a float in (0, 1] or an int count, got {ratio!r}")
+    if isinstance(ratio, int):
+        if ratio < 1:
+            raise ValueError(f"a pooling count must be an int >= 1, got {ratio}")
+        return ratio
+    if not 0.0 < ratio <= 1.0:
+        raise ValueError(
+            f"pooling ratio must lie in (0, 1], or be an int count of clusters such as 4, "
+            f"got {ratio}"
+        )
+    return None
+
+
 @dataclass
 class PoolInfo:
     """What one IHPool layer did, for interpretation (H2-MIL Fig. 3)."""
@@ -177,8 +201,13 @@ class IHPool(nn.Module):
 
     Args:
         in_channels (int): Size of each node feature.
-        ratio (float): Pooling ratio :math:`k` in (0, 1]; a group of :math:`n` nodes keeps
-            :math:`\lceil k n \rceil` clusters. (default: ``0.2``)
+        ratio (float or int): Pooling ratio :math:`k` in (0, 1] (a float): a group of :math:`n`
+            nodes keeps :math:`\lceil k n \rceil` clusters; or a count of clusters (an int
+            :math:`\ge 1`), as the official code's second pool (module docstring). A count larger
+            than a group keeps the whole group. (default: ``0.2``)
+        fine_count (int, optional): Centres per group at the levels below the coarsest pooled
+            one, spread from the lowest to the highest fitness; ``None`` follows ``ratio``
+            (a count keeps 2 there). (default: ``None``)
         num_levels (int): Number of pyramid levels (one projection each). (default: ``3``)
         official_compat (bool): Plain mean in :math:`S` (no fitness weighting). (default: ``False``)
 
@@ -190,13 +219,18 @@ class IHPool(nn.Module):
     def __init__(
         self,
         in_channels: int,
-        ratio: float = 0.2,
+        ratio: float | int = 0.2,
         num_levels: int = 3,
         official_compat: bool = False,
+        fine_count: int | None = None,
     ):
         super().__init__()
-        if not 0.0 < ratio <= 1.0:
-            raise ValueError(f"pooling ratio must lie in (0, 1], got {ratio}")
+        self.count = pool_count(ratio)
+        if fine_count is not None and (
+            isinstance(fine_count, bool) or not isinstance(fine_count, int) or fine_count < 1
+        ):
+            raise ValueError(f"fine_count must be an int >= 1 or None, got {fine_count!r}")
+        self.fine_count = fine_count
         self.in_channels, self.ratio, self.num_levels = in_channels, ratio, num_levels
         self.official_compat = official_compat
         self.proj = nn.Parameter(torch.empty(num_levels, in_channels))
@@ -230,7 +264,7 @@ class IHPool(nn.Module):
             group = cluster[p.parent[nodes]]
             if (group < 0).any():
                 raise ValueError(f"level-{lv} nodes whose parent is not at level {lv - 1}")
-            assign, centres = self._cluster_level(nodes, group, phi, p.grid)
+            assign, centres = self._cluster_level(nodes, group, phi, p.grid, finest=lv > 1)
             cluster[nodes] = n_clusters + assign
             centre_of.append(centres)
             n_clusters += centres.numel()
@@ -258,10 +292,11 @@ class IHPool(nn.Module):
         return pooled, PoolInfo(assignment=assignment, fitness=phi, centre=centre)
 
     def _cluster_level(
-        self, nodes: Tensor, group: Tensor, phi: Tensor, grid: Tensor
+        self, nodes: Tensor, group: Tensor, phi: Tensor, grid: Tensor, finest: bool = False
     ) -> tuple[Tensor, Tensor]:
         """Centres and assignment of one level's nodes, grouped by their parent's cluster.
 
+        ``finest``: a level below the coarsest pooled one (matters only in count mode).
         Returns ``(assign, centres)``: for each node its centre's ordinal within this level,
         and the input index of each centre (ordered by group, then fitness rank).
         """
@@ -273,16 +308,24 @@ class IHPool(nn.Module):
         nodes, group, f = nodes[order], group[order], f[order]
         _, size = torch.unique_consecutive(group, return_counts=True)  # [G]
         start = torch.cumsum(size, 0) - size
-        m = torch.ceil(self.ratio * size.float()).long().clamp(min=1, max=None)  # centres per group
-        m = torch.minimum(m, size)
-        # Centre j of a group sits at rank floor(j * n / m): evenly spaced in fitness.
+        spread = finest and (self.fine_count is not None or self.count is not None)
+        if spread:
+            m = torch.full_like(size, self.fine_count or 2)
+        elif self.count is None:
+            m = torch.ceil(self.ratio * size.float()).long().clamp(min=1, max=None)
+        else:
+            m = torch.full_like(size, self.count)
+        m = torch.minimum(m, size)  # centres per group
         g_of_centre = torch.repeat_interleave(torch.arange(size.numel(), device=device), m)
         j = torch.arange(int(m.sum()), device=device) - torch.repeat_interleave(
             torch.cumsum(m, 0) - m, m
         )
-        centre_pos = start[g_of_centre] + torch.div(
-            j * size[g_of_centre], m[g_of_centre], rounding_mode="floor"
-        )
+        n_g, m_g = size[g_of_centre], m[g_of_centre]
+        if spread:  # from rank 0 to n - 1 (m = 2: the extremes, as the official count mode)
+            rank = torch.div(j * (n_g - 1), (m_g - 1).clamp(min=1), rounding_mode="floor")
+        else:  # centre j at rank floor(j * n / m): evenly spaced in fitness
+            rank = torch.div(j * n_g, m_g, rounding_mode="floor")
+        centre_pos = start[g_of_centre] + rank
         # Every node against every centre of its group.
         g_of_node = torch.repeat_interleave(torch.arange(size.numel(), device=device), size)
         n_pairs = m[g_of_node]
@@ -326,7 +369,10 @@ class IHPool(nn.Module):
         )
 
     def __repr__(self) -> str:
-        return f"{self.__class__.__name__}({self.in_channels}, ratio={self.ratio}, levels={self.num_levels})"
+        k = f"count={self.count}" if self.count is not None else f"ratio={self.ratio}"
+        if self.fine_count is not None:
+            k += f", fine_count={self.fine_count}"
+        return f"{self.__class__.__name__}({self.in_channels}, {k}, levels={self.num_levels})"
 
 
 def _coarsen_edges(
