@@ -278,3 +278,187 @@ def test_raconv_plus_runs_on_a_50k_node_graph():
     out = conv(x, edge_index, level)
     out.square().mean().backward()
     assert out.shape == (n, 16) and torch.isfinite(out).all() and torch.isfinite(x.grad).all()
+
+
+# Multi-head write-outs (float64): every head with its own W, attention vectors and softmaxes,
+# heads concatenated (head-major) or averaged. Outputs, attention weights and gradients. ------
+
+_lrelu = torch.nn.functional.leaky_relu
+
+
+def _loops(conv, edge_index, n):
+    if conv.add_self_loops:
+        return torch.cat([edge_index, torch.arange(n).repeat(2, 1)], 1)
+    return edge_index
+
+
+def _combine_heads(conv, per_head):
+    """``[N, C]`` per head -> ``[N, H * C]`` (head h in columns h*C:(h+1)*C) or the mean."""
+    out = torch.cat(per_head, 1) if conv.concat else torch.stack(per_head).mean(0)
+    return out + conv.bias
+
+
+def _resolution_weights(conv, z, nbrs, v, h, level):
+    """H2-MIL Eq. 2 for node v and head h: {r: alpha_r} over the resolutions present among
+    v's neighbours, with U_r = [att_self[r, h] || att_proto[r, h]] and h_r the mean of z."""
+    res = conv.resolution
+    present = [r for r in range(conv.num_levels) if (level[nbrs] == r).any()]
+    s = [
+        torch.cat([res.att_self[r, h], res.att_proto[r, h]])
+        @ torch.cat([z[v], z[nbrs[level[nbrs] == r]].mean(0)])
+        for r in present
+    ]
+    return (
+        dict(zip(present, torch.softmax(_lrelu(torch.stack(s), 0.2), 0), strict=True)) if s else {}
+    )
+
+
+def _dense_raconv_heads(conv: RAConv, x, edge_index, level):
+    """RAConv (H2-MIL Eq. 2-5) by loops over heads, nodes and resolutions: alpha_vv' =
+    alpha_r * softmax_{N_r(v)}(LReLU(V^T [z_v || z_v'])). Returns (out, A [N, N, H])."""
+    n, H, C = x.size(0), conv.heads, conv.out_channels
+    W = conv.lin.weight.view(H, C, -1)
+    ei = _loops(conv, edge_index, n)
+    A = torch.zeros(n, n, H, dtype=x.dtype)
+    per_head = []
+    for h in range(H):
+        z = x @ W[h].T  # [N, C]
+        V = torch.cat([conv.att_dst[0, h], conv.att_src[0, h]])
+        rows = []
+        for v in range(n):
+            nbrs = ei[0][ei[1] == v]
+            row = x.new_zeros(C)
+            for r, a_r in _resolution_weights(conv, z, nbrs, v, h, level).items():
+                nr = nbrs[level[nbrs] == r]
+                e = _lrelu(torch.stack([V @ torch.cat([z[v], z[i]]) for i in nr]), 0.2)
+                a_n = torch.softmax(e, 0)  # Eq. 3, within resolution r
+                for i, a in zip(nr, a_n, strict=True):
+                    A[v, i, h] = a_r * a  # Eq. 4
+                    row = row + a_r * a * z[i]  # Eq. 5
+            rows.append(row)
+        per_head.append(torch.stack(rows))
+    return _combine_heads(conv, per_head), A
+
+
+def _dense_hgat_heads(conv: HGATConv, x, edge_index, level):
+    """HGAT by loops: beta_vv' = softmax over all of v's neighbours of
+    LReLU(alpha_{tau(v')} * nu^T [z_v || z_v']), alpha_tau as RAConv's Eq. 2."""
+    n, H, C = x.size(0), conv.heads, conv.out_channels
+    W = conv.lin.weight.view(H, C, -1)
+    ei = _loops(conv, edge_index, n)
+    per_head = []
+    for h in range(H):
+        z = x @ W[h].T
+        nu = torch.cat([conv.att_dst[0, h], conv.att_src[0, h]])
+        rows = []
+        for v in range(n):
+            nbrs = ei[0][ei[1] == v]
+            if len(nbrs) == 0:
+                rows.append(x.new_zeros(C))
+                continue
+            a_t = _resolution_weights(conv, z, nbrs, v, h, level)
+            e = torch.stack(
+                [_lrelu(a_t[int(level[i])] * (nu @ torch.cat([z[v], z[i]])), 0.2) for i in nbrs]
+            )
+            rows.append(torch.softmax(e, 0) @ z[nbrs])
+        per_head.append(torch.stack(rows))
+    return _combine_heads(conv, per_head)
+
+
+def _check_against_dense(conv, dense, x, edge_index, level):
+    """Output and gradients (w.r.t. x and every parameter, for one random upstream gradient)
+    of ``conv`` equal those of the write-out ``dense(conv, x, ...) -> out``."""
+    x = x.clone().requires_grad_()
+    out = conv(x, edge_index, level)
+    ref = dense(conv, x, edge_index, level)
+    torch.testing.assert_close(out, ref)
+    g = torch.randn(out.shape, dtype=out.dtype, generator=torch.Generator().manual_seed(1))
+    inputs = [x, *conv.parameters()]
+    grads = torch.autograd.grad((out * g).sum(), inputs)
+    grads_ref = torch.autograd.grad((ref * g).sum(), inputs)
+    for name, a, b in zip(["x"] + [n for n, _ in conv.named_parameters()], grads, grads_ref,
+                          strict=True):  # fmt: skip
+        torch.testing.assert_close(a, b, msg=lambda m, name=name: f"grad of {name}: {m}")
+
+
+def _heads_differ(conv, x, edge_index, level):
+    """Guard (with ``concat``): the heads compute different things, so a head mix-up shows."""
+    if conv.concat:
+        per_head = conv(x, edge_index, level).view(x.size(0), conv.heads, -1)
+        for h in range(1, conv.heads):
+            assert not torch.allclose(per_head[:, 0], per_head[:, h])
+
+
+@pytest.mark.parametrize("heads", [1, 2, 4])
+@pytest.mark.parametrize("concat", [False, True])
+@pytest.mark.parametrize("loops", [True, False])
+def test_raconv_multihead_matches_the_equations(heads, concat, loops):
+    torch.manual_seed(0)
+    conv = RAConv(6, 3, num_levels=3, heads=heads, concat=concat, add_self_loops=loops).double()
+    torch.nn.init.normal_(conv.bias)
+    x = _x(12).double()
+    assert conv(x, PYRAMID, PYRAMID_LEVEL).shape == (12, 3 * heads if concat else 3)
+    _heads_differ(conv, x, PYRAMID, PYRAMID_LEVEL)
+    _check_against_dense(conv, lambda *a: _dense_raconv_heads(*a)[0], x, PYRAMID, PYRAMID_LEVEL)
+    # the per-edge attention weights, head by head: alpha_vv' = alpha_r * alpha_v'
+    _, (ei, w) = conv(x, PYRAMID, PYRAMID_LEVEL, return_attention_weights=True)
+    _, A = _dense_raconv_heads(conv, x, PYRAMID, PYRAMID_LEVEL)
+    assert w.shape == (PYRAMID.size(1) + (12 if loops else 0), heads)
+    torch.testing.assert_close(w, A[ei[1], ei[0]])
+
+
+@pytest.mark.parametrize("heads", [1, 2, 4])
+@pytest.mark.parametrize("concat", [False, True])
+def test_hgat_multihead_matches_the_equations(heads, concat):
+    torch.manual_seed(0)
+    conv = HGATConv(6, 3, num_levels=3, heads=heads, concat=concat).double()
+    torch.nn.init.normal_(conv.bias)
+    x = _x(12).double()
+    _heads_differ(conv, x, PYRAMID, PYRAMID_LEVEL)
+    _check_against_dense(conv, _dense_hgat_heads, x, PYRAMID, PYRAMID_LEVEL)
+
+
+@pytest.mark.parametrize("heads", [2, 4])
+@pytest.mark.parametrize("concat", [False, True])
+def test_raconv_plus_multihead_outputs_and_gradients_match_the_equations(heads, concat):
+    torch.manual_seed(0)
+    conv = RAConvPlus(6, 3, num_levels=3, heads=heads, concat=concat).double()
+    torch.nn.init.normal_(conv.bias)
+    x = _x(12).double()
+    a1 = torch.randn(heads, 3, dtype=torch.float64)
+    b1 = torch.randn(heads, 3, dtype=torch.float64)
+    _heads_differ(conv, x, PYRAMID, PYRAMID_LEVEL)
+    dense = lambda c, x_, ei, lv: _dense_raconv_plus(c, x_, ei, lv, a1, b1)[0]  # noqa: E731
+    _check_against_dense(conv, dense, x, PYRAMID, PYRAMID_LEVEL)
+    _, (ei, w) = conv(x, PYRAMID, PYRAMID_LEVEL, return_attention_weights=True)
+    _, A = _dense_raconv_plus(conv, x, PYRAMID, PYRAMID_LEVEL, a1, b1)
+    torch.testing.assert_close(w, A[ei[1], ei[0]])
+
+
+@pytest.mark.parametrize("cls", [RAConv, HGATConv, RAConvPlus])
+def test_concat_false_is_the_mean_of_the_concatenated_heads(cls):
+    """Same weights, concat True vs False: the mean over heads of the [N, H, C] view of the
+    concatenation (bias aside), and each head of the concatenation equals a 1-head layer
+    built from that head's slice of the weights."""
+    torch.manual_seed(0)
+    H, C = 4, 3
+    cat = cls(6, C, num_levels=3, heads=H, concat=True).double()
+    avg = cls(6, C, num_levels=3, heads=H, concat=False).double()
+    state = {k: v for k, v in cat.state_dict().items() if k != "bias"}
+    avg.load_state_dict(state, strict=False)
+    x = _x(12).double()
+    out_cat = (cat(x, PYRAMID, PYRAMID_LEVEL) - cat.bias).view(12, H, C)
+    torch.testing.assert_close(avg(x, PYRAMID, PYRAMID_LEVEL) - avg.bias, out_cat.mean(1))
+    for h in range(H):
+        one = cls(6, C, num_levels=3, heads=1).double()
+        with torch.no_grad():
+            for name, p in one.named_parameters():
+                if name == "bias":
+                    p.zero_()
+                    continue
+                full = dict(cat.named_parameters())[name]
+                if name.startswith("lin"):  # [H * C, F]: rows of head h
+                    p.copy_(full.view(H, C, -1)[h])
+                else:  # attention vectors [R or 1, H, C]: head h
+                    p.copy_(full[:, h : h + 1])
+        torch.testing.assert_close(one(x, PYRAMID, PYRAMID_LEVEL), out_cat[:, h])
