@@ -12,11 +12,11 @@ from wsigraph.profiles import data_file, get_profile
 @pytest.mark.parametrize(
     "dataset, project, diagnosis, expected",
     [
-        ("esca", "TCGA-ESCA", "Adenocarcinoma, NOS", 0),
-        ("esca", "TCGA-ESCA", "Esophagus Adenocarcinoma, NOS", 0),
-        ("esca", "TCGA-ESCA", "Tubular adenocarcinoma", 0),
-        ("esca", "TCGA-ESCA", "Squamous cell carcinoma, keratinizing, NOS", 1),
-        ("esca", "TCGA-ESCA", "Basaloid squamous cell carcinoma", 1),
+        ("esca", "TCGA-ESCA", "Adenocarcinoma, NOS", 1),
+        ("esca", "TCGA-ESCA", "Esophagus Adenocarcinoma, NOS", 1),
+        ("esca", "TCGA-ESCA", "Tubular adenocarcinoma", 1),
+        ("esca", "TCGA-ESCA", "Squamous cell carcinoma, keratinizing, NOS", 0),
+        ("esca", "TCGA-ESCA", "Basaloid squamous cell carcinoma", 0),
         ("esca", "TCGA-ESCA", "Not Reported", None),
         ("esca", "TCGA-ESCA", None, None),
         ("kica", "TCGA-KIRP", "Papillary adenocarcinoma, NOS", 0),
@@ -83,13 +83,14 @@ def test_one_diagnostic_slide_per_case_and_labels(tmp_path):
         _case("TCGA-AA-0002", "Adenocarcinoma, NOS", "Not Reported"),
         _case("TCGA-AA-0003", "Not Reported", "Stage X"),
     ]
-    m = C.tcga_manifest("esca", slides, clinical, tmp_path)
+    # require_both=False: a case with either label enters (the papers' rule is tested below)
+    m = C.tcga_manifest("esca", slides, clinical, tmp_path, require_both=False)
     assert m["file_name"].tolist() == [
         "TCGA-AA-0001-01Z-00-DX1.A.svs",
         "TCGA-AA-0002-01Z-00-DX1.D.svs",
     ]
     assert m["slide_id"].tolist() == ["TCGA-AA-0001-01Z-00-DX1.A", "TCGA-AA-0002-01Z-00-DX1.D"]
-    assert m["typing"].tolist() == [1, 0] and m["typing_name"].tolist() == [
+    assert m["typing"].tolist() == [0, 1] and m["typing_name"].tolist() == [
         "squamous",
         "adenocarcinoma",
     ]
@@ -117,7 +118,7 @@ def test_tcga_cdr_counts_beside_the_papers():
     counts (ESCA 96 / 65, KICA 279 / 92) are the CDR's less a few cases without a slide."""
     path = data_file("clinical/tcga_cdr_esca_kich_kirp_kirc.csv")
     esca, kica = C.labels_from_cdr(path, "esca"), C.labels_from_cdr(path, "kica")
-    assert esca["typing"].value_counts().to_dict() == {1: 96, 0: 89}
+    assert esca["typing"].value_counts().to_dict() == {0: 96, 1: 89}
     assert esca["staging"].value_counts().to_dict() == {0: 97, 1: 65}
     assert kica["typing"].value_counts().to_dict() == {0: 291, 1: 113}
     assert kica["staging"].value_counts().to_dict() == {0: 281, 1: 93}
@@ -180,3 +181,195 @@ def test_build_tcga_cohort_writes_manifest_and_pin(tmp_path, monkeypatch):
     client.fail = set()
     again, _ = C.build_tcga_cohort(profile, client, pinned=profile.work_dir / "cohort_pinned.csv")
     assert sorted(again["file_name"]) == sorted(pinned["file_name"])
+
+
+def test_cdr_fills_only_the_labels_the_gdc_leaves_empty(tmp_path, monkeypatch):
+    """With ``cdr_path``, a label the GDC gives is kept even where the TCGA-CDR disagrees; a label
+    the GDC leaves empty is taken from the CDR (with its class name)."""
+    monkeypatch.setenv("WSIGRAPH_WORK", str(tmp_path / "work"))
+    profile = get_profile("tcga", datasets=("esca",))
+    profile.work_dir.mkdir(parents=True)
+    esca = [_slide(f"TCGA-E{i}", f"TCGA-E{i}-01Z-00-DX1.{i}.svs") for i in (1, 2)]
+    client = FakeGDC(
+        slides={"TCGA-ESCA": esca},
+        clinical={
+            "TCGA-ESCA": [
+                _case("TCGA-E1", "Adenocarcinoma, NOS", "Stage II"),  # both labels known
+                _case("TCGA-E2", "Adenocarcinoma, NOS", "Not Reported"),  # no stage
+            ]
+        },
+        fail=set(),
+    )
+    cdr = tmp_path / "cdr.csv"
+    pd.DataFrame(
+        {
+            "bcr_patient_barcode": ["TCGA-E1", "TCGA-E2"],
+            "type": ["ESCA", "ESCA"],
+            "histological_type": ["Esophagus Squamous Cell Carcinoma"] * 2,
+            "ajcc_pathologic_tumor_stage": ["Stage IV", "Stage IIIA"],
+        }
+    ).to_csv(cdr, index=False)
+    manifest, _ = C.build_tcga_cohort(profile, client, dry_run=True, cdr_path=cdr)
+    m = manifest.set_index("case_id")
+    assert m.loc["TCGA-E1", "typing"] == 1 and m.loc["TCGA-E1", "typing_name"] == "adenocarcinoma"
+    assert m.loc["TCGA-E1", "staging"] == 0 and m.loc["TCGA-E1", "staging_name"] == "early (I-II)"
+    assert m.loc["TCGA-E2", "typing"] == 1  # the GDC's, not the CDR's squamous
+    assert m.loc["TCGA-E2", "staging"] == 1 and m.loc["TCGA-E2", "staging_name"] == "late (III-IV)"
+
+
+# ---- the cohort rule: typing AND staging known (issue 15) -----------------------------------
+
+
+def test_cohort_rule_on_the_tcga_cdr_table():
+    """Both labels known, on all TCGA-CDR patients: ESCA 162 (squamous 94 / adenocarcinoma 68),
+    KICA 374 (KIRP 261 / KICH 113), beside HIGT's 161 (94 / 67) and 371 (259 / 112). Every
+    paper count is at most the CDR's count of the same class; under the papers' own ESCA names
+    (adenocarcinoma 86 or 94) it would exceed the 68 adenocarcinomas with a known stage."""
+    path = data_file("clinical/tcga_cdr_esca_kich_kirp_kirc.csv")
+    esca = C.keep_labelled(C.labels_from_cdr(path, "esca"))
+    kica = C.keep_labelled(C.labels_from_cdr(path, "kica"))
+    assert len(esca) == 162 and len(kica) == 374
+    assert esca["typing"].value_counts().to_dict() == {0: 94, 1: 68}
+    assert esca["staging"].value_counts().to_dict() == {0: 97, 1: 65}
+    assert kica["typing"].value_counts().to_dict() == {0: 261, 1: 113}
+    assert kica["staging"].value_counts().to_dict() == {0: 281, 1: 93}
+    assert C.TYPING_CLASSES["esca"] == ("squamous", "adenocarcinoma")
+    assert C.TYPING_CLASSES["kica"] == ("KIRP", "KICH")
+    both = {"esca": esca, "kica": kica}
+    for (paper, dataset, task), (n0, c0, n1, c1) in C.PAPER_COUNTS.items():
+        cdr = both[dataset][task].value_counts()
+        names = C.TYPING_CLASSES[dataset] if task == "typing" else C.STAGING_CLASSES
+        assert (n0, n1) == names, (paper, dataset, task)
+        assert c0 <= cdr[0] and c1 <= cdr[1], (paper, dataset, task)
+        assert c1 < c0 and cdr[1] < cdr[0]  # class 1 is the smaller class, in the papers and TCGA
+    assert C.PAPER_COUNTS[("H2-MIL", "esca", "typing")] == ("squamous", 86, "adenocarcinoma", 49)
+    assert C.PAPER_COUNTS[("HIGT", "esca", "typing")] == ("squamous", 94, "adenocarcinoma", 67)
+    adeno = int((esca["typing"] == 1).sum())
+    assert adeno < 86 and adeno < 94  # neither paper's "adenocarcinoma" count can be one
+    # The relaxed rule keeps every patient with either label (today's behaviour for other uses).
+    assert len(C.keep_labelled(C.labels_from_cdr(path, "esca"), require_both=False)) == 185
+    assert len(C.keep_labelled(C.labels_from_cdr(path, "kica"), require_both=False)) == 404
+
+
+def test_tcga_manifest_keeps_only_cases_with_both_labels(tmp_path):
+    slides = [_slide(f"TCGA-AA-000{i}", f"TCGA-AA-000{i}-01Z-00-DX1.{i}.svs") for i in range(4)]
+    clinical = [
+        _case("TCGA-AA-0000", "Squamous cell carcinoma, NOS", "Stage IIIA"),  # both
+        _case("TCGA-AA-0001", "Adenocarcinoma, NOS", "Not Reported"),  # typing only
+        _case("TCGA-AA-0002", "Not Reported", "Stage I"),  # staging only
+        _case("TCGA-AA-0003", "Adenocarcinoma, NOS", "Stage IVB"),  # both
+    ]
+    m = C.tcga_manifest("esca", slides, clinical, tmp_path)
+    assert m["case_id"].tolist() == ["TCGA-AA-0000", "TCGA-AA-0003"]
+    assert m["typing"].tolist() == [0, 1] and m["staging"].tolist() == [1, 1]
+    assert m["typing_name"].tolist() == ["squamous", "adenocarcinoma"]
+    either = C.tcga_manifest("esca", slides, clinical, tmp_path, require_both=False)
+    assert either["case_id"].tolist() == [f"TCGA-AA-000{i}" for i in range(4)]
+    assert either["typing"].isna().sum() == 1 and either["staging"].isna().sum() == 1
+
+
+def test_no_case_with_both_labels_is_an_error_that_counts_each_label(tmp_path):
+    slides = [_slide(f"TCGA-AA-000{i}", f"TCGA-AA-000{i}-01Z-00-DX1.{i}.svs") for i in range(5)]
+    clinical = [
+        _case("TCGA-AA-0000", "Adenocarcinoma, NOS", "Not Reported"),  # typing only
+        _case("TCGA-AA-0001", "Squamous cell carcinoma, NOS", None),  # typing only
+        _case("TCGA-AA-0002", "Adenocarcinoma, NOS", "Stage X"),  # typing only
+        _case("TCGA-AA-0003", "Not Reported", "Stage II"),  # staging only
+        _case("TCGA-AA-0004", "Not Reported", "Not Reported"),  # neither
+    ]
+    with pytest.raises(ValueError) as err:
+        C.tcga_manifest("esca", slides, clinical, tmp_path)
+    msg = str(err.value)
+    assert "ESCA" in msg and "no case has both labels" in msg
+    assert "of 5 case(s), 3 have a typing label and 1 a staging label" in msg
+    assert "require_both=False" in msg
+    either = C.tcga_manifest("esca", slides, clinical, tmp_path, require_both=False)
+    assert len(either) == 4  # the option keeps today's behaviour: any case with a label
+    empty = pd.DataFrame({"typing": pd.array([], "Int64"), "staging": pd.array([], "Int64")})
+    assert C.keep_labelled(empty).empty  # no cases at all: nothing to refuse
+
+
+def test_build_tcga_cohort_applies_the_rule_after_the_cdr_fill(tmp_path, monkeypatch):
+    """The GDC path: a stage the GDC leaves empty but the TCGA-CDR knows lets the case in; a case
+    with no stage anywhere stays out (unless ``require_both=False``); a pinned file that the
+    rule drops is an error naming the rule, not a file missing from the GDC."""
+    monkeypatch.setenv("WSIGRAPH_WORK", str(tmp_path / "work"))
+    profile = get_profile("tcga", datasets=("esca",))
+    profile.work_dir.mkdir(parents=True)
+    esca = [_slide(f"TCGA-E{i}", f"TCGA-E{i}-01Z-00-DX1.{i}.svs") for i in (1, 2, 3)]
+    client = FakeGDC(
+        slides={"TCGA-ESCA": esca},
+        clinical={
+            "TCGA-ESCA": [
+                _case("TCGA-E1", "Adenocarcinoma, NOS", "Stage II"),  # both from the GDC
+                _case("TCGA-E2", "Squamous cell carcinoma, NOS", "Not Reported"),  # CDR: IIIA
+                _case("TCGA-E3", "Squamous cell carcinoma, NOS", "Not Reported"),  # CDR: none
+            ]
+        },
+        fail=set(),
+    )
+    cdr = tmp_path / "cdr.csv"
+    pd.DataFrame(
+        {
+            "bcr_patient_barcode": ["TCGA-E2", "TCGA-E3"],
+            "type": ["ESCA", "ESCA"],
+            "histological_type": ["Esophagus Squamous Cell Carcinoma"] * 2,
+            "ajcc_pathologic_tumor_stage": ["Stage IIIA", "[Discrepancy]"],
+        }
+    ).to_csv(cdr, index=False)
+    manifest, _ = C.build_tcga_cohort(profile, client, cdr_path=cdr)
+    assert manifest["case_id"].tolist() == ["TCGA-E1", "TCGA-E2"]
+    assert manifest["staging"].tolist() == [0, 1] and manifest["typing"].tolist() == [1, 0]
+    assert client.calls[-1] == (2, False)  # only the cohort's slides are downloaded
+    either, _ = C.build_tcga_cohort(profile, client, cdr_path=cdr, require_both=False)
+    assert either["case_id"].tolist() == ["TCGA-E1", "TCGA-E2", "TCGA-E3"]
+    pin_either = profile.work_dir / "cohort_pinned.csv"  # written by the relaxed build
+    with pytest.raises(ValueError, match="1 pinned file.*fail the cohort rule"):
+        C.build_tcga_cohort(profile, client, cdr_path=cdr, pinned=pin_either)
+    again, _ = C.build_tcga_cohort(
+        profile, client, cdr_path=cdr, pinned=pin_either, require_both=False
+    )
+    assert sorted(again["case_id"]) == ["TCGA-E1", "TCGA-E2", "TCGA-E3"]
+
+
+def test_class_count_table_compares_like_with_like():
+    """Classes named by the data, the papers' counts under those names (their own names beside),
+    and our counts of the cases with both labels, even from a manifest built with either."""
+    manifest = pd.DataFrame(
+        {
+            "slide_id": [f"s{i}" for i in range(6)],
+            "dataset": ["esca"] * 5 + ["real"],
+            "typing": pd.array([0, 0, 1, 1, None, None], "Int64"),
+            "staging": pd.array([0, 1, 0, None, 1, None], "Int64"),
+        }
+    )
+    path = data_file("clinical/tcga_cdr_esca_kich_kirp_kirc.csv")
+    t = C.class_count_table(manifest, label="ours (x)", cdr_path=path)
+    counts = ["ours (x)", "H2-MIL", "HIGT", "TCGA-CDR"]
+    esca = t[t["dataset"] == "ESCA"].set_index(["task", "class"])
+    assert esca.loc[("typing", "0: squamous"), counts].tolist() == [2, 86, 94, 94]
+    assert esca.loc[("typing", "1: adenocarcinoma"), counts].tolist() == [1, 49, 67, 68]
+    assert esca.loc[("staging", "1: late (III-IV)"), "ours (x)"] == 1  # s4 has no typing label
+    note = esca.loc[("typing", "0: squamous"), "named in the papers"]
+    assert "swapped" in note and "H2-MIL 'adenocarcinoma'" in note
+    assert "HIGT 'adenocarcinoma'" in note
+    assert esca.loc[("staging", "0: early (I-II)"), "named in the papers"] == ""
+    kica = t[t["dataset"] == "KICA"].set_index(["task", "class"])
+    assert kica.loc[("typing", "0: KIRP"), counts[1:]].tolist() == [192, 259, 261]
+    assert "H2-MIL 'chromophobe'" in kica.loc[("typing", "0: KIRP"), "named in the papers"]
+    per_task = C.class_count_table(manifest, require_both=False)
+    per_task = per_task.set_index(["dataset", "task", "class"])["ours"]
+    assert per_task[("ESCA", "typing", "1: adenocarcinoma")] == 2
+    assert per_task[("ESCA", "staging", "1: late (III-IV)")] == 2
+
+
+def test_demo_cohort_follows_the_corrected_names():
+    """The demo ESCA keeps H2-MIL's ratio, squamous 86 / adenocarcinoma 49, at 40 slides."""
+    demo = {d.name: d for d in get_profile("demo").demo_datasets}
+    for name, d in demo.items():
+        n0, c0, n1, c1 = C.PAPER_COUNTS[("H2-MIL", name, "typing")]
+        assert d.typing_classes == (n0, n1) == C.TYPING_CLASSES[name]
+        assert d.typing_minority == round(c1 * d.n_slides / (c0 + c1))
+        _, s0, _, s1 = C.PAPER_COUNTS[("H2-MIL", name, "staging")]
+        assert d.staging_minority == round(s1 * d.n_slides / (s0 + s1))
+    assert demo["esca"].n_slides == 40 and demo["esca"].typing_minority == 15

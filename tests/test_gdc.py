@@ -579,3 +579,53 @@ def test_01_cohort_on_the_tcga_profile_against_the_loopback_gdc(
     assert (work / "cohort_pinned.csv").exists() and len(list((work / "slides").iterdir())) == 4
     assert (results / "tables" / "cohort_class_counts.csv").exists()
     assert (results / "figures" / "cohort_thumbnails.png").stat().st_size > 10_000
+
+
+def test_truncated_final_file_is_fetched_again(server, client, tmp_path):
+    """A file under its final name whose size is not the GDC's (cut short by a full disk, or a
+    different file copied in by hand) is not 'already present': it is fetched and verified."""
+    f = server.flat()[4]
+    blob = server.blobs[f["file_id"]]
+    final = tmp_path / f["file_name"]
+    for wrong in (blob[: len(blob) // 2], blob + b"\0" * 10):
+        final.write_bytes(wrong)
+        report = client.download([f], tmp_path, progress=False)
+        assert report.skipped == [] and report.downloaded == [f["file_name"]]
+        assert md5(final) == f["md5sum"]
+    assert len(server.requests("/data/")) == 2
+
+
+def test_cohort_rule_on_the_gdc_path(server, client, tmp_path, monkeypatch):
+    """build_tcga_cohort against the loopback GDC keeps only the cases whose typing and staging
+    are both known (the papers' rule): a case without a stage is neither listed nor fetched;
+    ``require_both=False`` keeps it with an empty staging label."""
+    from wsigraph.data.cohort import build_tcga_cohort
+    from wsigraph.profiles import get_profile
+
+    monkeypatch.setenv("WSIGRAPH_WORK", str(tmp_path / "work"))
+    profile = get_profile("tcga")
+    profile.work_dir.mkdir(parents=True)
+    hits = [h["cases"][0] for h in server.files]
+    stageless = hits[0]["submitter_id"]
+    server.cases = [
+        {
+            "submitter_id": c["submitter_id"],
+            "case_id": c["case_id"],
+            "project": c["project"],
+            "diagnoses": [
+                {
+                    "primary_diagnosis": "Squamous cell carcinoma, NOS",
+                    "ajcc_pathologic_stage": (
+                        "Not Reported" if c["submitter_id"] == stageless else "Stage IIIB"
+                    ),
+                }
+            ],
+        }
+        for c in hits
+    ]
+    manifest, report = build_tcga_cohort(profile, client, dry_run=True, progress=False)
+    assert len(manifest) == len(hits) - 1 and stageless not in set(manifest["case_id"])
+    assert manifest["staging"].notna().all() and manifest["typing"].notna().all()
+    assert len(report.planned) == len(hits) - 1 and server.requests("/data/") == []
+    either, _ = build_tcga_cohort(profile, client, dry_run=True, progress=False, require_both=False)
+    assert len(either) == len(hits) and either["staging"].isna().sum() == 1

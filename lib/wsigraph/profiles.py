@@ -183,14 +183,15 @@ def real_fixture_slide() -> Path:
     return data_file("wsi/CMU-1-Small-Region.svs")
 
 
-# Demo: ratios of H2-MIL's cohorts (ESCA typing 86/49, staging 80/55; KICA typing 192/83,
-# staging 205/70) scaled to 40 and 48 slides so 5-fold CV with a 25 % validation split keeps
-# at least 7 minority slides per training split.
+# Demo: ratios of H2-MIL's cohorts (ESCA typing squamous 86 / adenocarcinoma 49, staging 80/55;
+# KICA typing KIRP 192 / KICH 83, staging 205/70; class names by the data, as in
+# wsigraph.data.cohort.PAPER_COUNTS: both papers swap the ESCA names) scaled to 40 and 48 slides
+# so 5-fold CV with a 25 % validation split keeps at least 7 minority slides per training split.
 _DEMO = Profile(
     name="demo",
     datasets=("esca", "kica"),
     demo_datasets=(
-        DemoDataset("esca", 40, ("adenocarcinoma", "squamous"), 15, 16, seed=1),
+        DemoDataset("esca", 40, ("squamous", "adenocarcinoma"), 15, 16, seed=1),
         DemoDataset("kica", 48, ("KIRP", "KICH"), 14, 12, seed=2),
     ),
     include_real_slide=True,

@@ -2,21 +2,35 @@
 
 The manifest (``work/<profile>/cohort.csv``) has one row per slide: ``slide_id, dataset, path,
 typing, typing_name, staging, staging_name`` (labels are integers; 1 is the minority class of
-each task in the papers; missing labels are empty), plus generator or GDC columns.
+each task in TCGA; missing labels are empty), plus generator or GDC columns.
 
-Paper cohorts, as the papers state them (H2-MIL "Datasets and Experiment Setting"; HIGT
-"Datasets"). H2-MIL's KICA text names chromophobe as the larger class (192) and papillary as the
-smaller (83), although TCGA holds 291 KIRP and 113 KICH patients (TCGA-CDR) and HIGT reports
-KIRP 259 / KICH 112; we list H2-MIL's numbers under KIRP 192 / KICH 83, the reading that fits
-TCGA. Both papers call adenocarcinoma the larger ESCA class (86 / 49 and 94 / 67), while
-TCGA-CDR lists 89 adenocarcinoma and 96 squamous patients among all ESCA cases; which cases
-have a usable diagnostic slide decides it, so we keep the papers' names.
+The cohort rule (:func:`keep_labelled`): a paper cohort holds the cases whose typing AND
+staging are both known. H2-MIL "only include[s] patients whose diagnostic WSI, type and stage
+records are all available", and both papers report one set of cases for the two tasks (H2-MIL
+ESCA 135 / KICA 275, HIGT 161 / 371), so typing and staging are learnt and counted on the same
+cases. ``require_both=False`` keeps any case with either label (each task then uses the cases
+that have its label), for uses other than the papers'.
+
+Paper cohorts (H2-MIL "Datasets and Experiment Setting"; HIGT "Datasets"), under the class
+names the data give them (:data:`PAPER_COUNTS`; the papers' own names in
+:data:`PAPER_CLASS_NAMES`). Under the rule, the TCGA-CDR table (all patients, slides or not)
+gives ESCA 162 cases, squamous 94 / adenocarcinoma 68, and KICA 374, KIRP 261 / KICH 113,
+against HIGT's 161 (94 / 67) and 371 (259 / 112). Both papers swap the ESCA typing names:
+H2-MIL's "adenocarcinoma (86) and squamous cell carcinoma (49)" and HIGT's "67 squamous cell
+carcinoma cases and 94 adenocarcinoma cases" cannot be, for TCGA has only 68 adenocarcinomas
+with a known stage (89 in all) against 94 squamous ones (96), so the larger class is squamous;
+we list 86 / 49 and 94 / 67 as squamous / adenocarcinoma. Likewise H2-MIL's KICA text names
+chromophobe as the larger class (192) and papillary as the smaller (83), although TCGA holds
+113 KICH patients and HIGT reports KIRP 259 / KICH 112; we list KIRP 192 / KICH 83.
 
 TCGA (``build_tcga_cohort``): the GDC's diagnostic slides of TCGA-ESCA, TCGA-KIRP and TCGA-KICH,
 labelled by :func:`typing_label` and :func:`staging_label`, one slide per case
-(:func:`one_slide_per_case`), downloaded with :mod:`wsigraph.data.gdc`; the manifest is pinned
-by file name and md5 (:func:`pin`, :func:`resolve_pinned`). :func:`labels_from_cdr` applies the
-same label rules to the TCGA-CDR table offline.
+(:func:`one_slide_per_case`), labels the GDC leaves empty filled from the TCGA-CDR, then the
+cohort rule (:func:`tcga_manifest`), downloaded with :mod:`wsigraph.data.gdc`; the manifest is
+pinned by file name and md5 (:func:`pin`, :func:`resolve_pinned`). :func:`labels_from_cdr`
+applies the same label rules to the TCGA-CDR table offline. The demo cohort
+(:func:`build_demo_cohort`) gives every synthetic slide both labels; its real fixture slide is
+unlabelled on purpose (dataset ``"real"``, in no task).
 """
 
 from __future__ import annotations
@@ -30,26 +44,58 @@ from wsigraph.io import atomic_path
 TASKS = ("typing", "staging")
 STAGING_CLASSES = ("early (I-II)", "late (III-IV)")
 
-# (paper, dataset, task) -> (class 0 name, class 0 count, class 1 name, class 1 count)
+#: (paper, dataset, task) -> (class 0 name, class 0 count, class 1 name, class 1 count), the
+#: papers' counts under the class names the data give them (see the module docstring).
 PAPER_COUNTS: dict[tuple[str, str, str], tuple[str, int, str, int]] = {
-    ("H2-MIL", "esca", "typing"): ("adenocarcinoma", 86, "squamous", 49),
+    ("H2-MIL", "esca", "typing"): ("squamous", 86, "adenocarcinoma", 49),
     ("H2-MIL", "esca", "staging"): (STAGING_CLASSES[0], 80, STAGING_CLASSES[1], 55),
     ("H2-MIL", "kica", "typing"): ("KIRP", 192, "KICH", 83),
     ("H2-MIL", "kica", "staging"): (STAGING_CLASSES[0], 205, STAGING_CLASSES[1], 70),
-    ("HIGT", "esca", "typing"): ("adenocarcinoma", 94, "squamous", 67),
+    ("HIGT", "esca", "typing"): ("squamous", 94, "adenocarcinoma", 67),
     ("HIGT", "esca", "staging"): (STAGING_CLASSES[0], 96, STAGING_CLASSES[1], 65),
     ("HIGT", "kica", "typing"): ("KIRP", 259, "KICH", 112),
     ("HIGT", "kica", "staging"): (STAGING_CLASSES[0], 279, STAGING_CLASSES[1], 92),
 }
 
+#: Where a paper names a count otherwise: (paper, dataset, task) -> the paper's names of the
+#: counts :data:`PAPER_COUNTS` lists as class 0 and class 1 (both papers swap the ESCA typing
+#: classes, H2-MIL also the KICA ones).
+PAPER_CLASS_NAMES: dict[tuple[str, str, str], tuple[str, str]] = {
+    ("H2-MIL", "esca", "typing"): ("adenocarcinoma", "squamous cell carcinoma"),
+    ("H2-MIL", "kica", "typing"): ("chromophobe", "renal papillary cell carcinoma"),
+    ("HIGT", "esca", "typing"): ("adenocarcinoma", "squamous cell carcinoma"),
+}
 
-def class_count_table(manifest: pd.DataFrame, label: str = "ours") -> pd.DataFrame:
+
+def class_count_table(
+    manifest: pd.DataFrame,
+    label: str = "ours",
+    *,
+    require_both: bool = True,
+    cdr_path: str | Path | None = None,
+) -> pd.DataFrame:
     """Class counts of ``manifest`` beside H2-MIL's and HIGT's, one row per (dataset, task, class).
 
-    ``label`` names our column (e.g. ``"ours (demo)"``), so demo numbers are never mistaken for
-    the papers'.
+    Like is compared with like: classes are named by the data (:data:`PAPER_COUNTS`; the column
+    ``"named in the papers"`` gives the papers' own name where it differs, e.g. H2-MIL's
+    "adenocarcinoma" for its 86 squamous cases), and with ``require_both`` (default) our counts
+    are of the cases with both labels known, the papers' one set of cases per dataset, even
+    when the manifest was built with ``require_both=False``.
+
+    Args:
+        manifest: a cohort manifest (rows of other datasets, e.g. ``"real"``, are ignored).
+        label: our column's name (e.g. ``"ours (demo)"``), so demo numbers are never mistaken
+            for the papers'.
+        require_both: count only the cases with both labels; ``False`` counts each task on the
+            cases with its label.
+        cdr_path: the TCGA-CDR table; adds a ``"TCGA-CDR"`` column, the counts the same rule
+            gives on all TCGA patients (slides or not), an upper bound of the papers' cohorts.
     """
     rows = []
+    cdr = {}
+    if cdr_path is not None:
+        for dataset in PROJECTS:
+            cdr[dataset] = keep_labelled(labels_from_cdr(cdr_path, dataset), require_both)
     for (paper, dataset, task), (n0, c0, n1, c1) in PAPER_COUNTS.items():
         if paper != "H2-MIL":
             continue
@@ -57,30 +103,40 @@ def class_count_table(manifest: pd.DataFrame, label: str = "ours") -> pd.DataFra
         sub = (
             manifest[manifest["dataset"] == dataset] if "dataset" in manifest else manifest.iloc[:0]
         )
+        if require_both and len(sub):
+            both = pd.Series(True, index=sub.index)
+            for t in TASKS:
+                both &= sub[t].notna() if t in sub else False
+            sub = sub[both]
         for cls, name, h2, hg in ((0, n0, c0, higt[1]), (1, n1, c1, higt[3])):
             ours = int((sub[task] == cls).sum()) if task in sub else 0
-            rows.append(
-                {
-                    "dataset": dataset.upper(),
-                    "task": task,
-                    "class": f"{cls}: {name}",
-                    label: ours,
-                    "H2-MIL": h2,
-                    "HIGT": hg,
-                }
-            )
+            published = [
+                f"{p} '{PAPER_CLASS_NAMES[(p, dataset, task)][cls]}'"
+                for p in ("H2-MIL", "HIGT")
+                if (p, dataset, task) in PAPER_CLASS_NAMES
+            ]
+            row = {
+                "dataset": dataset.upper(),
+                "task": task,
+                "class": f"{cls}: {name}",
+                label: ours,
+                "H2-MIL": h2,
+                "HIGT": hg,
+            }
+            if cdr:
+                row["TCGA-CDR"] = int((cdr[dataset][task] == cls).sum())
+            row["named in the papers"] = "swapped: " + ", ".join(published) if published else ""
+            rows.append(row)
     table = pd.DataFrame(rows)
-    totals = table.groupby(["dataset", "task"], sort=False)[[label, "H2-MIL", "HIGT"]].sum()
-    table[f"{label} %"] = [
-        100 * r[label] / totals.loc[(r["dataset"], r["task"]), label]
-        if totals.loc[(r["dataset"], r["task"]), label]
-        else float("nan")
-        for _, r in table.iterrows()
-    ]
-    table["H2-MIL %"] = [
-        100 * r["H2-MIL"] / totals.loc[(r["dataset"], r["task"]), "H2-MIL"]
-        for _, r in table.iterrows()
-    ]
+    counted = [label, "H2-MIL", "HIGT"] + (["TCGA-CDR"] if cdr else [])
+    totals = table.groupby(["dataset", "task"], sort=False)[counted].sum()
+    for col in counted:
+        table[f"{col} %"] = [
+            100 * r[col] / totals.loc[(r["dataset"], r["task"]), col]
+            if totals.loc[(r["dataset"], r["task"]), col]
+            else float("nan")
+            for _, r in table.iterrows()
+        ]
     return table
 
 
@@ -129,7 +185,9 @@ def build_demo_cohort(profile, progress: bool = True) -> pd.DataFrame:
 
 #: GDC projects of each dataset. KICA is TCGA-KIRP + TCGA-KICH (H2-MIL and HIGT).
 PROJECTS: dict[str, tuple[str, ...]] = {"esca": ("TCGA-ESCA",), "kica": ("TCGA-KIRP", "TCGA-KICH")}
-TYPING_CLASSES = {"esca": ("adenocarcinoma", "squamous"), "kica": ("KIRP", "KICH")}
+#: Typing class names by label; class 1 is the smaller class in TCGA (ESCA: 68 adenocarcinoma
+#: against 94 squamous cases with a known stage; KICA: 113 KICH against 261 KIRP).
+TYPING_CLASSES = {"esca": ("squamous", "adenocarcinoma"), "kica": ("KIRP", "KICH")}
 PINNED_COLUMNS = ("case_id", "file_name", "md5sum", "file_size")
 
 
@@ -137,17 +195,18 @@ def typing_label(dataset: str, project: str, diagnosis: str | None) -> int | Non
     """Typing class (0/1) of a case, ``None`` when it is neither class.
 
     ESCA: the (GDC ``primary_diagnosis`` / TCGA-CDR ``histological_type``) text — any
-    "squamous" diagnosis is class 1 (squamous cell carcinoma, incl. basaloid / keratinising),
-    any other "adenocarcinoma" class 0; anything else (e.g. "Not Reported") has no label.
+    "squamous" diagnosis is class 0 (squamous cell carcinoma, incl. basaloid / keratinising),
+    any other "adenocarcinoma" class 1; anything else (e.g. "Not Reported") has no label.
     KICA: the project — TCGA-KIRP is class 0 (papillary), TCGA-KICH class 1 (chromophobe).
+    Class 1 is the smaller class in TCGA (:data:`TYPING_CLASSES`).
     """
     if dataset == "kica":
         return {"TCGA-KIRP": 0, "TCGA-KICH": 1}.get(project)
     text = (diagnosis or "").lower()
     if "squamous" in text:
-        return 1
-    if "adenocarcinoma" in text:
         return 0
+    if "adenocarcinoma" in text:
+        return 1
     return None
 
 
@@ -159,6 +218,33 @@ def staging_label(stage: str | None) -> int | None:
         return None
     roman = text.removeprefix("STAGE ").rstrip("ABC")
     return {"I": 0, "II": 0, "III": 1, "IV": 1}.get(roman)
+
+
+def keep_labelled(df: pd.DataFrame, require_both: bool = True, name: str = "") -> pd.DataFrame:
+    """The cohort rule: the cases (rows) that enter a cohort.
+
+    With ``require_both`` (the papers' rule, the default) a case enters when its typing AND its
+    staging are both known, so that both tasks use the same cases; with ``require_both=False``
+    when either is (each task then filters its own cases), today's rule for other uses.
+
+    Raises:
+        ValueError: ``require_both`` and cases are given but none has both labels; the message
+            says how many had each label (``name``, e.g. the dataset, heads it).
+    """
+    known = {task: df[task].notna() for task in TASKS}
+    if require_both:
+        labelled = known["typing"] & known["staging"]
+    else:
+        labelled = known["typing"] | known["staging"]
+    if require_both and len(df) and not labelled.any():
+        raise ValueError(
+            f"{name + ': ' if name else ''}no case has both labels known: of {len(df)} case(s), "
+            f"{int(known['typing'].sum())} have a typing label and "
+            f"{int(known['staging'].sum())} a staging label, none both "
+            "(require_both=False keeps the cases with either label)"
+        )
+    df = df[labelled].reset_index(drop=True)
+    return df
 
 
 def _barcode_parts(file_name: str) -> tuple[str, int, int]:
@@ -189,7 +275,13 @@ def one_slide_per_case(slides: pd.DataFrame) -> pd.DataFrame:
 
 
 def tcga_manifest(
-    dataset: str, slides: list[dict], clinical: list[dict], slides_dir: str | Path
+    dataset: str,
+    slides: list[dict],
+    clinical: list[dict],
+    slides_dir: str | Path,
+    *,
+    require_both: bool = True,
+    cdr: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """The manifest of one TCGA dataset from GDC hits (:mod:`wsigraph.data.gdc`).
 
@@ -200,11 +292,19 @@ def tcga_manifest(
         clinical: ``clinical`` hits of its projects (``submitter_id, primary_diagnosis,
             ajcc_pathologic_stage, vital_status, days_to_death, days_to_last_follow_up``).
         slides_dir: where the slides are (or will be) downloaded.
+        require_both: the cohort rule (:func:`keep_labelled`): keep the cases whose typing and
+            staging are both known (the papers' cohorts); ``False``: either label.
+        cdr: TCGA-CDR labels (:func:`labels_from_cdr`) filling the labels the GDC leaves
+            empty, before the rule is applied.
 
     Returns:
-        One row per case with a diagnostic slide and at least one label: ``slide_id`` (the file
-        name without ``.svs``), ``dataset, path, typing, typing_name, staging, staging_name,
-        case_id, project_id, file_id, file_name, md5sum, file_size`` and the survival fields.
+        One row per case with a diagnostic slide that passes the cohort rule: ``slide_id`` (the
+        file name without ``.svs``), ``dataset, path, typing, typing_name, staging,
+        staging_name, case_id, project_id, file_id, file_name, md5sum, file_size`` and the
+        survival fields.
+
+    Raises:
+        ValueError: cases are listed but none passes the rule (:func:`keep_labelled`).
     """
     if dataset not in PROJECTS:
         raise ValueError(f"unknown dataset {dataset!r}; known: {', '.join(PROJECTS)}")
@@ -237,11 +337,11 @@ def tcga_manifest(
             }
         )
     df = one_slide_per_case(pd.DataFrame(rows, columns=_TCGA_COLUMNS))
-    labelled = df["typing"].notna() | df["staging"].notna()
-    df = df[labelled].reset_index(drop=True)
     for task in TASKS:
         df[task] = df[task].astype("Int64")
-    return df
+    if cdr is not None:
+        df = _fill_from_cdr(df, cdr)
+    return keep_labelled(df, require_both, name=dataset.upper())
 
 
 _TCGA_COLUMNS = [
@@ -280,8 +380,9 @@ def labels_from_cdr(path: str | Path, dataset: str) -> pd.DataFrame:
     """Case labels from the TCGA Pan-Cancer Clinical Data Resource (Liu et al., Cell 2018;
     ``data/clinical/tcga_cdr_*.csv``): ``case_id, project_id, typing, staging`` with
     the same rules as the GDC path (``histological_type`` for ESCA typing, the cancer type for
-    KICA, ``ajcc_pathologic_tumor_stage`` for staging). Used offline to count the classes the
-    papers' cohorts can have, and to fill labels the GDC leaves empty."""
+    KICA, ``ajcc_pathologic_tumor_stage`` for staging), one row per patient, whatever labels
+    are known. Used offline to count the classes the papers' cohorts can have (with the cohort
+    rule, :func:`keep_labelled`), and to fill labels the GDC leaves empty."""
     cdr = pd.read_csv(path, dtype=str)
     projects = {p.removeprefix("TCGA-"): p for p in PROJECTS[dataset]}
     cdr = cdr[cdr["type"].isin(projects)]
@@ -309,6 +410,7 @@ def build_tcga_cohort(
     workers: int = 4,
     pinned: str | Path | None = None,
     cdr_path: str | Path | None = None,
+    require_both: bool = True,
     progress: bool = True,
 ):
     """Query the GDC for the profile's datasets, label the cases, download one diagnostic slide
@@ -323,7 +425,9 @@ def build_tcga_cohort(
             exactly: its files are re-resolved by name and md5 against today's GDC listing
             (ids change between releases) and nothing else is used.
         cdr_path: the TCGA-CDR table (:func:`labels_from_cdr`) to fill labels the GDC leaves
-            empty (default: none).
+            empty (default: none); filled before the cohort rule is applied.
+        require_both: the cohort rule (:func:`keep_labelled`): only cases whose typing and
+            staging are both known (the papers' cohorts); ``False`` keeps cases with either.
         progress: byte progress bar.
 
     Returns:
@@ -336,26 +440,35 @@ def build_tcga_cohort(
         from wsigraph.data.gdc import GDCClient
 
         client = GDCClient()
-    frames = []
+    frames, listed = [], set()
     for dataset in profile.datasets:
         slides, clinical = [], []
         for project in PROJECTS[dataset]:
             slides += client.diagnostic_slides(project)
             clinical += client.clinical(project)
+        here = {s["file_name"] for s in slides}
+        listed |= here
         if pinned is not None:
             wanted = pd.read_csv(pinned, dtype={"file_name": str, "md5sum": str})
-            listed = {s["file_name"] for s in slides}
-            slides = resolve_pinned(wanted[wanted["file_name"].isin(listed)], slides)
-        df = tcga_manifest(dataset, slides, clinical, profile.slides_dir)
-        if cdr_path is not None:
-            df = _fill_from_cdr(df, labels_from_cdr(cdr_path, dataset))
-        frames.append(df)
+            slides = resolve_pinned(wanted[wanted["file_name"].isin(here)], slides)
+        cdr = labels_from_cdr(cdr_path, dataset) if cdr_path is not None else None
+        frames.append(
+            tcga_manifest(
+                dataset, slides, clinical, profile.slides_dir, require_both=require_both, cdr=cdr
+            )
+        )
     manifest = pd.concat(frames, ignore_index=True)
     if pinned is not None:
         wanted = pd.read_csv(pinned, dtype={"file_name": str, "md5sum": str})
-        absent = sorted(set(wanted["file_name"]) - set(manifest["file_name"]))
+        absent = sorted(set(wanted["file_name"]) - listed)
         if absent:
             raise ValueError(f"{len(absent)} pinned file(s) not found in the GDC: {absent[:5]}")
+        dropped = sorted(set(wanted["file_name"]) - set(manifest["file_name"]))
+        if dropped:
+            raise ValueError(
+                f"{len(dropped)} pinned file(s) fail the cohort rule (require_both="
+                f"{require_both}; a label is unknown): {dropped[:5]}"
+            )
     files = manifest[["file_id", "file_name", "md5sum", "file_size"]].to_dict("records")
     report = client.download(
         files, profile.slides_dir, workers=workers, dry_run=dry_run, progress=progress
