@@ -37,3 +37,21 @@ def test_micro_auc_by_hand():
     prob = [[0.8, 0.2], [0.3, 0.7], [0.6, 0.4]]
     assert micro_auc(y, prob) == pytest.approx(8 / 9)
     assert math.isnan(micro_auc([1, 1], prob[:2]))
+
+
+def test_official_metrics_pool_each_repeat_and_std_over_repeats():
+    from wsigraph.train.metrics import h2mil_threshold_metrics, official_metrics, repeat_std
+
+    preds = [
+        {"repeat": 0, "fold": 0, "label": [0, 1], "prob": [[0.9, 0.1], [0.2, 0.8]]},
+        {"repeat": 0, "fold": 1, "label": [1, 0], "prob": [[0.4, 0.6], [0.7, 0.3]]},
+        {"repeat": 1, "fold": 0, "label": [0, 1, 1], "prob": [[0.6, 0.4], [0.5, 0.5], [0.1, 0.9]]},
+    ]
+    per_fold, per_repeat = official_metrics(preds)
+    # repeat 1: positives 0.6, 0.5, 0.9 against negatives 0.4, 0.5, 0.1 -> 8.5 of 9 pairs
+    assert [f["auc_micro"] for f in per_fold] == [1.0, 1.0, pytest.approx(8.5 / 9)]
+    pooled = h2mil_threshold_metrics([0, 1, 1, 0], [0.1, 0.8, 0.6, 0.3])
+    assert per_repeat[0] == {"repeat": 0, **pooled}
+    # the std of the repeats' means 0.85 and 0.6 (sample std: |a - b| / sqrt(2))
+    assert repeat_std({0: [0.8, 0.9], 1: [0.6]}) == pytest.approx(0.25 / math.sqrt(2))
+    assert math.isnan(repeat_std({0: [0.8, 0.9]}))

@@ -266,37 +266,65 @@ def record(acc=0.9, auc=0.95, f1=0.88, std=0.01):
 
 def test_render_puts_ours_beside_paper():
     records = {T.run_name("h2mil_table1", "H2-MIL", "esca", "typing"): record(auc=0.95)}
-    df = T.render("h2mil_table1", records, label="ours (demo)")
+    df = T.render("h2mil_table1", records, label="ours (tcga)")
     assert list(df.columns[:5]) == [
         "group",
         "Method",
-        "ESCA Typing ACC [ours (demo)]",
+        "ESCA Typing ACC [ours (tcga)]",
         "ESCA Typing ACC [paper]",
-        "ESCA Typing ACC [ours (demo) - paper]",
+        "ESCA Typing ACC [ours (tcga) - paper]",
     ]
-    assert len(df.columns) == 2 + 6 * 3
+    extra = df.attrs["extra_columns"]  # per cell: std over repeats; ACC and F1: official variant
+    assert len(extra) == 6 + 4 and extra == list(df.columns[-len(extra) :])
+    assert "ESCA Typing ACC [ours (tcga), official code's acc_thr]" in extra
+    assert len(df.columns) == 2 + 6 * 3 + len(extra)
     assert df["Method"].tolist() == H2MIL_ROWS
     ours = df.set_index("Method").loc["H2-MIL"]
-    assert ours["ESCA Typing AUC [ours (demo)]"] == "95.00 ± 1.00"
+    assert ours["ESCA Typing AUC [ours (tcga)]"] == "95.00 ± 1.00"
     assert ours["ESCA Typing AUC [paper]"] == "96.40 ± 0.59"
-    assert ours["ESCA Typing AUC [ours (demo) - paper]"] == "-1.40"
-    assert ours["ESCA Typing ACC [ours (demo) - paper]"] == "-1.56"
-    assert ours["ESCA Staging AUC [ours (demo)]"] == T.NOT_RUN
-    assert ours["ESCA Staging AUC [ours (demo) - paper]"] == ""
+    assert ours["ESCA Typing AUC [ours (tcga) - paper]"] == "-1.40"
+    assert ours["ESCA Typing ACC [ours (tcga) - paper]"] == "-1.56"
+    assert ours["ESCA Staging AUC [ours (tcga)]"] == T.NOT_RUN
+    assert ours["ESCA Staging AUC [ours (tcga) - paper]"] == ""
     minmax = df.set_index("Method").loc["MinMax"]
     assert minmax["ESCA Typing ACC [paper]"] == "86.44 ± 2.69"
-    assert minmax["ESCA Typing ACC [ours (demo)]"] == T.NOT_RUN
+    assert minmax["ESCA Typing ACC [ours (tcga)]"] == T.NOT_RUN
     # Never a number where we have none: every unfilled "ours" and "diff" cell has no digit.
-    ours_cols = [c for c in df.columns if "[ours (demo)" in c]
+    ours_cols = [c for c in df.columns if "[ours (tcga)" in c]
     others = df[df["Method"] != "H2-MIL"][ours_cols]
     assert not others.apply(lambda s: s.str.contains(r"\d")).any().any()
+    # Demo numbers are never subtracted from the paper's.
+    demo = T.render("h2mil_table1", records, label="ours (demo)")
+    assert not [c for c in demo.columns if "- paper]" in c]
+    assert demo.set_index("Method").loc["H2-MIL", "ESCA Typing AUC [ours (demo)]"] == "95.00 ± 1.00"
+
+
+def test_render_official_variants_and_repeat_std():
+    rec = record(auc=0.9)
+    rec["summary"] |= {
+        "acc_thr": {"mean": 0.8, "std": 0.05},
+        "f1_sens_spec": {"mean": 0.7, "std": 0.1},
+        "auc_micro": {"mean": 0.85, "std": 0.02},
+    }
+    rec["summary"]["auc"]["std_repeats"] = 0.03
+    key = T.run_name("h2mil_table1", "H2-MIL", "esca", "typing")
+    row = T.render("h2mil_table1", {key: rec}).set_index("Method").loc["H2-MIL"]
+    assert row["ESCA Typing ACC [ours (demo), official code's acc_thr]"] == "80.00 ± 5.00"
+    assert row["ESCA Typing F1 [ours (demo), official code's f1_sens_spec]"] == "70.00 ± 10.00"
+    assert row["ESCA Typing AUC [ours (demo), std over repeats]"] == "3.00"
+    higt_key = T.run_name("higt_table1", "HIGT (Ours)", "esca", "typing")
+    h = T.render("higt_table1", {higt_key: rec}).set_index("Method").loc["HIGT (Ours)"]
+    assert h["ESCA Typing AUC [ours (demo), official code's auc_micro]"] == "85.00 ± 2.00"
+    md = T.to_markdown(T.render("h2mil_table1", {key: rec}), T.get_table("h2mil_table1"))
+    assert "official code's" not in md.split("\n\n", 1)[1]  # the CSV has them, not the grid
+    assert "argmax" in md and "acc_thr, f1_sens_spec" in md
 
 
 def test_render_reuses_shared_runs_and_flags_bad_records():
     key = T.run_name("h2mil_table1", "H2-MIL", "esca", "typing")
     df3 = T.render("h2mil_table3", {key: record(auc=0.97)}).set_index("Scheme")
     assert df3.loc["Thu. + Mid. + Bot.", "ESCA Typing AUC [ours (demo)]"] == "97.00 ± 1.00"
-    assert df3.loc["Thu. + Mid. + Bot.", "ESCA Typing AUC [ours (demo) - paper]"] == "+0.60"
+    assert "ESCA Typing AUC [ours (demo) - paper]" not in df3.columns
     assert df3.loc["Thu. + Bot.", "ESCA Typing AUC [ours (demo)]"] == T.NOT_RUN
     df4 = T.render("h2mil_table4", {key: record(auc=0.964)}, label="ours (tcga)")
     df4 = df4.set_index("Setting")
@@ -307,7 +335,7 @@ def test_render_reuses_shared_runs_and_flags_bad_records():
     partial = {key: {"summary": {"auc": {"mean": 0.9, "std": 0.0}}}}
     df1 = T.render("h2mil_table1", partial).set_index("Method")
     assert df1.loc["H2-MIL", "ESCA Typing F1 [ours (demo)]"] == T.NOT_MEASURED
-    assert df1.loc["H2-MIL", "ESCA Typing F1 [ours (demo) - paper]"] == ""
+
     with pytest.raises(ValueError, match="fraction"):
         T.render("h2mil_table1", {key: record(auc=95.0)})
 
@@ -321,10 +349,10 @@ def test_write_table(tmp_path):
     caption = text.splitlines()[0]
     assert "H2-MIL Table 2" in caption and "ours (demo)" in caption
     assert T.PAPER_NOTE in caption and "Demo numbers" in caption
-    assert "| SOTA | MinMax | not run yet | 92.76 ± 0.77 |  |" in text
-    assert "92.00 ± 1.00" in text and "+0.22" in text
-    df = pd.read_csv(csv, keep_default_na=False)
-    assert df.equals(T.render("h2mil_table2", records))
+    assert "| SOTA | MinMax | not run yet | 92.76 ± 0.77 | not run yet |" in text
+    assert "92.00 ± 1.00" in text and "+0.22" not in text  # no difference on demo numbers
+    df = pd.read_csv(csv, keep_default_na=False, dtype=str)
+    assert df.equals(T.render("h2mil_table2", records).astype(str))
     assert sorted(p.name for p in (tmp_path / "tables").iterdir()) == [
         "h2mil_table2.csv",
         "h2mil_table2.md",
@@ -371,17 +399,19 @@ def test_abignet_table_numbers():
 
 def test_render_results_beside_the_paper_and_errors(tmp_path):
     ours = {"RSF Based": {"bach": (0.8, 0.1)}, "RSF + Edge": {"gleason": (0.95, None)}}
-    df = T.render_results("nuclei_table2", ours, label="ours (demo)")
+    df = T.render_results("nuclei_table2", ours, label="ours (real)")
     first = df.set_index("Method").loc["RSF Based"]
-    assert first["BACH ACC [ours (demo)]"] == "80.00 ± 10.00"
+    assert first["BACH ACC [ours (real)]"] == "80.00 ± 10.00"
     assert first["BACH ACC [paper]"] == "94.00"
-    assert first["BACH ACC [ours (demo) - paper]"] == "-14.00"
-    assert first["Gleason ACC [ours (demo)]"] == T.NOT_RUN
+    assert first["BACH ACC [ours (real) - paper]"] == "-14.00"
+    assert first["Gleason ACC [ours (real)]"] == T.NOT_RUN
     edge = df.set_index("Method").loc["RSF + Edge"]
     assert (
-        edge["Gleason ACC [ours (demo)]"] == "95.00"
-        and edge["Gleason ACC [ours (demo) - paper]"] == "-2.00"
+        edge["Gleason ACC [ours (real)]"] == "95.00"
+        and edge["Gleason ACC [ours (real) - paper]"] == "-2.00"
     )
+    demo = T.render_results("nuclei_table2", ours, label="ours (demo)")
+    assert not [c for c in demo.columns if "- paper]" in c]
     missing = T.render_results(
         "abignet_table", {"ABiG-Net, fixed k-NN graph": {"crc2": (1.0, 0.0)}}
     )
@@ -396,4 +426,7 @@ def test_render_results_beside_the_paper_and_errors(tmp_path):
         T.get_result_table("nuclei_table9")
     md, csv = T.write_results_table("nuclei_table2", ours, tmp_path)
     assert "Nuclei-GCN Table II" in md.read_text() and "demo" in md.read_text()
-    assert pd.read_csv(csv).shape == (3, 7)
+    assert pd.read_csv(csv).shape == (
+        3,
+        5,
+    )  # per dataset: ours and the paper (no difference on demo)

@@ -252,11 +252,21 @@ def test_run_experiment_record_and_resume(tmp_path):
     record = run_experiment("toy", **run, executor="serial", meta=meta | {"profile": "test"})
     on_disk = json.loads((tmp_path / "toy.json").read_text())
     assert on_disk == record and RECORD_KEYS <= set(record)
-    assert record["config"] == CFG.to_dict() and record["meta"]["profile"] == "test"
+    assert record["config"] | {"model_config": CFG.model_config} == CFG.to_dict() | {
+        "model_config_given": CFG.model_config
+    }
+    # the fully resolved model settings, defaults included
+    assert record["config"]["model_config"].items() >= CFG.model_config.items()
+    assert len(record["config"]["model_config"]) > len(CFG.model_config)
+    assert record["meta"]["profile"] == "test"
     assert set(record["versions"]) >= {"torch", "torch_geometric", "python"}
     rows = pd.DataFrame(record["folds"])
     assert list(rows.columns) == [*meta, "repeat", "fold", "seed", "metric", "value"]
-    assert len(rows) == 3 * 3 and set(rows["metric"]) == {"acc", "auc", "f1"}
+    assert len(rows) == 3 * 4 and set(rows["metric"]) == {"acc", "auc", "f1", "auc_micro"}
+    # the official variants: micro-AUC per fold, threshold ACC / F1 per repeat (pooled folds)
+    assert [r["repeat"] for r in record["official_per_repeat"]] == [0]
+    assert record["summary"]["acc_thr"]["n"] == 1 and record["summary"]["auc_micro"]["n"] == 3
+    assert math.isnan(record["summary"]["auc"]["std_repeats"] or math.nan)  # one repeat
     auc = rows.loc[rows["metric"] == "auc", "value"]
     assert record["summary"]["auc"]["mean"] == pytest.approx(auc.mean())
     assert record["summary"]["auc"]["std"] == pytest.approx(auc.std())  # sample std, as pandas
@@ -352,3 +362,31 @@ def _with_default(cls, **defaults):
         init(self, **(defaults | kw))
 
     return patched
+
+
+def test_splits_repeats_reshuffle():
+    """Each repeat is a fresh shuffle, not the first repeat's folds again, and every
+    (repeat, fold) draws its validation hold-out (and its training) with a seed of its own."""
+    labels = np.array([0] * 12 + [1] * 8)
+    splits = make_splits(labels, folds=4, repeats=3, seed=0)
+    partitions = [
+        frozenset(frozenset(s.test.tolist()) for s in splits if s.repeat == r) for r in range(3)
+    ]
+    assert all(sum(map(len, p)) == 20 for p in partitions)  # each repeat tests every slide
+    assert len(set(partitions)) == 3  # three different ways of cutting the 20 slides
+    seeds = [s.seed for s in splits]
+    assert len(set(seeds)) == len(seeds) == 12
+
+
+def test_run_record_resolves_every_model_setting(tmp_path):
+    from wsigraph.models import build_model
+    from wsigraph.models.h2mil import H2MILConfig
+    from wsigraph.train.run import resolved_model_config
+
+    graphs, labels = toy_graphs(12)
+    model = build_model("h2mil", graphs[0].x.shape[1], 2, conv="gcn")
+    resolved = resolved_model_config(model, {"conv": "gcn"})
+    assert resolved["conv"] == "gcn" and resolved["hidden"] == H2MILConfig.hidden
+    assert resolved["ratio"] == [0.1, 4] and resolved["dropout"] == 0.3
+    abmil = resolved_model_config(build_model("abmil", 6, 2), {})
+    assert abmil and all(not k.startswith("_") for k in abmil)

@@ -5,8 +5,9 @@ A :class:`Table` lists its rows in the paper's order; each :class:`Row` names th
 produces it (``wsigraph.models.build_model(row.model, in_dim, n_classes, **config)``, ``model
 is None`` meaning "not implemented yet") and carries the paper's value for every printed cell
 as a :class:`PaperValue` (percent, exactly as printed, with the place it was read from).
-:func:`render` puts our measured mean ± std beside the paper's value and their difference; a
-row we have not run shows "not run yet", never a number.
+:func:`render` puts our measured mean ± std beside the paper's value and, for real-data runs,
+their difference (never for demo numbers); a row we have not run shows "not run yet", never a
+number.
 
 Where the numbers come from
     Typed in by hand from the paper texts in ``../shared/papers``:
@@ -604,6 +605,18 @@ def _ours(record: dict, metric: str) -> tuple[float, float | None] | None:
     return 100 * mean, None if std is None else 100 * float(std)
 
 
+def _extra(record: dict | None, metric: str, kind: str, paper: str) -> str:
+    """A CSV-only cell: our std over the repeats' means, or the official variant's mean ± std."""
+    if record is None:
+        return ""
+    summary = record.get("summary", {})
+    if kind == "std_repeats":
+        std = summary.get(metric, {}).get("std_repeats")
+        return "" if std is None or not math.isfinite(std) else f"{100 * std:.2f}"
+    value = _ours(record, OFFICIAL_VARIANT[(paper, metric)])
+    return "" if value is None else _fmt(*value)
+
+
 def _fmt(mean: float, std: float | None) -> str:
     return f"{mean:.2f}" if std is None else f"{mean:.2f} ± {std:.2f}"
 
@@ -613,10 +626,39 @@ def _diff(ours: float, paper: float) -> str:
     return f"{d + 0.0:+.2f}"  # + 0.0 turns -0.0 into 0.0
 
 
+def compares(label: str) -> bool:
+    """Whether our numbers under ``label`` may be subtracted from the paper's: never for demo
+    numbers (a synthetic number minus a TCGA number means nothing)."""
+    return "demo" not in label
+
+
+#: The official code's variant of a metric, per paper (:data:`wsigraph.train.metrics.
+#: OFFICIAL_METRICS`): H2-MIL's threshold-chosen ACC and sensitivity/specificity F1, HIGT's
+#: micro-AUC. They go into the CSV beside ours, labelled; the Markdown shows ours.
+OFFICIAL_VARIANT = {
+    ("H2-MIL", "acc"): "acc_thr",
+    ("H2-MIL", "f1"): "f1_sens_spec",
+    ("HIGT", "auc"): "auc_micro",
+}
+
+
 def column_names(table: Table, dataset: str, task: str, metric: str, label: str) -> list[str]:
-    """The three column names of one cell: ours, the paper's, and their difference."""
+    """The column names of one cell: ours, the paper's and, unless ``label`` is a demo label,
+    their difference."""
     head = f"{DATASETS[dataset]} {TASKS[task]} {METRICS[metric]}"
-    return [f"{head} [{label}]", f"{head} [paper]", f"{head} [{label} - paper]"]
+    names = [f"{head} [{label}]", f"{head} [paper]"]
+    return names + [f"{head} [{label} - paper]"] if compares(label) else names
+
+
+def extra_column_names(table: Table, dataset: str, task: str, metric: str, label: str) -> dict:
+    """The CSV-only columns of one cell: ``{"std_repeats": name}`` and, where the paper's
+    official code computes the metric otherwise, ``{"official": name}``."""
+    head = f"{DATASETS[dataset]} {TASKS[task]} {METRICS[metric]}"
+    out = {"std_repeats": f"{head} [{label}, std over repeats]"}
+    variant = OFFICIAL_VARIANT.get((table.paper, metric))
+    if variant:
+        out["official"] = f"{head} [{label}, official code's {variant}]"
+    return out
 
 
 def cell_values(
@@ -651,26 +693,34 @@ def render(table_id: str, records: dict, label: str = "ours (demo)") -> pd.DataF
     Returns:
         A frame with ``group`` and the row header, then for every cell three string columns
         ``"<cell> [<label>]"`` (mean ± std, percent), ``"<cell> [paper]"`` (as printed) and
-        ``"<cell> [<label> - paper]"`` (points, signed; empty when there is nothing to compare).
+        ``"<cell> [<label> - paper]"`` (points, signed; empty when there is nothing to compare;
+        no such column for demo labels). Then, for the CSV (:func:`extra_column_names`), the std
+        over the repeats' means and the official code's variant of the metric where there is one
+        (mean ± std over repeats for H2-MIL's per-repeat ACC/F1, over folds for micro-AUC).
     """
     table = get_table(table_id)
     by_key = _records_by_config_key(records)
     lines = []
     for row in table.rows:
         line = {"group": row.group, table.row_header: row.name}
+        extra: dict[str, str] = {}
         for dataset, task, metric in table.columns:
             rec = _find_record(records, by_key, table, row, dataset, task)
             ours = None if rec is None else _ours(rec, metric)
             paper = row.paper[(dataset, task, metric)]
-            c_ours, c_paper, c_diff = column_names(table, dataset, task, metric, label)
+            c_ours, c_paper, *c_diff = column_names(table, dataset, task, metric, label)
             if ours is None:
                 line[c_ours] = NOT_RUN if rec is None else NOT_MEASURED
             else:
                 line[c_ours] = _fmt(*ours)
             line[c_paper] = str(paper)
-            line[c_diff] = "" if ours is None else _diff(ours[0], paper.mean)
-        lines.append(line)
-    df = pd.DataFrame(lines)
+            if c_diff:
+                line[c_diff[0]] = "" if ours is None else _diff(ours[0], paper.mean)
+            for kind, col in extra_column_names(table, dataset, task, metric, label).items():
+                extra[col] = _extra(rec, metric, kind, table.paper)
+        lines.append(line | extra)
+    df = pd.DataFrame(lines)  # the CSV-only columns come last
+    df.attrs.update(extra_columns=list(extra))
     df.attrs.update(table_id=table_id, label=label)
     return df
 
@@ -678,17 +728,30 @@ def render(table_id: str, records: dict, label: str = "ours (demo)") -> pd.DataF
 def to_markdown(df: pd.DataFrame, table: Table, label: str | None = None) -> str:
     """A Markdown table with a caption naming the table, our label and where numbers come from."""
     label = label or df.attrs.get("label", "ours")
+    compared = f", `[{label} - paper]` the difference in points" if compares(label) else ""
     caption = (
         f"**{table.paper} Table {table.number}.** {table.title}. "
-        f"Columns `[{label}]` are ours, `[paper]` the paper's, `[{label} - paper]` the "
-        f"difference in points — {PAPER_NOTE}."
+        f"Columns `[{label}]` are ours, `[paper]` the paper's{compared} — {PAPER_NOTE}."
     )
+    variants = [v for (p, _), v in OFFICIAL_VARIANT.items() if p == table.paper]
+    if variants:
+        caption += (
+            " Ours: ACC of the argmax class, ROC AUC, macro F1; mean ± std over all test "
+            "folds. The CSV adds the std over the repeats' means and the official code's "
+            f"variants ({', '.join(variants)})."
+        )
     if "demo" in label:
         caption += (
             " Demo numbers come from the small synthetic demo cohort and check that the "
             "pipeline runs; they are not a reproduction of the paper's values."
         )
     caption += f' Paper caption: "{table.caption}"'
+    shown = df.drop(columns=[c for c in df.attrs.get("extra_columns", []) if c in df.columns])
+    return caption + "\n\n" + markdown_grid(shown)
+
+
+def markdown_grid(df: pd.DataFrame) -> str:
+    """``df`` as a Markdown pipe table (``|`` in cells escaped), without its index."""
 
     def cell(value) -> str:
         return str(value).replace("|", "\\|")
@@ -696,7 +759,7 @@ def to_markdown(df: pd.DataFrame, table: Table, label: str | None = None) -> str
     header = "| " + " | ".join(cell(c) for c in df.columns) + " |"
     rule = "|" + "|".join("---" for _ in df.columns) + "|"
     body = ["| " + " | ".join(cell(v) for v in r) + " |" for r in df.itertuples(index=False)]
-    return "\n".join([caption, "", header, rule, *body]) + "\n"
+    return "\n".join([header, rule, *body]) + "\n"
 
 
 def write_table(
@@ -931,8 +994,8 @@ def render_results(table_id: str, ours: dict, label: str = "ours (demo)") -> pd.
 
     Returns:
         A frame with the row header, then per column ``"<header> [<label>]"``,
-        ``"<header> [paper]"`` ("–" where the paper reports nothing) and
-        ``"<header> [<label> - paper]"``.
+        ``"<header> [paper]"`` ("–" where the paper reports nothing) and, unless ``label`` is
+        a demo label, ``"<header> [<label> - paper]"``.
     """
     table = get_result_table(table_id)
     unknown = set(ours) - set(table.row_names)
@@ -957,7 +1020,8 @@ def render_results(table_id: str, ours: dict, label: str = "ours (demo)") -> pd.
                 diff = "" if paper is None else _diff(mean, paper.mean)
             line[f"{header} [{label}]"] = ours_text
             line[f"{header} [paper]"] = "–" if paper is None else str(paper)
-            line[f"{header} [{label} - paper]"] = diff
+            if compares(label):
+                line[f"{header} [{label} - paper]"] = diff
         lines.append(line)
     df = pd.DataFrame(lines)
     df.attrs.update(table_id=table_id, label=label)

@@ -30,8 +30,9 @@ we follow the paper):
   fitness ranks instead of 4 random ones). Its fixed 20-token squeeze-excitation then needs
   exactly 5 regions of 4 patches, which is why it crashes on small slides; ours takes any
   count.
-* The hidden width is one ``hidden`` for the GNN, HIViT and the fusion (the official code uses
-  1,024 throughout, on 1,024-d KimiaNet features); ``hidden=128`` by default.
+* The hidden width is one ``hidden`` for the GNN, HIViT and the fusion; by default it is the
+  input width :math:`C` (the paper's node and token embeddings are :math:`1 \times C`,
+  :math:`C = 1{,}024`; the official ``gcn_channel_list`` is 1,024 throughout).
 * A slide with no patch tokens after pooling (e.g. no 10x patches at all) gets a zero
   embedding before the classifier.
 """
@@ -70,7 +71,7 @@ class HIGTConfig:
     fusion: bool = True  # False: "w/o Fusion" (Table 3)
     gnn_layers: int = 2  # RAConv+ / IHPool blocks (the official code: 2)
     vit_depth: int = 3  # HIViT blocks (the official code: 3)
-    hidden: int = 128
+    hidden: int | None = None  # None: the input width C (the paper's 1 x C tokens; official 1,024)
     heads: int = 1  # RAConv+ heads
     vit_heads: int = 4  # heads of the "w/o SSA" softmax attention
     # IHPool per block: a float ratio in (0, 1] or an int count of regions; a tuple gives block
@@ -114,6 +115,8 @@ class HIGT(nn.Module):
     def __init__(self, in_dim: int, n_classes: int, **config):
         super().__init__()
         self.config = c = HIGTConfig(**config)
+        if c.hidden is None:
+            c.hidden = in_dim
         conv = RAConvPlus if c.conv == "raconv+" else RAConv
         self.convs = nn.ModuleList(
             conv(in_dim if i == 0 else c.hidden, c.hidden, num_levels=3, heads=c.heads)

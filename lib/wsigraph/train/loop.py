@@ -54,11 +54,13 @@ class TrainConfig:
         model: a registered model name, e.g. ``"h2mil"`` or ``"mean-mlp"``.
         model_config: keyword settings of that model.
         lr: Adam learning rate (default ``5e-4``; H2-MIL searches {5e-4, 1e-4, 5e-5}).
-        weight_decay: Adam weight decay (default ``1e-4``).
-        epochs: maximum epochs (default ``50``, the papers').
+        weight_decay: Adam weight decay (default ``5e-4``, both official codes'; the papers do
+            not state one).
+        epochs: epochs (default ``50``, the papers').
         batch_size: slides per step (default ``1``).
-        patience: epochs without validation improvement before stopping (default ``10``;
-            ``None`` or ``0`` disables early stopping).
+        patience: epochs without validation improvement before stopping (default ``None``: no
+            early stopping, as in both papers, which train a fixed number of epochs and keep
+            the best validation checkpoint; ``0`` also disables it).
         seed: base seed (default ``0``).
         device: ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
         standardize: z-score node features with the mean/std of the training split's nodes
@@ -70,10 +72,10 @@ class TrainConfig:
     model: str
     model_config: dict = field(default_factory=dict)
     lr: float = 5e-4
-    weight_decay: float = 1e-4
+    weight_decay: float = 5e-4
     epochs: int = 50
     batch_size: int = 1
-    patience: int | None = 10
+    patience: int | None = None
     seed: int = 0
     device: str = "auto"
     standardize: bool = True

@@ -125,3 +125,43 @@ def micro_auc(y_true, prob) -> float:
         return math.nan
     onehot = np.eye(p.shape[1])[y]  # [N, C]
     return float(roc_auc_score(onehot, p, average="micro"))
+
+
+#: The official codes' variants, reported beside ours: HIGT's micro-AUC (per fold) and H2-MIL's
+#: threshold-chosen ACC and sensitivity/specificity "F1" (per repeat, on pooled predictions).
+OFFICIAL_METRICS = ("auc_micro", "acc_thr", "f1_sens_spec")
+
+
+def repeat_std(values_by_repeat: dict[int, list[float]]) -> float:
+    """The sample std of the per-repeat means (``NaN`` with fewer than two repeats): the spread
+    the papers' "mean ± std of 5 repeated 5-fold CV" may also mean, beside the std over folds."""
+    means = [summarise(v)[0] for v in values_by_repeat.values()]
+    return summarise(means)[1]
+
+
+def official_metrics(predictions: list[dict]) -> tuple[list[dict], list[dict]]:
+    """The official variants of a run's test predictions.
+
+    Args:
+        predictions: one entry per (repeat, fold) with ``repeat``, ``fold``, ``label [n]`` and
+            ``prob [n, C]`` (as in a run record).
+
+    Returns:
+        ``(per_fold, per_repeat)``: ``[{repeat, fold, auc_micro}]`` and
+        ``[{repeat, acc_thr, f1_sens_spec, threshold}]``, the latter on the predictions of all
+        the repeat's folds pooled (``NaN`` for more than two classes).
+    """
+    per_fold = [
+        {"repeat": p["repeat"], "fold": p["fold"], "auc_micro": micro_auc(p["label"], p["prob"])}
+        for p in predictions
+    ]
+    per_repeat = []
+    for r in sorted({p["repeat"] for p in predictions}):
+        labels = np.concatenate([np.asarray(p["label"]) for p in predictions if p["repeat"] == r])
+        prob = np.concatenate([np.asarray(p["prob"]) for p in predictions if p["repeat"] == r])
+        if prob.ndim == 2 and prob.shape[1] == 2:
+            out = h2mil_threshold_metrics(labels, prob[:, 1])
+        else:
+            out = {"acc_thr": math.nan, "f1_sens_spec": math.nan, "threshold": math.nan}
+        per_repeat.append({"repeat": r, **out})
+    return per_fold, per_repeat

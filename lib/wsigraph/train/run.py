@@ -18,9 +18,16 @@ writes, atomically:
 ``out_dir/<name>.json``
     the run record: ``name, config, meta, cv, n_classes, folds, summary, fold_details,
     predictions, timings, peak_memory, config_hashes, git_commit, created, versions``.
+    ``config`` is the :class:`~wsigraph.train.loop.TrainConfig` with its ``model_config``
+    fully resolved (every setting of the built model, defaults included:
+    :func:`resolved_model_config`); ``config.model_config_given`` is what the run passed.
     ``folds`` is long format, one row per (repeat, fold, metric) with the ``table, row,
-    dataset, task`` of ``meta``; ``summary`` maps each metric to its mean and sample std
-    (:func:`wsigraph.train.metrics.summarise`). ``timings.total_seconds`` is this call's wall
+    dataset, task`` of ``meta``; ``summary`` maps each metric to its mean, sample std over all
+    folds, ``n`` and ``std_repeats`` (the std of the repeats' means;
+    :func:`wsigraph.train.metrics.summarise`). Beside ours (argmax ACC, AUC, macro F1) the
+    record holds the official codes' variants (:data:`~wsigraph.train.metrics.OFFICIAL_METRICS`):
+    ``auc_micro`` per fold (HIGT) in ``folds`` and ``summary``, and H2-MIL's threshold-chosen
+    ``acc_thr`` / ``f1_sens_spec`` per repeat in ``official_per_repeat`` and ``summary``. ``timings.total_seconds`` is this call's wall
     time (reused folds cost nothing), ``timings.fold_seconds_sum`` the sum of every fold's
     ``train_seconds``, reused ones included. ``NaN`` is written as ``null`` (strict JSON).
 """
@@ -29,6 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import inspect
 import json
 import math
 import platform
@@ -50,7 +58,7 @@ from wsigraph.models import build_model
 from wsigraph.train.cv import Split, make_splits, write_splits
 from wsigraph.train.executor import run_folds
 from wsigraph.train.loop import FoldResult, TrainConfig, train_fold
-from wsigraph.train.metrics import METRICS, summarise
+from wsigraph.train.metrics import METRICS, official_metrics, repeat_std, summarise
 
 TASKS = ("typing", "staging")
 META_COLUMNS = ("table", "row", "dataset", "task")
@@ -200,6 +208,30 @@ def config_hash(
     }
     text = json.dumps(payload, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def resolved_model_config(model: nn.Module, given: dict) -> dict:
+    """Every setting of a built model, defaults included: ``model.settings()`` where the model
+    has it (H2-MIL, HIGT: their resolved dataclass config), its dataclass ``config`` where it has
+    one (e.g. MeanMLP), else the keyword defaults of its
+    constructor and of the MIL module it wraps (``model.module``), its ``options``, and
+    ``given`` on top."""
+    if hasattr(model, "settings"):
+        return _clean(model.settings())
+    config = getattr(model, "config", None)
+    if dataclasses.is_dataclass(config) and not isinstance(config, type):
+        return _clean(dataclasses.asdict(config))
+    skip = {"self", "in_dim", "n_classes", "in_channels", "out_channels"}
+    variadic = (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)
+    out: dict = {}
+    for cls in (getattr(model, "module", None), type(model)):
+        if not isinstance(cls, type):
+            continue
+        for name, par in inspect.signature(cls.__init__).parameters.items():
+            if name not in skip and par.kind not in variadic and par.default is not par.empty:
+                out[name] = par.default
+    out |= getattr(model, "options", None) or {}
+    return _clean(out | dict(given))
 
 
 # Records -------------------------------------------------------------------------------------
@@ -361,7 +393,8 @@ def run_experiment(
 
     digests = data_digest(graphs)
     in_dim = graphs[0].x.shape[1]
-    model_key = model_fingerprint(build_model(cfg.model, in_dim, n_classes, **cfg.model_config))
+    model = build_model(cfg.model, in_dim, n_classes, **cfg.model_config)
+    model_key = model_fingerprint(model)
     hashes = [config_hash(cfg, n_classes, s, labels, slide_ids, digests, model_key) for s in splits]
     results, reused = resume_folds(
         run_fold_job,
@@ -385,13 +418,47 @@ def run_experiment(
         for r in fold_results
         for m in METRICS
     ]
+    predictions = [
+        {
+            "repeat": r.repeat,
+            "fold": r.fold,
+            "slide_id": r.test_slide_ids,
+            "label": r.test_labels,
+            "prob": r.test_probs,
+        }
+        for r in fold_results
+    ]
+    per_fold, per_repeat = official_metrics(predictions)
+    rows += [
+        context
+        | {"repeat": r.repeat, "fold": r.fold, "seed": r.seed, "metric": "auc_micro"}
+        | {"value": f["auc_micro"]}
+        for r, f in zip(fold_results, per_fold, strict=True)
+    ]
     summary = {}
-    for m in METRICS:
-        mean, std = summarise(r.metrics[m] for r in fold_results)
-        summary[m] = {"mean": mean, "std": std, "n": len(fold_results)}
+    for m in (*METRICS, "auc_micro"):
+        values = [row["value"] for row in rows if row["metric"] == m]
+        by_repeat: dict[int, list[float]] = {}
+        for row in rows:
+            if row["metric"] == m:
+                by_repeat.setdefault(row["repeat"], []).append(row["value"])
+        mean, std = summarise(values)
+        summary[m] = {
+            "mean": mean,
+            "std": std,
+            "n": len(values),
+            "std_repeats": repeat_std(by_repeat),
+        }
+    for m in ("acc_thr", "f1_sens_spec"):  # one value per repeat: std over the repeats
+        mean, std = summarise(r[m] for r in per_repeat)
+        summary[m] = {"mean": mean, "std": std, "n": len(per_repeat), "std_repeats": std}
     record = {
         "name": name,
-        "config": cfg.to_dict(),
+        "config": cfg.to_dict()
+        | {
+            "model_config": resolved_model_config(model, cfg.model_config),
+            "model_config_given": _clean(cfg.model_config),
+        },
         "meta": meta,
         "cv": {
             "folds": folds,
@@ -418,16 +485,8 @@ def run_experiment(
             }
             for r, was_reused in zip(fold_results, reused, strict=True)
         ],
-        "predictions": [
-            {
-                "repeat": r.repeat,
-                "fold": r.fold,
-                "slide_id": r.test_slide_ids,
-                "label": r.test_labels,
-                "prob": r.test_probs,
-            }
-            for r in fold_results
-        ],
+        "predictions": predictions,
+        "official_per_repeat": per_repeat,
         "timings": {
             "total_seconds": time.perf_counter() - start,
             "fold_seconds_sum": sum(r.train_seconds for r in fold_results),
