@@ -199,3 +199,37 @@ def test_cohort_survival_demo_and_tcga(real_data):
     assert tcga["slide_id"].tolist() == ["d"] and tcga["censorship"].tolist() == [0]
     with pytest.raises(ValueError, match="no slide"):
         cohort_survival(get_profile("demo"), manifest, "brca")
+
+
+def test_nll_loss_per_case_by_hand():
+    """One case at a time, with unequal hazards h = (0.2, 0.25), S = (0.8, 0.6): an event in
+    bin y costs -log(S_{y-1} h_y), a case censored in bin y costs -log S_y (it survived bin y).
+    Uniform hazards of 0.5 cannot tell these apart (-log(S_{y-1} h_y) = -log S_y then)."""
+    import math
+
+    import torch
+
+    from wsigraph.train.survival import nll_loss
+
+    hazards = torch.tensor([[0.2, 0.25]], dtype=torch.float64)
+
+    def one(y, c, alpha=0.0, h=hazards):
+        return float(nll_loss(h, None, torch.tensor([y]), torch.tensor([c]), alpha=alpha))
+
+    assert one(0, 0) == pytest.approx(-math.log(0.2))  # died in bin 0
+    assert one(0, 1) == pytest.approx(-math.log(0.8))  # censored in bin 0: survived it
+    assert one(1, 0) == pytest.approx(-math.log(0.8 * 0.25))  # survived bin 0, died in bin 1
+    assert one(1, 1) == pytest.approx(-math.log(0.6))  # survived both
+    # alpha re-weights only the event term: censored cases get (1 - alpha) of theirs
+    assert one(1, 0, alpha=0.4) == pytest.approx(-math.log(0.8 * 0.25))
+    assert one(1, 1, alpha=0.4) == pytest.approx(-0.6 * math.log(0.6))
+    # what happens after a case's bin does not matter; a death gets likelier with h_y
+    later = torch.tensor([[0.2, 0.9]], dtype=torch.float64)
+    assert one(0, 1, h=later) == pytest.approx(one(0, 1))
+    assert one(0, 0, h=later) == pytest.approx(one(0, 0))
+    assert one(1, 0, h=later) < one(1, 0)
+    # the batch loss is the mean of the cases'
+    batch = nll_loss(
+        hazards.expand(4, 2), None, torch.tensor([0, 0, 1, 1]), torch.tensor([0, 1, 0, 1])
+    )
+    assert float(batch) == pytest.approx((one(0, 0) + one(0, 1) + one(1, 0) + one(1, 1)) / 4)

@@ -125,3 +125,29 @@ def test_demo_cohort_writes_manifest_and_resumes(tmp_path, monkeypatch):
     assert paths[0].stat().st_mtime_ns == mtimes[0]  # finished slides are not rewritten
     with Slide(paths[1]) as s:  # the broken one was regenerated
         s.verify()
+
+
+def test_class_is_recoverable_from_rendered_slides():
+    """The labels can be read off the rendered pixels, each by its own statistic at 10x:
+    typing by the chromatin checkerboard (correlation with (-1)^(row+col); class 0 has more
+    speckled nuclei), staging by the stromal stripes (correlation with (-1)^row; late stage has
+    more reactive stroma). Neither statistic separates the other label."""
+    from sklearn.metrics import roc_auc_score
+
+    specs = slide_specs("esca", 16, 8, 8, seed=0, size=(512, 384))
+    typing = np.array([s.typing for s in specs])
+    staging = np.array([s.staging for s in specs])
+    checker, stripes = [], []
+    for spec in specs:
+        grey = _box_half(render_slide(spec)).astype(float).mean(axis=2)  # 10x
+        rows, cols = np.indices(grey.shape)
+        checker.append((grey * np.where((rows + cols) % 2 == 0, 1.0, -1.0)).mean())
+        stripes.append((grey * np.where(rows % 2 == 0, 1.0, -1.0)).mean())
+    checker, stripes = np.array(checker), np.array(stripes)
+
+    assert roc_auc_score(typing == 0, checker) >= 0.9
+    assert checker[typing == 0].mean() > 2 * checker[typing == 1].mean()
+    assert roc_auc_score(staging == 1, stripes) >= 0.85
+    assert stripes[staging == 1].mean() > 1.5 * stripes[staging == 0].mean()
+    assert 0.2 < roc_auc_score(staging == 1, checker) < 0.8  # no leak between the labels
+    assert 0.2 < roc_auc_score(typing == 1, stripes) < 0.8

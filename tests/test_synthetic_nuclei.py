@@ -150,3 +150,22 @@ def test_fast():
     arrangement_tiles("bach", 2)
     orientation_rois("crc3", 1)
     assert (time.perf_counter() - t) / 7 < 0.1
+
+
+@pytest.mark.parametrize(
+    ("task", "high_class"), [("bach", 0), ("gleason", 1), ("crc2", 0), ("melanoma", 0)]
+)
+def test_class_signal_on_small_sets(task, high_class):
+    """A fast check of each set's class signal on 4 images per class, from the drawn nuclei:
+    neighbours within 22 px (arrangement tasks) or local orientation order (orientation tasks)
+    put every image of ``high_class`` above every image of the other class."""
+    from wsigraph.data.synthetic_nuclei import ARRANGEMENT_CLASSES
+
+    if task in ARRANGEMENT_CLASSES:
+        d = arrangement_tiles(task, 4, seed=1)
+        score = np.array([neighbour_count(e[:, :2]) for e in d.nuclei])
+    else:
+        d = orientation_rois(task, 4, seed=1)
+        score = np.array([orientation_coherence(e[:, :2], e[:, 4]) for e in d.nuclei])
+    high = d.labels == high_class
+    assert score[high].min() > score[~high].max(), (score[high], score[~high])
