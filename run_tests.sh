@@ -4,4 +4,4 @@ set -euo pipefail
 cd "$(dirname "$0")"
 ./scripts/bootstrap.sh
 export MPLBACKEND=Agg
-exec .venv/bin/python -m pytest "$@"
+exec .venv/bin/python -m pytest --durations=10 "$@"
