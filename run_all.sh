@@ -6,5 +6,6 @@ set -euo pipefail
 cd "$(dirname "$0")"
 ./scripts/bootstrap.sh
 # Quieter executed notebooks: progress bars redraw at most every 10 s, no ipywidgets hint.
-export MPLBACKEND=Agg TQDM_MININTERVAL=10 PYTHONWARNINGS="ignore::FutureWarning,ignore:IProgress not found"
+# No MPLBACKEND here: the kernels keep their inline backend, so executed notebooks show figures.
+export TQDM_MININTERVAL=10 PYTHONWARNINGS="ignore::FutureWarning,ignore:IProgress not found"
 exec .venv/bin/python -m wsigraph.pipeline "$@"
