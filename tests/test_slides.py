@@ -120,6 +120,13 @@ def test_png_and_missing_file(real_data, tmp_path):
         Slide(tmp_path / "missing.svs")
 
 
+def test_directory_named_like_a_slide(tmp_path):
+    (tmp_path / "x.svs").mkdir()
+    with pytest.raises(SlideError, match=r"x\.svs: is a directory, not a slide file") as err:
+        Slide(tmp_path / "x.svs")
+    assert "no such file" not in str(err.value) and "\n" not in str(err.value)
+
+
 def test_openslide_itself_agrees_on_synthetic_slide(synthetic_slide):
     osr = openslide.OpenSlide(str(synthetic_slide))
     assert osr.properties["openslide.vendor"] == "aperio"

@@ -68,8 +68,17 @@ class Slide:
         mpp: float | None = None,
     ):
         self.path = Path(path)
+        if self.path.is_dir():
+            raise SlideError(
+                self.path, "is a directory, not a slide file; pass the slide file itself"
+            )
         if not self.path.is_file():
-            raise SlideError(self.path, "no such file")
+            raise SlideError(
+                self.path,
+                "not a regular file (a device, pipe or socket); pass the slide file itself"
+                if self.path.exists()
+                else "no such file",
+            )
         try:
             self._osr = openslide.OpenSlide(str(self.path))
         except openslide.OpenSlideUnsupportedFormatError:
