@@ -15,7 +15,7 @@ from torch_geometric.data import Data
 
 from wsigraph.graphs.pyramid import save_graph
 from wsigraph.train import loop
-from wsigraph.train.cv import make_splits, split_counts, write_splits
+from wsigraph.train.cv import make_splits, min_slides_per_class, split_counts, write_splits
 from wsigraph.train.executor import run_folds
 from wsigraph.train.loop import BestCheckpoint, TrainConfig, feature_stats, prepare, train_fold
 from wsigraph.train.metrics import classification_metrics, summarise
@@ -79,6 +79,30 @@ def test_splits_deterministic():
 def test_splits_too_few_members():
     with pytest.raises(ValueError, match=r"\{1: 3\}.*folds=5.*at most 3"):
         make_splits([0] * 10 + [1] * 3, folds=5)
+
+
+@pytest.mark.parametrize("labels", [[0] * 10 + [1], [0] * 3 + [1] * 3, [0, 0, 1, 1, 1]])
+@pytest.mark.parametrize("folds", [2, 5])
+def test_splits_too_few_members_for_two_folds(labels, folds):
+    """Folds must be >= 2: when even 2 folds cannot work, the hint is the slides per class the
+    cohort needs (never "lower folds to at most 1"), and that number is enough."""
+    with pytest.raises(ValueError) as err:
+        make_splits(labels, folds=folds)
+    msg = str(err.value)
+    assert "at most 1" not in msg and "lower folds" not in msg and "\n" not in msg, msg
+    assert msg.endswith("the cohort needs at least 5 slides per class"), msg
+    assert min_slides_per_class(2, 0.25) == 5
+    make_splits([0] * 5 + [1] * 5, folds=2, repeats=5, seed=3)  # the hint suffices
+    with pytest.raises(ValueError, match="at least 5 slides per class"):
+        make_splits([0] * 4 + [1] * 4, folds=2, repeats=1)  # and is the least that does
+
+
+@pytest.mark.parametrize(("n_classes", "val_fraction"), [(2, 0.5), (3, 0.25), (2, 0.1), (4, 0.9)])
+def test_min_slides_per_class_is_tight(n_classes, val_fraction):
+    n = min_slides_per_class(n_classes, val_fraction)
+    make_splits(np.repeat(np.arange(n_classes), n), 2, 3, val_fraction=val_fraction, seed=1)
+    with pytest.raises(ValueError, match=f"at least {n} slides per class"):
+        make_splits(np.repeat(np.arange(n_classes), n - 1), 2, 3, val_fraction=val_fraction)
 
 
 def test_write_splits(tmp_path):

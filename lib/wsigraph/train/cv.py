@@ -77,7 +77,8 @@ def make_splits(
 
     Raises:
         ValueError: a class has fewer slides than ``folds`` (or too few for a stratified
-            validation split); the message says how many and what to lower.
+            validation split); the message says how many and what to change (lower folds, or
+            with folds=2 the slides per class the cohort needs, :func:`min_slides_per_class`).
     """
     y = np.asarray(labels).astype(np.int64).ravel()
     if folds < 2 or repeats < 1:
@@ -89,11 +90,46 @@ def make_splits(
         raise ValueError(f"need at least two classes to split, got {classes.tolist()}")
     small = {int(c): int(n) for c, n in zip(classes, counts, strict=True) if n < folds}
     if small:
-        worst = min(small.values())
+        most = min(folds - 1, *small.values())
+        hint = _fewer_folds_hint(y, most, val_fraction, "or add slides of that class")
         raise ValueError(
-            f"class(es) {small} (class: slides) have fewer slides than folds={folds}; "
-            f"lower folds to at most {worst} or add slides of that class"
+            f"class(es) {small} (class: slides) have fewer slides than folds={folds}; {hint}"
         )
+    try:
+        return _split(y, folds, repeats, val_fraction, seed)
+    except _ValSplitError as e:
+        raise ValueError(
+            f"repeat {e.repeat} fold {e.fold}: cannot hold out a stratified validation split of "
+            f"{val_fraction:.0%} from {len(e.train_val)} training slides with class counts "
+            f"{np.bincount(y[e.train_val]).tolist()} ({e.err}); "
+            f"{_fewer_folds_hint(y, folds - 1, val_fraction, 'or raise val_fraction')}"
+        ) from None
+
+
+def _fewer_folds_hint(y: np.ndarray, most: int, val_fraction: float, alternative: str) -> str:
+    """``lower folds to at most k ...`` for the largest ``k <= most`` whose splits work, or,
+    when not even 2 folds work, the slides per class the cohort needs."""
+    for k in range(most, 1, -1):
+        try:
+            _split(y, k, 1, val_fraction, 0)  # fold sizes do not depend on the shuffle
+        except _ValSplitError:
+            continue
+        return f"lower folds to at most {k} {alternative}".rstrip()
+    need = min_slides_per_class(len(np.unique(y)), val_fraction)
+    return (
+        "cross-validation needs folds >= 2, and with folds=2 and "
+        f"val_fraction={val_fraction} the cohort needs at least {need} slides per class"
+    )
+
+
+class _ValSplitError(Exception):
+    def __init__(self, repeat: int, fold: int, train_val: np.ndarray, err: ValueError):
+        self.repeat, self.fold, self.train_val, self.err = repeat, fold, train_val, err
+
+
+def _split(y: np.ndarray, folds: int, repeats: int, val_fraction: float, seed: int) -> list[Split]:
+    """The splits of :func:`make_splits` (arguments checked); :class:`_ValSplitError` when a
+    stratified validation hold-out is impossible."""
     rskf = RepeatedStratifiedKFold(n_splits=folds, n_repeats=repeats, random_state=seed)
     splits = []
     for k, (train_val, test) in enumerate(rskf.split(np.zeros(len(y)), y)):
@@ -104,13 +140,34 @@ def make_splits(
                 train_val, test_size=val_fraction, stratify=y[train_val], random_state=s
             )
         except ValueError as err:
-            raise ValueError(
-                f"repeat {repeat} fold {fold}: cannot hold out a stratified validation split of "
-                f"{val_fraction:.0%} from {len(train_val)} training slides with class counts "
-                f"{np.bincount(y[train_val]).tolist()} ({err}); lower folds or raise val_fraction"
-            ) from None
+            raise _ValSplitError(repeat, fold, train_val, err) from None
         splits.append(Split(repeat, fold, s, np.sort(train), np.sort(val), np.sort(test)))
     return splits
+
+
+def min_slides_per_class(n_classes: int, val_fraction: float = 0.25) -> int:
+    """The fewest slides per class (all classes alike) with which :func:`make_splits` can run
+    2-fold CV with a stratified ``val_fraction`` hold-out; quoted by its error messages.
+
+    Each training split must keep 2 slides of every class and its validation and training
+    parts at least one slide per class, so the answer grows as ``val_fraction`` shrinks. Found
+    by trying the same splits from a lower bound up."""
+    if n_classes < 2 or not 0.0 < val_fraction < 1.0:
+        raise ValueError(
+            f"need n_classes >= 2 and 0 < val_fraction < 1, got {n_classes}, {val_fraction}"
+        )
+    # A test fold of 2-fold CV holds at least floor(n / 2) of each class, so the training part
+    # has at most n_classes * (n + 1) / 2 slides, of which val_fraction must cover n_classes.
+    n = max(2, int(2 * (n_classes - 1) / (val_fraction * n_classes)) - 1)
+    while n < 1_000_000:
+        labels = np.repeat(np.arange(n_classes), n)
+        try:
+            _split(labels, 2, 1, val_fraction, 0)
+        except _ValSplitError:
+            n += 1
+        else:
+            return n
+    return n
 
 
 def split_table(
