@@ -1,23 +1,36 @@
 """Atomic file writes: every stage writes a temp file beside the target, then renames it.
 
 An interrupted run therefore never leaves a half-written slide, feature file, graph, manifest
-or record under its final name, and a resumed run can trust any file it finds.
+or record under its final name, and a resumed run can trust any file it finds. Files get the
+mode a plain ``open(path, "w")`` would give them (``0o666`` less the umask), and a full disk
+is reported as ``no space left on device`` with the file's path.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
-import tempfile
+import secrets
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
+
+# torch.save to a path writes through its own C++ stream, and a failed write surfaces as
+# "[enforce fail at inline_container.cc:...] . unexpected pos 1792 vs 1686" (or "file write
+# failed"), without errno. When the folder then has less than this free, it was a full disk.
+_TORCH_WRITE_FAILED = ("unexpected pos", "file write failed")
+_FULL = 1 << 20
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path in ``path``'s folder; on success move it over ``path``.
 
-    On any exception the temporary file is removed and ``path`` is left as it was.
+    On any exception the temporary file is removed and ``path`` is left as it was. The file is
+    created with mode ``0o666`` less the umask, as ``open(path, "w")`` would create it. A full
+    disk (``ENOSPC``, or torch's ``unexpected pos`` with the disk full) is re-raised as an
+    :class:`OSError` (``errno.ENOSPC``) whose one-line message names ``path``.
 
     Example::
 
@@ -25,17 +38,60 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             df.to_csv(tmp)
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    tmp = None
     try:
-        yield Path(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600 files
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _new_tmp(path)
+        yield tmp
         os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+    except BaseException as e:
+        full = _disk_full(e, path.parent)  # before the temporary file frees its blocks
+        if tmp is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        if full:
+            raise OSError(
+                errno.ENOSPC,
+                f"no space left on device while writing {path}; free space on that disk (or "
+                "write the outputs elsewhere) and rerun",
+            ) from e
         raise
+
+
+def _new_tmp(path: Path) -> Path:
+    """Create an empty, unused ``.<name>.<random>.tmp`` beside ``path`` with the default mode.
+
+    Unlike :func:`tempfile.mkstemp` (mode ``0o600``), ``os.open(..., 0o666)`` lets the kernel
+    apply the umask (and any default ACL), with no process-wide ``os.umask`` call that would
+    race with other threads."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    for _ in range(100):
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            os.close(os.open(tmp, flags, 0o666))
+        except FileExistsError:
+            continue
+        return tmp
+    raise FileExistsError(errno.EEXIST, f"no unused temporary name beside {path}")
+
+
+def _disk_full(e: BaseException, folder: Path) -> bool:
+    """Whether ``e`` (or an exception it was raised from or during) is a full disk. Ctrl-C and
+    other non-:class:`Exception` exits are never turned into a disk error."""
+    if not isinstance(e, Exception):
+        return False
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+            return True
+        if isinstance(e, RuntimeError) and any(m in str(e) for m in _TORCH_WRITE_FAILED):
+            try:
+                return shutil.disk_usage(folder).free < _FULL
+            except OSError:
+                return False
+        e = e.__cause__ or e.__context__
+    return False
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:
