@@ -8,8 +8,10 @@ Nothing reaches the network; back-off sleeps are recorded, not slept.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
+import os
 import shutil
 import socket
 import threading
@@ -20,6 +22,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from wsigraph.data import gdc as gdc_module
 from wsigraph.data.gdc import (
     CLINICAL_FIELDS,
     SLIDE_FIELDS,
@@ -50,6 +53,7 @@ class FakeGDC:
         self.faults: dict[str, dict[str, int]] = {}  # file id or "/files" -> fault -> times left
         self.lock = threading.Lock()
         self.url = ""
+        self.mangle = None  # a hostile server: rewrites each search answer before it is sent
 
     def add_file(self, file_id, name, blob, project, case):
         self.blobs[file_id] = blob
@@ -163,6 +167,8 @@ class Handler(BaseHTTPRequestHandler):
             "pages": -(-len(hits) // size),
         }
         body = {"data": {"hits": page, "pagination": pagination}, "warnings": {}}
+        if gdc.mangle is not None:
+            body = gdc.mangle(copy.deepcopy(body))
         self.reply(200, json.dumps(body).encode(), {"Content-Type": "application/json"})
 
     def data(self, gdc: FakeGDC, file_id: str):
@@ -629,3 +635,205 @@ def test_cohort_rule_on_the_gdc_path(server, client, tmp_path, monkeypatch):
     assert len(report.planned) == len(hits) - 1 and server.requests("/data/") == []
     either, _ = build_tcga_cohort(profile, client, dry_run=True, progress=False, require_both=False)
     assert len(either) == len(hits) and either["staging"].isna().sum() == 1
+
+
+# ------------------------------------------------------------- a broken or hostile server
+
+
+def _one_line_gdc_error(err: pytest.ExceptionInfo, *fragments: str) -> str:
+    """A GDCError (not a raw KeyError / AttributeError) on one line, naming every fragment."""
+    assert type(err.value) is GDCError, repr(err.value)
+    msg = str(err.value)
+    assert "\n" not in msg, msg
+    for fragment in fragments:
+        assert fragment in msg, (fragment, msg)
+    return msg
+
+
+def test_pagination_count_minus_one_is_refused_at_once(server, sleeps):
+    """count: -1 used to move `from` backwards for ever."""
+    c = GDCClient(server.url, page_size=3, sleep=sleeps.append)
+    c.max_pages = 50  # refused on the first page, long before any cap
+
+    def minus_one(body):
+        body["data"]["pagination"]["count"] = -1
+        return body
+
+    server.mangle = minus_one
+    with pytest.raises(GDCError) as err:
+        c.diagnostic_slides("TCGA-ESCA")
+    _one_line_gdc_error(err, "/files (from=0)", "data.pagination.count is -1", "(3)")
+    assert len(server.requests("/files")) == 1
+
+
+def test_pagination_that_never_ends_is_capped(server, sleeps):
+    """Every page full, `total` never reached: stopped after max_pages, naming the field."""
+    c = GDCClient(server.url, page_size=1, sleep=sleeps.append)
+    c.max_pages = 4
+
+    def endless(body):
+        body["data"]["pagination"]["total"] = 10**12
+        body["data"]["hits"] = body["data"]["hits"] or [{"file_id": "again"}]
+        body["data"]["pagination"]["count"] = len(body["data"]["hits"])
+        return body
+
+    server.mangle = endless
+    with pytest.raises(GDCError) as err:
+        c.query("files", {"op": "in", "content": {"field": "project_id", "value": ["x"]}}, "a")
+    _one_line_gdc_error(err, "data.pagination.total (1000000000000)", "max_pages=4")
+    assert len(server.requests("/files")) == 4
+
+
+def test_empty_page_before_total_is_not_a_silent_end(server, client):
+    """An empty page while `total` says more hits exist would lose them without a word."""
+
+    def short(body):
+        body["data"]["pagination"]["total"] += 5
+        return body
+
+    server.mangle = short
+    with pytest.raises(GDCError) as err:
+        client.diagnostic_slides("TCGA-ESCA")
+    _one_line_gdc_error(err, "data.hits is empty but data.pagination.total is 12", "lost 5")
+
+
+def _set(path: str, value):
+    """A mangler that sets ``body[path...]`` (dotted) to ``value``; ``...`` deletes it."""
+
+    def mangle(body):
+        *parents, last = path.split(".")
+        node = body
+        for key in parents:
+            node = node[int(key)] if isinstance(node, list) else node[key]
+        if value is ...:
+            del node[last]
+        elif isinstance(node, list):
+            node[int(last)] = value
+        else:
+            node[last] = value
+        return body
+
+    return mangle
+
+
+@pytest.mark.parametrize(
+    ("mangle", "expected"),
+    [
+        (_set("data.hits", "oops"), "data.hits is 'oops' (str), expected a list of hits"),
+        (_set("data.hits", {"0": {}}), "data.hits is {'0': {}} (dict), expected a list"),
+        (_set("data.hits", ...), "data.hits is missing (or null), expected a list"),
+        (_set("data.hits.1", "x"), "data.hits[1] is 'x' (str), expected an object"),
+        (_set("data.pagination", []), "data.pagination is [] (list), expected an object"),
+        (_set("data.pagination.count", "7x"), "data.pagination.count is '7x' (str)"),
+        (_set("data.pagination.count", 2), "data.pagination.count is 2 (int), expected the"),
+        (_set("data.pagination.total", None), "data.pagination.total is missing (or null)"),
+        (_set("data", [1]), "data is [1] (list), expected an object"),
+        (lambda body: [body], "the answer is [{"),
+    ],
+)
+def test_malformed_search_answers_name_the_field(server, client, mangle, expected):
+    server.mangle = mangle
+    with pytest.raises(GDCError) as err:
+        client.diagnostic_slides("TCGA-ESCA")
+    _one_line_gdc_error(err, "/files (from=0): ", expected, "retry later")
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "expected"),
+    [
+        ("file_id", ..., "data.hits[2].file_id is missing (or null), expected a non-empty string"),
+        ("file_id", 17, "data.hits[2].file_id is 17 (int)"),
+        ("file_name", "", "data.hits[2].file_name is '' (str)"),
+        ("cases", ["TCGA-L5-0002"], "data.hits[2].cases[0] is 'TCGA-L5-0002' (str), expected"),
+        ("cases", {"submitter_id": "TCGA-L5-0002"}, "data.hits[2].cases is {'submitter_id"),
+    ],
+)
+def test_hit_without_file_id_names_the_field(server, client, field, value, expected):
+    server.mangle = _set(f"data.hits.2.{field}", value)
+    with pytest.raises(GDCError) as err:
+        client.diagnostic_slides("TCGA-ESCA")
+    _one_line_gdc_error(err, "/files (TCGA-ESCA): ", expected)
+
+
+def test_clinical_hit_of_the_wrong_shape_names_the_field(server, client):
+    server.cases = [
+        {"submitter_id": "a", "project": {"project_id": "TCGA-ESCA"}, "diagnoses": [[]]},
+    ]
+    with pytest.raises(GDCError) as err:
+        client.clinical("TCGA-ESCA")
+    _one_line_gdc_error(err, "/cases (TCGA-ESCA): data.hits[0].diagnoses[0] is [] (list)")
+
+
+def test_bad_sizes_and_md5s_fail_their_file_only(server, client, tmp_path):
+    """file_size "12abc" used to abort every download with a ValueError, a negative size gave
+    a confusing "No such file"; now each fails its own file, named, and the others go on."""
+    bad = {1: ("file_size", "12abc"), 2: ("file_size", -5), 4: ("md5sum", "not-an-md5")}
+    for i, (key, value) in bad.items():
+        server.files[i][key] = value
+    server.files[3]["file_size"] = str(server.files[3]["file_size"])  # decimal text is fine
+    slides = client.diagnostic_slides("TCGA-ESCA")
+    report = client.download(slides, tmp_path, workers=2, progress=False)
+    names = [s["file_name"] for s in slides]
+    assert report.downloaded == [n for i, n in enumerate(names) if i not in bad]
+    assert [n for n, _ in report.failed] == [names[i] for i in bad]
+    reasons = [why for _, why in report.failed]
+    assert "file_size '12abc' (file uuid-1) is not a whole number of bytes >= 0" in reasons[0]
+    assert "file_size -5 (file uuid-2) is not a whole number of bytes >= 0" in reasons[1]
+    assert "md5sum 'not-an-md5' (file uuid-4) is not 32 hex digits" in reasons[2]
+    assert all("\n" not in why and "No such file" not in why for why in reasons)
+    assert not any(r[0] in {"/data/uuid-1", "/data/uuid-2", "/data/uuid-4"} for r in server.log)
+    assert tree(tmp_path) == {n for i, n in enumerate(names) if i not in bad}
+    dry = client.download(slides, tmp_path / "dry", dry_run=True)  # a dry run says the same
+    assert [n for n, _ in dry.failed] == [names[i] for i in bad]
+
+
+@pytest.mark.parametrize("suffix", [".part", ".PART"])
+def test_a_name_ending_in_the_temporary_suffix_is_refused(server, client, tmp_path, suffix):
+    """`X.svs` and `X.svs.part` fetched by 2 workers used to report 0 failures while one file
+    was missing or held the other's bytes: the `.part` name is refused, the other is fine."""
+    blob = server.blobs["uuid-0"]
+    server.add_file("id-x", "X.svs", blob[:400_000], "TCGA-PART", "TCGA-PA-0001")
+    server.add_file("id-p", "X.svs" + suffix, blob[500_000:800_000], "TCGA-PART", "TCGA-PA-0002")
+    slides = client.diagnostic_slides("TCGA-PART")
+    report = client.download(slides, tmp_path, workers=2, progress=False)
+    assert report.downloaded == ["X.svs"]
+    [(name, why)] = report.failed
+    assert name == "X.svs" + suffix and "(file id-p)" in why and "\n" not in why
+    assert "ends in '.part', the suffix of unfinished downloads" in why
+    assert tree(tmp_path) == {"X.svs"} and md5(tmp_path / "X.svs") == slides[0]["md5sum"]
+    assert server.requests("/data/id-p") == []
+    with pytest.raises(GDCError, match="X.svs"):
+        raise_for_failures(report)
+
+
+def test_md5_is_checked_on_the_file_that_is_renamed(server, client, tmp_path, monkeypatch):
+    """Another writer swaps the .part between the md5 check and the rename: the swapped file
+    is not left under the final name and the file fails, named; the other files go on."""
+    victim, other = server.flat()[1:3]
+    md5_of = gdc_module._md5_of
+
+    def md5_then_swap(fh, chunk):
+        digest = md5_of(fh, chunk)
+        part = Path(fh.name)
+        if part.name == victim["file_name"] + ".part":
+            swap = part.with_name("swap")
+            swap.write_bytes(b"\0" * victim["file_size"])  # same size, other bytes
+            os.replace(swap, part)
+        return digest
+
+    monkeypatch.setattr(gdc_module, "_md5_of", md5_then_swap)
+    report = client.download([victim, other], tmp_path, workers=2, progress=False)
+    assert report.downloaded == [other["file_name"]]
+    [(name, why)] = report.failed
+    assert name == victim["file_name"] and "\n" not in why
+    assert "was replaced or changed while its md5 was checked" in why
+    assert not (tmp_path / victim["file_name"]).exists()
+    assert md5(tmp_path / other["file_name"]) == other["md5sum"]
+
+
+def test_zero_byte_file(server, client, tmp_path):
+    """file_size 0 is a size, not a failure: the file is created, verified and renamed."""
+    server.add_file("id-empty", "empty.svs", b"", "TCGA-NONE", "TCGA-NO-0001")
+    report = client.download(client.diagnostic_slides("TCGA-NONE"), tmp_path, progress=False)
+    assert report.downloaded == ["empty.svs"] and report.failed == []
+    assert tree(tmp_path) == {"empty.svs"} and (tmp_path / "empty.svs").stat().st_size == 0

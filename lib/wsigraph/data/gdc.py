@@ -7,7 +7,10 @@ Endpoints used (https://docs.gdc.cancer.gov/API/Users_Guide/Search_and_Retrieval
     ``format=json``, ``size`` and ``from`` (0-based). The answer is
     ``{"data": {"hits": [...], "pagination": {"count", "total", "size", "from", ...}},
     "warnings": {}}``; :meth:`GDCClient.query` asks page after page until
-    ``from + count >= total`` and returns every hit.
+    ``from + count >= total`` and returns every hit. An answer of another shape (``hits`` not
+    a list of objects, ``count`` not the number of hits on the page or negative, an empty
+    page before ``total``) or more than :attr:`GDCClient.max_pages` pages raises
+    :class:`GDCError` naming the field.
 ``GET /data/{file_id}``
     Streams one file. It honours ``Range: bytes=N-`` with ``206 Partial Content``, which is how
     an interrupted download resumes.
@@ -21,7 +24,10 @@ file) and raises :class:`GDCError` at once with the server's text.
 Download rules (:meth:`GDCClient.download`):
 
 1. The GDC ``file_name`` is used as the local name only if :func:`safe_file_name` accepts it;
-   it is refused, never rewritten, so a local name always equals the GDC name.
+   it is refused, never rewritten, so a local name always equals the GDC name. A name ending
+   in ``.part`` (the temporary suffix, any case) is refused too: it would share a file with
+   the download of the name without it. A ``file_size`` that is not a whole number >= 0, or an
+   ``md5sum`` that is not 32 hex digits, fails that file alone.
 2. A file already present under its final name with the expected size (and md5 when
    ``verify_existing=True``) is skipped: re-running a cohort download resumes it.
 3. Before any request, the free space of the destination (:func:`shutil.disk_usage`) must
@@ -38,8 +44,11 @@ Download rules (:meth:`GDCClient.download`):
    through :mod:`hashlib`). On a mismatch the ``.part`` is deleted and the file is fetched
    again from scratch, at most ``retries`` more times; then the file is reported as failed.
 6. Only a verified ``.part`` is renamed (:func:`os.replace`, atomic) to the final name, so a
-   corrupt or half-written file never sits under the final name. A file that failed on
-   transient errors keeps its ``.part`` for the next run; one that failed md5 does not.
+   corrupt or half-written file never sits under the final name. The md5 is read through one
+   open handle immediately before the rename, and the rename goes ahead only if the ``.part``
+   is still that same, unchanged file (device, inode, size, mtime); a file swapped or changed
+   meanwhile (another writer) fails and is not left under the final name. A file that failed
+   on transient errors keeps its ``.part`` for the next run; one that failed md5 does not.
 
 One file failing does not stop the others: :meth:`GDCClient.download` returns a
 :class:`DownloadReport` and :func:`raise_for_failures` turns failures into an exception.
@@ -58,6 +67,7 @@ import hashlib
 import json
 import ntpath
 import os
+import re
 import shutil
 import threading
 import time
@@ -67,6 +77,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 from urllib.parse import quote
 
 import pandas as pd
@@ -100,6 +111,8 @@ CLINICAL_FIELDS = (
     "demographic.days_to_death",
 )
 _DOWNLOAD_KEYS = ("file_id", "file_name", "md5sum", "file_size")
+PART_SUFFIX = ".part"
+"""Suffix of a file being downloaded; GDC names ending in it are refused."""
 
 
 class GDCError(RuntimeError):
@@ -239,6 +252,9 @@ class GDCClient:
     # what reached the disk.
     chunk_size = 64 * 1024
     md5_chunk_size = 1 << 20
+    # Pages one query may take: 5 million hits at the default page size, far beyond any GDC
+    # project, so a server whose pagination never ends is stopped with an error.
+    max_pages = 10_000
 
     def __init__(
         self,
@@ -312,19 +328,25 @@ class GDCClient:
             params["expand"] = _comma(expand)
         hits: list[dict] = []
         start = 0
-        while True:
+        for _ in range(self.max_pages):
             body = self._get_json(url, params | {"from": str(start)})
-            try:
-                page, pagination = body["data"]["hits"], body["data"]["pagination"]
-                count, total = int(pagination["count"]), int(pagination["total"])
-            except (KeyError, TypeError, ValueError) as e:
-                raise GDCError(f"{url}: unexpected answer, missing {e}") from None
+            page, count, total = _search_page(body, f"{url} (from={start})")
             if body.get("warnings"):
                 warnings.warn(f"GDC {url}: {body['warnings']}", stacklevel=2)
             hits.extend(page)
             start += count
-            if count == 0 or start >= total:
+            if start >= total:
                 return hits
+            if count == 0:
+                raise GDCError(
+                    f"{url} (from={start}): data.hits is empty but data.pagination.total is "
+                    f"{total}; the server lost {total - start} hit(s), retry later"
+                )
+        raise GDCError(
+            f"{url}: data.pagination.total ({total}) not reached after max_pages="
+            f"{self.max_pages} pages of {self.page_size} (from={start}); the server's "
+            "pagination does not end: retry later, or raise page_size or GDCClient.max_pages"
+        )
 
     def diagnostic_slides(self, project: str) -> list[dict]:
         """Open-access diagnostic H&E slides (SVS) of a project, e.g. ``"TCGA-ESCA"``.
@@ -344,8 +366,16 @@ class GDCClient:
             _in("access", "open"),
         )
         rows = []
-        for hit in self.query("files", filters, SLIDE_FIELDS):
-            case = _first(hit.get("cases"))
+        url = f"{self.base_url}/files"
+        for i, hit in enumerate(self.query("files", filters, SLIDE_FIELDS)):
+            where = f"{url} ({project}): data.hits[{i}]"
+            for key in ("file_id", "file_name"):
+                if not isinstance(hit.get(key), str) or not hit[key]:
+                    raise GDCError(
+                        f"{where}.{key} is {_shown(hit.get(key))}, expected a non-empty string "
+                        f"(hit keys: {sorted(hit)}); the GDC answer is broken, retry later"
+                    )
+            case = _obj(_first(hit.get("cases"), f"{where}.cases"), f"{where}.cases[0]")
             rows.append(
                 {
                     "file_id": hit["file_id"],
@@ -354,7 +384,9 @@ class GDCClient:
                     "file_size": hit.get("file_size"),
                     "case_submitter_id": case.get("submitter_id"),
                     "case_id": case.get("case_id"),
-                    "project_id": (case.get("project") or {}).get("project_id"),
+                    "project_id": _obj(case.get("project"), f"{where}.cases[0].project").get(
+                        "project_id"
+                    ),
                 }
             )
         return rows
@@ -373,14 +405,19 @@ class GDCClient:
         """
         rows = []
         filters = _in("project.project_id", project)
-        for hit in self.query("cases", filters, CLINICAL_FIELDS):
-            diagnosis = _first(hit.get("diagnoses"))
-            demographic = hit.get("demographic") or {}
+        for i, hit in enumerate(self.query("cases", filters, CLINICAL_FIELDS)):
+            where = f"{self.base_url}/cases ({project}): data.hits[{i}]"
+            diagnosis = _obj(
+                _first(hit.get("diagnoses"), f"{where}.diagnoses"), f"{where}.diagnoses[0]"
+            )
+            demographic = _obj(hit.get("demographic"), f"{where}.demographic")
             rows.append(
                 {
                     "submitter_id": hit.get("submitter_id"),
                     "case_id": hit.get("case_id"),
-                    "project_id": (hit.get("project") or {}).get("project_id", project),
+                    "project_id": _obj(hit.get("project"), f"{where}.project").get(
+                        "project_id", project
+                    ),
                     "primary_diagnosis": diagnosis.get("primary_diagnosis"),
                     "ajcc_pathologic_stage": diagnosis.get("ajcc_pathologic_stage"),
                     "days_to_last_follow_up": diagnosis.get("days_to_last_follow_up"),
@@ -516,6 +553,12 @@ class GDCClient:
                 continue
             try:
                 name = safe_file_name(f["file_name"], f["file_id"])
+                if name.lower().endswith(PART_SUFFIX):
+                    raise UnsafeFileNameError(
+                        f"unsafe GDC file name {name!r} (file {f['file_id']}): ends in "
+                        f"{PART_SUFFIX!r}, the suffix of unfinished downloads, so it would share "
+                        f"a file with {name[: -len(PART_SUFFIX)]!r}; refused"
+                    )
             except UnsafeFileNameError as e:
                 report.failed.append((raw, str(e)))
                 continue
@@ -523,7 +566,25 @@ class GDCClient:
                 report.failed.append((name, f"duplicate file name (file {f['file_id']})"))
                 continue
             seen.add(name)
-            size, md5 = int(f["file_size"]), str(f["md5sum"]).lower()
+            size, md5 = _file_size(f["file_size"]), str(f["md5sum"]).strip().lower()
+            if size is None:
+                report.failed.append(
+                    (
+                        name,
+                        f"file_size {f['file_size']!r} (file {f['file_id']}) is not a whole "
+                        "number of bytes >= 0; the GDC listing is broken, list it again later",
+                    )
+                )
+                continue
+            if len(md5) != 32 or any(c not in "0123456789abcdef" for c in md5):
+                report.failed.append(
+                    (
+                        name,
+                        f"md5sum {f['md5sum']!r} (file {f['file_id']}) is not 32 hex digits; "
+                        "the GDC listing is broken, list it again later",
+                    )
+                )
+                continue
             report.sizes[name] = size
             final = dest / name
             if final.is_file() and final.stat().st_size == size:
@@ -550,19 +611,39 @@ class GDCClient:
         why = ""
         for _ in range(self.retries + 1):
             self._stream(job, part, bar, report)
-            got = part.stat().st_size
-            if got != job["size"]:
-                why = f"size {got} bytes, expected {job['size']}"
-            else:
-                md5 = _md5(part, self.md5_chunk_size)
-                if md5 == job["md5"]:
-                    os.replace(part, final)
-                    return
-                why = f"md5 {md5}, expected {job['md5']}"
+            why = self._verify_and_rename(job, part, final)
+            if not why:
+                return
             self._discard(part, bar)
         raise GDCError(
             f"{job['name']} (file {job['file_id']}): {why} after {self.retries + 1} attempts; "
             "the partial file was removed"
+        )
+
+    def _verify_and_rename(self, job: dict, part: Path, final: Path) -> str:
+        """Check size and md5 of ``part`` through one open handle, then rename it to ``final``
+        at once if the path still names that same, unchanged file. Returns why not ("" when
+        renamed); a file swapped or changed meanwhile raises :class:`GDCError`."""
+        with open(part, "rb") as fh:
+            seen = _identity(os.fstat(fh.fileno()))
+            if seen.size != job["size"]:
+                return f"size {seen.size} bytes, expected {job['size']}"
+            md5 = _md5_of(fh, self.md5_chunk_size)
+            if md5 != job["md5"]:
+                return f"md5 {md5}, expected {job['md5']}"
+            unchanged = _identity(os.fstat(fh.fileno())) == seen
+        try:
+            if unchanged and _identity(os.stat(part)) == seen:
+                os.replace(part, final)
+                if _identity(os.stat(final)) == seen:
+                    return ""
+                os.unlink(final)
+        except FileNotFoundError:
+            pass
+        raise GDCError(
+            f"{job['name']} (file {job['file_id']}): {part.name} was replaced or changed while "
+            "its md5 was checked (another download writing the same file?); not kept under "
+            "the final name, download it again"
         )
 
     def _stream(self, job: dict, part: Path, bar: tqdm, report: DownloadReport) -> None:
@@ -575,6 +656,7 @@ class GDCClient:
                 part.unlink()
                 have = 0
             if have == job["size"]:
+                part.touch()  # a 0-byte file is never requested, but is renamed like any other
                 return
             before = have
             try:
@@ -650,11 +732,101 @@ def _part(final: Path) -> Path:
 
 
 def _md5(path: Path, chunk: int) -> str:
-    h = hashlib.md5(usedforsecurity=False)
     with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
+        return _md5_of(fh, chunk)
+
+
+def _md5_of(fh, chunk: int) -> str:
+    h = hashlib.md5(usedforsecurity=False)
+    while block := fh.read(chunk):
+        h.update(block)
     return h.hexdigest()
+
+
+class _Identity(NamedTuple):
+    """What tells one file version from another."""
+
+    dev: int
+    ino: int
+    size: int
+    mtime_ns: int
+
+
+def _identity(st: os.stat_result) -> _Identity:
+    return _Identity(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _count(value) -> int | None:
+    """A count or size as the GDC sends it (an int, or its decimal text), or None if not one;
+    negative values are returned for the caller to refuse."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and re.fullmatch(r"\s*[+-]?[0-9]+\s*", value):
+        return int(value)
+    return None
+
+
+def _file_size(value) -> int | None:
+    n = _count(value)
+    return n if n is not None and n >= 0 else None
+
+
+def _search_page(body, where: str) -> tuple[list[dict], int, int]:
+    """``(hits, count, total)`` of one search answer; :class:`GDCError` naming the field that
+    is missing or wrong."""
+
+    def broken(what: str) -> GDCError:
+        return GDCError(f"{where}: {what}; the GDC answer is broken, retry later")
+
+    if not isinstance(body, dict):
+        raise broken(f"the answer is {_shown(body)}, expected an object with data")
+    data = body.get("data")
+    if not isinstance(data, dict):
+        raise broken(f"data is {_shown(data)}, expected an object")
+    hits, pagination = data.get("hits"), data.get("pagination")
+    if not isinstance(hits, list):
+        raise broken(f"data.hits is {_shown(hits)}, expected a list of hits")
+    for i, hit in enumerate(hits):
+        if not isinstance(hit, dict):
+            raise broken(f"data.hits[{i}] is {_shown(hit)}, expected an object")
+    if not isinstance(pagination, dict):
+        raise broken(f"data.pagination is {_shown(pagination)}, expected an object")
+    count, total = _count(pagination.get("count")), _count(pagination.get("total"))
+    if count is None or count < 0 or count != len(hits):
+        raise broken(
+            f"data.pagination.count is {_shown(pagination.get('count'))}, expected the "
+            f"number of hits on the page ({len(hits)})"
+        )
+    if total is None or total < 0:
+        raise broken(
+            f"data.pagination.total is {_shown(pagination.get('total'))}, expected a whole "
+            "number >= 0"
+        )
+    return hits, count, total
+
+
+def _obj(value, where: str) -> dict:
+    """``value`` if it is an object, ``{}`` for a missing one; :class:`GDCError` otherwise."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise GDCError(
+            f"{where} is {_shown(value)}, expected an object; the GDC answer is broken, retry later"
+        )
+    return value
+
+
+def _shown(value) -> str:
+    """A value for a one-line message: missing, or its repr (cut) and type."""
+    if value is None:
+        return "missing (or null)"
+    text = repr(value)
+    text = text if len(text) <= 60 else text[:57] + "..."
+    return f"{text} ({type(value).__name__})"
 
 
 def _range_start(content_range: str) -> int | None:
@@ -679,8 +851,14 @@ def _comma(names: Sequence[str] | str) -> str:
     return names if isinstance(names, str) else ",".join(names)
 
 
-def _first(items) -> dict:
-    return items[0] if isinstance(items, list) and items else {}
+def _first(items, where: str):
+    """The first element of a list, None for a missing or empty one; :class:`GDCError`
+    naming ``where`` for anything else."""
+    if items is not None and not isinstance(items, list):
+        raise GDCError(
+            f"{where} is {_shown(items)}, expected a list; the GDC answer is broken, retry later"
+        )
+    return items[0] if items else None
 
 
 def _human(n: float) -> str:
