@@ -831,6 +831,36 @@ def test_md5_is_checked_on_the_file_that_is_renamed(server, client, tmp_path, mo
     assert md5(tmp_path / other["file_name"]) == other["md5sum"]
 
 
+def test_cohort_build_goes_on_past_a_broken_file_size(server, client, tmp_path, monkeypatch):
+    """build_tcga_cohort: a slide whose GDC file_size is "12abc" fails alone, named in the
+    report and left out of the manifest; the other slides are fetched and listed."""
+    from wsigraph.data.cohort import build_tcga_cohort
+    from wsigraph.profiles import get_profile
+
+    monkeypatch.setenv("WSIGRAPH_WORK", str(tmp_path / "work"))
+    profile = get_profile("tcga")
+    profile.work_dir.mkdir(parents=True)
+    server.cases = [
+        {
+            "submitter_id": h["cases"][0]["submitter_id"],
+            "case_id": h["cases"][0]["case_id"],
+            "project": h["cases"][0]["project"],
+            "diagnoses": [
+                {"primary_diagnosis": "Adenocarcinoma, NOS", "ajcc_pathologic_stage": "Stage II"}
+            ],
+        }
+        for h in server.files
+    ]
+    broken = server.files[2]
+    broken["file_size"] = "12abc"
+    manifest, report = build_tcga_cohort(profile, client, workers=2, progress=False)
+    [(name, why)] = report.failed
+    assert name == broken["file_name"] and "file_size '12abc'" in why
+    assert len(manifest) == 7 and name not in set(manifest["file_name"])
+    assert manifest["file_size"].dtype == "int64"
+    assert not (profile.slides_dir / name).exists()
+
+
 def test_zero_byte_file(server, client, tmp_path):
     """file_size 0 is a size, not a failure: the file is created, verified and renamed."""
     server.add_file("id-empty", "empty.svs", b"", "TCGA-NONE", "TCGA-NO-0001")

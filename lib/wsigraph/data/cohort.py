@@ -328,7 +328,7 @@ def tcga_manifest(
                 "file_id": s["file_id"],
                 "file_name": s["file_name"],
                 "md5sum": s["md5sum"],
-                "file_size": int(s["file_size"]),
+                "file_size": _int_or_as_is(s["file_size"]),
                 "primary_diagnosis": case.get("primary_diagnosis"),
                 "ajcc_pathologic_stage": case.get("ajcc_pathologic_stage"),
                 "vital_status": case.get("vital_status"),
@@ -477,9 +477,20 @@ def build_tcga_cohort(
         return manifest, report
     failed = {name for name, _ in report.failed}
     manifest = manifest[~manifest["file_name"].isin(failed)].reset_index(drop=True)
+    manifest["file_size"] = manifest["file_size"].astype("int64")  # bad sizes failed above
     write_manifest(manifest, profile.cohort_csv)
     pin(manifest).to_csv(profile.work_dir / "cohort_pinned.csv", index=False)
     return read_manifest(profile.cohort_csv), report
+
+
+def _int_or_as_is(value):
+    """``int(value)``, or ``value`` itself when it is not a whole number: a broken GDC size then
+    fails that one file in :meth:`~wsigraph.data.gdc.GDCClient.download`, named, instead of
+    stopping the whole cohort here."""
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return value
 
 
 def _fill_from_cdr(manifest: pd.DataFrame, cdr: pd.DataFrame) -> pd.DataFrame:
