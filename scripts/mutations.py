@@ -467,18 +467,56 @@ MUTATIONS: list[Mutation] = [
         "    std = float(np.std(v)) if len(v) > 1 else math.nan",
         ("tests/test_train.py::test_summarise",),
     ),
+    # ---- atomic writes: umask, full disk --------------------------------------------------------
+    M(
+        "io-umask-ignored",
+        "lib/wsigraph/io.py",
+        "            os.close(os.open(tmp, flags, 0o666))",
+        "            os.close(os.open(tmp, flags, 0o644))",
+        ("tests/test_io.py::test_files_honour_the_umask",),
+    ),
+    M(
+        "io-disk-full-not-named",
+        "lib/wsigraph/io.py",
+        "        if full:\n",
+        "        if full and False:\n",
+        ("tests/test_io.py::test_disk_full_oserror_names_the_path",),
+    ),
     # ---- GDC downloads: md5 / size verification ----------------------------------------------
     M(
         "gdc-md5-mismatch-only-warned",
         "lib/wsigraph/data/gdc.py",
-        '                if md5 == job["md5"]:\n'
-        "                    os.replace(part, final)\n"
-        "                    return\n",
-        '                if md5 != job["md5"]:\n'
-        "                    warnings.warn(f\"{job['name']}: md5 {md5}, expected {job['md5']}\")\n"
-        "                os.replace(part, final)\n"
-        "                return\n",
+        '            if md5 != job["md5"]:\n'
+        "                return f\"md5 {md5}, expected {job['md5']}\"\n",
+        '            if md5 != job["md5"]:\n'
+        "                warnings.warn(f\"{job['name']}: md5 {md5}, expected {job['md5']}\")\n",
         ("tests/test_gdc.py::test_bad_md5_always_fails_that_file_only",),
+    ),
+    M(
+        "gdc-part-suffix-accepted",
+        "lib/wsigraph/data/gdc.py",
+        "                if name.lower().endswith(PART_SUFFIX):",
+        "                if name.endswith(PART_SUFFIX):",
+        ("tests/test_gdc.py::test_a_name_ending_in_the_temporary_suffix_is_refused",),
+    ),
+    M(
+        "gdc-rename-without-recheck",
+        "lib/wsigraph/data/gdc.py",
+        "            if unchanged and _identity(os.stat(part)) == seen:\n"
+        "                os.replace(part, final)\n"
+        "                if _identity(os.stat(final)) == seen:\n",
+        "            if True:\n                os.replace(part, final)\n                if True:\n",
+        ("tests/test_gdc.py::test_md5_is_checked_on_the_file_that_is_renamed",),
+    ),
+    M(
+        "gdc-negative-page-count-accepted",
+        "lib/wsigraph/data/gdc.py",
+        "    if count is None or count < 0 or count != len(hits):",
+        "    if count is None or count > len(hits):",
+        (
+            "tests/test_gdc.py::test_pagination_count_minus_one_is_refused_at_once",
+            "tests/test_gdc.py::test_pagination_that_never_ends_is_capped",
+        ),
     ),
     M(
         "gdc-corrupt-part-kept",
