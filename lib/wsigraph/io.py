@@ -109,7 +109,74 @@ def array_digest(a) -> str:
     import numpy as np
 
     if hasattr(a, "detach"):  # a torch tensor
-        a = a.detach().cpu().numpy()
+        t = a.detach().cpu()
+        try:
+            a = t.numpy()
+        except TypeError:  # no numpy dtype (bfloat16...): hash its raw bytes
+            raw = t.contiguous().view(-1).view(torch_uint8()).numpy()
+            head = f"{tuple(t.shape)}{t.dtype}".encode()
+            return hashlib.blake2b(head + raw.tobytes(), digest_size=8).hexdigest()
     a = np.ascontiguousarray(a)
     head = f"{a.shape}{a.dtype.str}".encode()
     return hashlib.blake2b(head + a.tobytes(), digest_size=8).hexdigest()
+
+
+def torch_uint8():
+    import torch
+
+    return torch.uint8
+
+
+def content_digest(obj) -> str:
+    """A short content hash (16 hex) of a cached record: every tensor / array (by
+    :func:`array_digest`), string and number in it, dict keys in sorted order; a top-level
+    ``"digest"`` key is left out, so the digest can be stored in the record it covers.
+
+    The per-slide feature and graph files store it and check it on load, so a file whose
+    tensor bytes were flipped on disk (it still unpickles) is caught instead of feeding
+    garbage downstream."""
+    import hashlib
+
+    h = hashlib.blake2b(digest_size=8)
+
+    def walk(value) -> None:
+        if isinstance(value, dict):
+            h.update(b"{")
+            for k in sorted(value, key=str):
+                h.update(repr(str(k)).encode())
+                walk(value[k])
+            h.update(b"}")
+        elif isinstance(value, list | tuple):
+            h.update(b"[")
+            for v in value:
+                walk(v)
+            h.update(b"]")
+        elif hasattr(value, "detach") or hasattr(value, "__array_interface__"):
+            h.update(b"a" + array_digest(value).encode())
+        else:
+            h.update(f"{type(value).__name__}:{value!r}".encode())
+
+    walk({k: v for k, v in obj.items() if k != "digest"} if isinstance(obj, dict) else obj)
+    return h.hexdigest()
+
+
+class DigestMismatchError(ValueError):
+    """A cached file loads but its content digest differs from the one stored in it."""
+
+
+def check_digest(record: dict, path, required: bool = True) -> None:
+    """Raise :class:`DigestMismatchError` naming ``path`` when ``record["digest"]`` differs
+    from :func:`content_digest` of the record, or is missing and ``required``."""
+    stored = record.get("digest") if isinstance(record, dict) else None
+    if stored is None:
+        if required:
+            raise DigestMismatchError(
+                f"{path}: no content digest (written by an older version); it cannot be verified"
+            )
+        return
+    actual = content_digest(record)
+    if stored != actual:
+        raise DigestMismatchError(
+            f"{path}: content digest mismatch (stored {stored}, computed {actual}); "
+            "the file is damaged"
+        )

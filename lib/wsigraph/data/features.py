@@ -18,6 +18,7 @@ reported in the returned summary and the others go on.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +32,7 @@ from wsigraph.data.encoders import Encoder, get_encoder
 from wsigraph.data.slides import Slide, SlideError
 from wsigraph.data.tiling import THUMBNAIL, TileSet, background_keep, plan_tiles
 from wsigraph.data.tissue import EmptyTissueError, rgb_variance, tissue_mask
-from wsigraph.io import atomic_path
+from wsigraph.io import DigestMismatchError, atomic_path, check_digest, content_digest
 
 
 @dataclass(frozen=True)
@@ -149,10 +150,22 @@ def feature_path(out_dir: str | Path, slide_id: str) -> Path:
     return Path(out_dir) / f"{slide_id}.pt"
 
 
-def load_features(path: str | Path) -> dict:
-    """Load a feature file; ``tiles`` comes back as a :class:`TileSet`."""
+def load_features(path: str | Path, require_digest: bool = False) -> dict:
+    """Load a feature file; ``tiles`` comes back as a :class:`TileSet`.
+
+    The file's content digest (``digest``, :func:`wsigraph.io.content_digest`) is checked: a
+    file whose bytes changed on disk raises :class:`wsigraph.io.DigestMismatchError` (a
+    ``ValueError``) naming it. Files from before digests were stored load unless
+    ``require_digest``.
+    """
     try:
         d = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any failure means an unusable file
+        raise ValueError(f"{path}: not a readable feature file ({e})") from None
+    if not isinstance(d, dict):
+        raise ValueError(f"{path}: not a feature file (a {type(d).__name__}, not a dict)")
+    check_digest(d, path, required=require_digest)
+    try:
         d["tiles"] = TileSet.from_dict(d["tiles"])
     except Exception as e:  # noqa: BLE001 - any failure means an unusable file
         raise ValueError(f"{path}: not a readable feature file ({e})") from None
@@ -186,6 +199,7 @@ def extract_features(
     powers = slides["objective_power"] if "objective_power" in slides else [None] * len(slides)
 
     summary: dict[str, dict] = {}
+    notes: dict[str, str] = {}  # slide -> why its existing file is rebuilt
     jobs, ids = [], []
     rows = zip(slides["slide_id"], slides["path"], powers, strict=True)
     for slide_id, path, power in tqdm(
@@ -194,7 +208,10 @@ def extract_features(
         try:
             with Slide(path, objective_power=_none_if_nan(power)) as slide:
                 stamp = slide.properties.get("openslide.quickhash-1", "")
-                finished = _finished(feature_path(out_dir, slide_id), enc, settings, stamp)
+                finished, why = _finished(feature_path(out_dir, slide_id), enc, settings, stamp)
+                if why:
+                    notes[slide_id] = why
+                    _say(f"features: {why}")
                 if finished is not None:
                     counts = {"n_patches": len(finished)} | finished.counts()
                     summary[slide_id] = {"status": "skipped"} | counts
@@ -242,8 +259,19 @@ def extract_features(
             buffers[done_upto] = []
             done_upto += 1
     bar.close()
+    for sid, why in notes.items():
+        summary[sid]["note"] = why
+    for sid, row in summary.items():
+        if row["status"] == "failed":
+            _say(f"features: slide {sid} failed: {row.get('error', '')}")
     rows = [{"slide_id": sid} | summary[sid] for sid in slides["slide_id"]]
     return pd.DataFrame(rows)
+
+
+def _say(message: str) -> None:
+    """One line on the terminal (stderr), outside the progress bars, for what a summary table
+    alone would hide: a failed slide, a damaged cache file rebuilt."""
+    tqdm.write(message, file=sys.stderr)
 
 
 def _finish_slide(
@@ -267,6 +295,7 @@ def _finish_slide(
         "settings": _settings_key(enc, settings),
         "slide_hash": stamp,
     }
+    record["digest"] = content_digest(record)
     with atomic_path(feature_path(out_dir, slide_id)) as tmp:
         torch.save(record, tmp)
     return {"status": "done", "n_patches": len(kept)} | kept.counts()
@@ -276,19 +305,25 @@ def _settings_key(enc: Encoder, settings: TilingSettings) -> str:
     return f"{enc.name}|{settings}"
 
 
-def _finished(path: Path, enc: Encoder, settings: TilingSettings, stamp: str) -> TileSet | None:
-    """The tiles of an existing, valid feature file made from the same slide (OpenSlide's
-    content quickhash) with the same settings, else None."""
+def _finished(
+    path: Path, enc: Encoder, settings: TilingSettings, stamp: str
+) -> tuple[TileSet | None, str]:
+    """``(tiles, why)``: the tiles of an existing, verified feature file made from the same
+    slide (OpenSlide's content quickhash) with the same settings, else ``None``; ``why`` says
+    why an existing file is rebuilt when it is damaged (unreadable, digest mismatch, no
+    digest), else ``""``."""
     if not path.exists():
-        return None
+        return None, ""
     try:
-        record = load_features(path)
-    except ValueError:
-        return None
+        record = load_features(path, require_digest=True)
+    except DigestMismatchError as e:
+        return None, f"rebuilding {path}: {str(e).removeprefix(f'{path}: ')}"
+    except ValueError as e:
+        return None, f"rebuilding {path}: unreadable ({str(e).removeprefix(f'{path}: ')})"
     same = (
         record.get("settings") == _settings_key(enc, settings) and record.get("slide_hash") == stamp
     )
-    return record["tiles"] if same else None
+    return (record["tiles"] if same else None), ""
 
 
 def _device(device: str) -> str:

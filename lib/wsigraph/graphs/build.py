@@ -9,6 +9,7 @@ are ``level_subgraph(graph, level)`` of the same file, so both can never disagre
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -51,8 +52,10 @@ def build_graphs(
     """Write ``<slide_id>.pt`` for every slide with features; skip graphs newer than their features.
 
     Returns:
-        One row per slide: ``slide_id, status`` (``done``, ``skipped``, ``no features``) and the
-        graph's size (:func:`graph_stats`).
+        One row per slide: ``slide_id, status`` (``done``, ``skipped``, ``no features``,
+        ``failed`` = its feature file is unreadable or damaged), ``error`` (why, and which stage
+        to rerun), ``note`` (a damaged graph file that was rebuilt) and the graph's size
+        (:func:`graph_stats`). Failed slides are also printed on stderr; the others go on.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -60,25 +63,40 @@ def build_graphs(
     for _, row in tqdm(
         list(manifest.iterrows()), desc="graphs", unit="slide", disable=not progress
     ):
-        src, dst = feature_path(features_dir, row["slide_id"]), graph_path(out_dir, row["slide_id"])
+        sid = row["slide_id"]
+        src, dst = feature_path(features_dir, sid), graph_path(out_dir, sid)
         if not src.exists():
-            rows.append({"slide_id": row["slide_id"], "status": "no features"})
+            rows.append(
+                {
+                    "slide_id": sid,
+                    "status": "no features",
+                    "error": f"no feature file {src}: the features stage "
+                    "(notebooks/02_tiles_features.ipynb) failed or skipped this slide",
+                }
+            )
             continue
+        note = ""
         if dst.exists() and dst.stat().st_mtime_ns >= src.stat().st_mtime_ns:
             try:
-                rows.append(
-                    {"slide_id": row["slide_id"], "status": "skipped"}
-                    | graph_stats(load_graph(dst))
-                )
+                graph = load_graph(dst, require_digest=True)
+                rows.append({"slide_id": sid, "status": "skipped"} | graph_stats(graph))
                 continue
-            except ValueError:
-                pass  # unreadable: rebuild
+            except ValueError as e:  # unreadable or damaged: rebuild, and say so
+                note = f"rebuilding {dst}: {str(e).removeprefix(f'{dst}: ')}"
+                tqdm.write(f"graphs: {note}", file=sys.stderr)
         labels = {
             task: -1 if pd.isna(row.get(task)) else int(row[task]) for task in TASKS if task in row
         }
-        graph = graph_from_features(load_features(src), labels)
+        try:
+            graph = graph_from_features(load_features(src), labels)
+        except ValueError as e:
+            error = f"{e}; rerun the features stage (notebooks/02_tiles_features.ipynb) for it"
+            tqdm.write(f"graphs: slide {sid} failed: {error}", file=sys.stderr)
+            rows.append({"slide_id": sid, "status": "failed", "error": error})
+            continue
         save_graph(graph, dst)
-        rows.append({"slide_id": row["slide_id"], "status": "done"} | graph_stats(graph))
+        done = {"slide_id": sid, "status": "done"} | ({"note": note} if note else {})
+        rows.append(done | graph_stats(graph))
     return pd.DataFrame(rows)
 
 

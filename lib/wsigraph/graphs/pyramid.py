@@ -39,7 +39,7 @@ import torch
 from torch import Tensor
 from torch_geometric.data import Data
 
-from wsigraph.io import atomic_path
+from wsigraph.io import atomic_path, check_digest, content_digest
 
 SPATIAL, SCALING = 0, 1
 
@@ -340,19 +340,26 @@ def save_graph(data: Data, path: str | os.PathLike) -> None:
             raise TypeError(f"cannot save attribute '{name}' of type {type(value).__name__}")
         fields[name] = value
 
+    payload = {"format": _FILE_FORMAT, "fields": fields}
+    payload["digest"] = content_digest(payload)
     with atomic_path(path) as tmp:
-        torch.save({"format": _FILE_FORMAT, "fields": fields}, tmp)
+        torch.save(payload, tmp)
 
 
-def load_graph(path: str | os.PathLike) -> Data:
-    r"""Reads a graph written by :func:`save_graph` (with ``weights_only=True``).
+def load_graph(path: str | os.PathLike, require_digest: bool = False) -> Data:
+    r"""Reads a graph written by :func:`save_graph` (with ``weights_only=True``) and checks its
+    content digest (:func:`wsigraph.io.content_digest`), so bytes flipped on disk are caught.
 
     Args:
         path (str or os.PathLike): The file.
+        require_digest (bool): Refuse a file without a digest (written before digests were
+            stored) instead of loading it unverified.
 
     Raises:
         FileNotFoundError: If ``path`` does not exist.
-        ValueError: If the file is corrupt, truncated or not a wsigraph graph file.
+        ValueError: If the file is corrupt, truncated or not a wsigraph graph file;
+            :class:`wsigraph.io.DigestMismatchError` (a ``ValueError``) if its content differs
+            from its stored digest.
     """
     path = Path(path)
     if not path.is_file():
@@ -368,4 +375,5 @@ def load_graph(path: str | os.PathLike) -> Data:
         and isinstance(payload.get("fields"), dict)
     ):
         raise ValueError(f"{path} is not a wsigraph graph file ({_FILE_FORMAT})")
+    check_digest(payload, path, required=require_digest)
     return Data(**payload["fields"])
