@@ -42,6 +42,7 @@ import math
 import platform
 import subprocess
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -253,13 +254,62 @@ def _write_json(path: Path, obj: dict) -> None:
 
 
 def _read_fold(path: Path, expected_hash: str) -> dict | None:
+    """The stored result of one fold, or ``None`` to recompute it: no file, another
+    ``config_hash``, or a damaged file (not JSON, not an object, no ``result`` object, a
+    missing field or metric), which is also reported with a warning naming the file."""
+    if not path.exists():
+        return None
     try:
         stored = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    if stored.get("config_hash") != expected_hash or "result" not in stored:
-        return None
+    except (OSError, ValueError) as e:
+        return _damaged_fold(path, f"not readable JSON ({e})")
+    if not isinstance(stored, dict):
+        return _damaged_fold(path, f"holds a {type(stored).__name__}, not a JSON object")
+    if "config_hash" not in stored:
+        return _damaged_fold(path, "no 'config_hash'")
+    if stored["config_hash"] != expected_hash:
+        return None  # made with other settings: recomputed silently, as documented
+    problem = _fold_result_problem(stored.get("result"))
+    if problem:
+        return _damaged_fold(path, problem)
     return stored["result"]
+
+
+def _fold_result_problem(result) -> str:
+    """Why ``result`` is not a usable stored :class:`FoldResult`, or ``""``."""
+    if not isinstance(result, dict):
+        return f"'result' is {type(result).__name__}, not an object"
+    required = [
+        f.name
+        for f in dataclasses.fields(FoldResult)
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
+    missing = [k for k in required if k not in result]
+    if missing:
+        return f"'result' lacks {', '.join(missing)}"
+    metrics = result["metrics"]
+    if not isinstance(metrics, dict):
+        return f"'result.metrics' is {type(metrics).__name__}, not an object"
+    lacking = [m for m in METRICS if m not in metrics]
+    if lacking:
+        return f"'result.metrics' lacks {', '.join(lacking)}"
+    bad = [m for m in METRICS if not (metrics[m] is None or isinstance(metrics[m], int | float))]
+    if bad:
+        return f"'result.metrics' has non-numbers for {', '.join(bad)}"
+    n = len(result["test_slide_ids"]) if isinstance(result["test_slide_ids"], list) else -1
+    if not (
+        isinstance(result["test_labels"], list)
+        and isinstance(result["test_probs"], list)
+        and len(result["test_labels"]) == n
+        and len(result["test_probs"]) == n
+    ):
+        return "'result' test_slide_ids / test_labels / test_probs are not lists of one length"
+    return ""
+
+
+def _damaged_fold(path: Path, why: str) -> None:
+    warnings.warn(f"fold cache {path} is damaged ({why}); recomputing that fold", stacklevel=3)
+    return None
 
 
 def git_commit() -> str | None:
