@@ -572,6 +572,42 @@ def implemented_runs(table_ids=None) -> list[tuple[str, str, str, str]]:
     ]
 
 
+def load_records(runs_dir: str | os.PathLike) -> dict[str, dict]:
+    """The run records of ``runs_dir/*.json`` (not ``*.params.json``) by name (the file stem),
+    as notebooks 05 and 06 read them.
+
+    A file that is not readable JSON (truncated by a crash or a full disk), not a JSON object,
+    or without a ``summary`` object is skipped with a warning naming it, so its table rows show
+    "not run yet" instead of the notebook stopping on a bare ``JSONDecodeError``.
+    """
+    records = {}
+    for path in sorted(Path(runs_dir).glob("*.json")):
+        if path.name.endswith(".params.json"):
+            continue
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            _skip_record(path, f"not readable JSON: {e}")
+            continue
+        if not isinstance(record, dict):
+            _skip_record(path, f"holds a {type(record).__name__}, not a JSON object")
+        elif not isinstance(record.get("summary"), dict):
+            _skip_record(path, "no 'summary' object")
+        else:
+            records[path.stem] = record
+    return records
+
+
+def _skip_record(path: Path, why: str) -> None:
+    import warnings
+
+    warnings.warn(
+        f"skipping run record {path} ({why}); its rows show 'not run yet' -- rerun that run "
+        "(notebooks/04_train.ipynb) to recreate it",
+        stacklevel=3,
+    )
+
+
 # ----------------------------------------------------------------------------------------
 # Rendering: ours beside the paper's
 # ----------------------------------------------------------------------------------------
