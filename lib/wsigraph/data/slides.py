@@ -25,6 +25,12 @@ import numpy as np
 import openslide
 from PIL import Image
 
+# A thumbnail (tissue mask, thumbnail node, figures) is read from one pyramid level. A level up
+# to STRIP_PIXELS is read at once; a larger one in strips of that size. A slide whose coarsest
+# level exceeds THUMBNAIL_MAX_PIXELS (a 32,768 x 32,768 single-level TIFF) is refused.
+STRIP_PIXELS = 1 << 24
+THUMBNAIL_MAX_PIXELS = 1 << 30
+
 
 class SlideError(Exception):
     """A slide cannot be opened or read. ``path`` names the file."""
@@ -169,13 +175,49 @@ class Slide:
         return np.array(img)
 
     def thumbnail(self, max_side: int) -> np.ndarray:
-        """The whole slide resized so its longest side is ``max_side`` (RGB ``uint8``)."""
+        """The whole slide resized so its longest side is ``max_side`` (RGB ``uint8``).
+
+        It is read from the finest level no more detailed than needed; a level of more than
+        :data:`STRIP_PIXELS` is read and shrunk in horizontal strips, so memory stays bounded.
+        A slide whose coarsest level still has more than :data:`THUMBNAIL_MAX_PIXELS` (a
+        single-level image claiming 100,000 x 100,000 px) raises :class:`SlideError` instead of
+        running out of memory.
+        """
         w, h = self.dimensions
         ds = max(w, h) / max_side
-        level = self.best_level(max(ds, 1.0))
-        img = self._read(level.index, 0, 0, level.width, level.height)
+        level = self.thumbnail_level(max(ds, 1.0))
         tw, th = max(1, round(w / ds)), max(1, round(h / ds))
-        return np.array(img.resize((tw, th), Image.Resampling.BOX))
+        if level.width * level.height <= STRIP_PIXELS:
+            img = self._read(level.index, 0, 0, level.width, level.height)
+            return np.array(img.resize((tw, th), Image.Resampling.BOX))
+        out = Image.new("RGB", (tw, th), (255, 255, 255))
+        rows = max(1, STRIP_PIXELS // max(1, level.width) * th // max(1, level.height))
+        for r0 in range(0, th, rows):
+            r1 = min(th, r0 + rows)
+            y0, y1 = round(r0 * level.height / th), round(r1 * level.height / th)
+            if y1 <= y0:
+                continue
+            band = self._read(level.index, 0, int(y0 * level.downsample), level.width, y1 - y0)
+            out.paste(band.resize((tw, r1 - r0), Image.Resampling.BOX), (0, r0))
+        return np.array(out)
+
+    def thumbnail_level(self, downsample: float) -> Level:
+        """The level a thumbnail of ``downsample`` (level-0 px per thumbnail px) is read from:
+        :meth:`best_level`, or a coarser one when that has more than
+        :data:`THUMBNAIL_MAX_PIXELS`; :class:`SlideError` when every level is that large."""
+        level = self.best_level(downsample)
+        if level.width * level.height <= THUMBNAIL_MAX_PIXELS:
+            return level
+        small = [lv for lv in self.levels if lv.width * lv.height <= THUMBNAIL_MAX_PIXELS]
+        if not small:
+            sizes = ", ".join(f"{lv.width} x {lv.height}" for lv in self.levels)
+            raise SlideError(
+                self.path,
+                f"has no level small enough for a thumbnail (levels: {sizes} px; the limit is "
+                f"{THUMBNAIL_MAX_PIXELS:,} px): convert it to a pyramidal TIFF, e.g. "
+                "'vips tiffsave in out.tif --tile --pyramid'",
+            )
+        return max(small, key=lambda lv: lv.width * lv.height)
 
     def verify(self) -> None:
         """Decode the coarsest level and level 0's last tile row; raises :class:`SlideError`.
@@ -184,7 +226,10 @@ class Slide:
         this touches the end of the file cheaply so a cohort build can reject them early.
         """
         last = self.levels[-1]
-        self._read(last.index, 0, 0, last.width, last.height)
+        self.thumbnail_level(last.downsample)  # SlideError when even the coarsest is too large
+        for y in range(0, last.height, max(1, STRIP_PIXELS // max(1, last.width))):
+            rows = min(last.height - y, max(1, STRIP_PIXELS // max(1, last.width)))
+            self._read(last.index, 0, int(y * last.downsample), last.width, rows)
         w, h = self.dimensions
         step = 256
         for x in range(0, w, step * 8):
@@ -196,6 +241,10 @@ class Slide:
             rgba = self._osr.read_region((x, y), level, (w, h))
         except (openslide.OpenSlideError, OSError, ValueError) as e:
             raise SlideError(self.path, f"cannot read level {level} at ({x}, {y}): {e}") from None
+        except MemoryError:
+            raise SlideError(
+                self.path, f"out of memory reading {w} x {h} px of level {level} at ({x}, {y})"
+            ) from None
         # OpenSlide returns premultiplied RGBA; fill transparent (unscanned) areas with white.
         white = Image.new("RGB", rgba.size, (255, 255, 255))
         white.paste(rgba, mask=rgba.getchannel("A"))
