@@ -360,8 +360,11 @@ def test_load_graphs(tmp_path):
         load_graphs(profile, manifest, "esca", "typing")
     save_graph(graphs[3], tmp_path / "slide-03.pt")
     (tmp_path / "slide-01.pt").unlink()
-    with pytest.raises(FileNotFoundError, match="slide-01"):
-        load_graphs(profile, manifest, "esca", "typing")
+    with pytest.warns(UserWarning, match=r"slide-01: no graph file.*03_graphs.*left out"):
+        loaded, labels, ids = load_graphs(profile, manifest, "esca", "typing")
+    assert ids == ["slide-00", "slide-03"] and labels.tolist() == [0, 1] and len(loaded) == 2
+    with pytest.raises(FileNotFoundError, match=r"slide-01: no graph file.*02_tiles_features"):
+        load_graphs(profile, manifest, "esca", "typing", missing_slides="error")
 
 
 def test_a_changed_model_default_invalidates_the_fold_cache(monkeypatch):

@@ -66,14 +66,12 @@ def build_graphs(
         sid = row["slide_id"]
         src, dst = feature_path(features_dir, sid), graph_path(out_dir, sid)
         if not src.exists():
-            rows.append(
-                {
-                    "slide_id": sid,
-                    "status": "no features",
-                    "error": f"no feature file {src}: the features stage "
-                    "(notebooks/02_tiles_features.ipynb) failed or skipped this slide",
-                }
+            error = (
+                f"no feature file {src}: the features stage (notebooks/02_tiles_features.ipynb, "
+                "features_summary.csv) failed or skipped this slide"
             )
+            tqdm.write(f"graphs: slide {sid} skipped: {error}", file=sys.stderr)
+            rows.append({"slide_id": sid, "status": "no features", "error": error})
             continue
         note = ""
         if dst.exists() and dst.stat().st_mtime_ns >= src.stat().st_mtime_ns:

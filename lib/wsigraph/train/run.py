@@ -67,12 +67,15 @@ META_COLUMNS = ("table", "row", "dataset", "task")
 
 # Loading -------------------------------------------------------------------------------------
 def load_graphs(
-    profile, manifest: pd.DataFrame, dataset: str, task: str
+    profile, manifest: pd.DataFrame, dataset: str, task: str, missing_slides: str = "drop"
 ) -> tuple[list[Data], np.ndarray, list[str]]:
     """The graphs of one dataset's slides that have a label for ``task``, in manifest order.
 
     Graphs are read from ``profile.graphs_dir / f"{slide_id}.pt"``. Slides whose label is
-    missing or ``-1`` are dropped.
+    missing or ``-1`` are dropped. A labelled slide whose graph file is missing or damaged
+    (a slide that failed in the features or graphs stage) is dropped from cross-validation
+    with a warning naming it and the stage to look at (``missing_slides="drop"``), or stops
+    the run (``missing_slides="error"``).
 
     Returns:
         ``(graphs, labels [N] int64, slide_ids)``.
@@ -81,9 +84,13 @@ def load_graphs(
         ValueError: unknown dataset or task (the message lists the known ones), no labelled
             slide, a label outside {0, 1} (naming the slide), or a graph whose stored label
             disagrees with the manifest.
-        FileNotFoundError: graph files are missing (run ``notebooks/03_graphs.ipynb``).
+        FileNotFoundError: graph files are missing or damaged and ``missing_slides="error"``
+            (or no labelled slide has a graph): the message names the slides and the stage.
     """
     from wsigraph.graphs.pyramid import load_graph
+
+    if missing_slides not in ("drop", "error"):
+        raise ValueError(f"missing_slides must be 'drop' or 'error', got {missing_slides!r}")
 
     if task not in TASKS or task not in manifest.columns:
         known = [t for t in TASKS if t in manifest.columns]
@@ -102,14 +109,47 @@ def load_graphs(
         raise ValueError(f"no slide of dataset {dataset!r} has a {task} label")
     slide_ids = sub["slide_id"].astype(str).tolist()
     labels = values.to_numpy().astype(np.int64)
-    paths = [Path(profile.graphs_dir) / f"{s}.pt" for s in slide_ids]
-    missing = [p.stem for p in paths if not p.exists()]
-    if missing:
-        raise FileNotFoundError(
-            f"{len(missing)} graph(s) missing in {profile.graphs_dir}, e.g. {missing[:5]}; "
-            "run notebooks/03_graphs.ipynb first"
+    graphs_dir = Path(profile.graphs_dir)
+    graphs, problems = [], {}
+    for sid in slide_ids:
+        path = graphs_dir / f"{sid}.pt"
+        try:
+            graphs.append(load_graph(path))
+        except FileNotFoundError:
+            graphs.append(None)
+            problems[sid] = "no graph file"
+        except ValueError as e:
+            graphs.append(None)
+            problems[sid] = f"damaged graph file ({e})"
+    if problems:
+        shown = "; ".join(f"{sid}: {why}" for sid, why in list(problems.items())[:10])
+        more = f" and {len(problems) - 10} more" if len(problems) > 10 else ""
+        what = (
+            f"{len(problems)} of {len(slide_ids)} labelled {dataset} slide(s) have no usable graph "
+            f"in {graphs_dir} ({shown}{more}). They come from the graphs stage "
+            "(notebooks/03_graphs.ipynb: it rebuilds damaged graph files and lists failed slides "
+            "in results/<profile>/tables/graph_stats.csv); a slide listed there as 'no features' "
+            "failed in the features stage (notebooks/02_tiles_features.ipynb, "
+            "features_summary.csv), which says why"
         )
-    graphs = [load_graph(p) for p in paths]
+        if missing_slides == "error" or len(problems) == len(slide_ids):
+            raise FileNotFoundError(
+                f"{what}; fix or remove those slides and rerun those stages"
+                + (
+                    ", or pass missing_slides='drop' to leave them out"
+                    if len(problems) < len(slide_ids)
+                    else ""
+                )
+            )
+        warnings.warn(
+            f"{what}. They are left out of cross-validation; pass missing_slides='error' to "
+            "stop instead",
+            stacklevel=2,
+        )
+        keep = [i for i, g in enumerate(graphs) if g is not None]
+        graphs = [graphs[i] for i in keep]
+        slide_ids = [slide_ids[i] for i in keep]
+        labels = labels[keep]
     bad = [sid for sid, g in zip(slide_ids, graphs, strict=True) if not torch.isfinite(g.x).all()]
     if bad:
         raise ValueError(
