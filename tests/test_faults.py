@@ -9,6 +9,7 @@ import struct
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -173,3 +174,101 @@ def test_damaged_run_records_are_named_and_skipped(tmp_path):
         assert any(f"skipping run record {tmp_path / name}.json" in m for m in messages), name
     assert "not readable JSON" in next(m for m in messages if "cut.json" in m)
     render("h2mil_table1", records)  # the tables still render: those rows show 'not run yet'
+
+
+# Slides too big or without a pyramid -----------------------------------------------------------
+def _claims_huge(monkeypatch, name: str = "huge.tif"):
+    """Slides opened from ``name`` claim one 100,000 x 100,000 px level; reading a region larger
+    than 64 Mpx raises MemoryError, as OpenSlide's allocation would."""
+    from wsigraph.data import slides as slides_mod
+
+    init = slides_mod.Slide.__init__
+
+    def fake_init(self, path, *a, **kw):
+        init(self, path, *a, **kw)
+        if Path(path).name == name:
+            self.levels = (slides_mod.Level(0, 100_000, 100_000, 1.0),)
+            real = self._osr.read_region
+
+            def read_region(loc, level, size):
+                if size[0] * size[1] > 1 << 26:
+                    raise MemoryError
+                return real(loc, 0, (min(size[0], 64), min(size[1], 64))).resize(size)
+
+            self._osr = type(
+                "Fake",
+                (),
+                {
+                    "read_region": staticmethod(read_region),
+                    "properties": self._osr.properties,
+                    "close": self._osr.close,
+                },
+            )()
+
+    monkeypatch.setattr(slides_mod.Slide, "__init__", fake_init)
+
+
+def test_single_level_huge_slide_is_named_and_the_stage_goes_on(
+    tmp_path, synthetic_slide, monkeypatch, capsys
+):
+    from wsigraph.data.slides import Slide, SlideError
+
+    huge = tmp_path / "huge.tif"
+    huge.write_bytes(synthetic_slide.read_bytes())
+    _claims_huge(monkeypatch)
+    with Slide(huge) as s, pytest.raises(SlideError, match="no level small enough for a thumbnail"):
+        s.thumbnail(256)
+    slides = pd.DataFrame({"slide_id": ["huge", "a"], "path": [str(huge), str(synthetic_slide)]})
+    summary = _extract(slides, tmp_path / "features")
+    assert summary["status"].to_dict() == {"huge": "failed", "a": "done"}
+    error = summary.loc["huge", "error"]
+    assert "huge.tif" in error and "no level small enough for a thumbnail" in error
+    assert "features: slide huge failed" in capsys.readouterr().err
+
+
+def test_thumbnail_of_a_large_level_is_read_in_strips(synthetic_slide, monkeypatch):
+    from wsigraph.data import slides as slides_mod
+
+    with slides_mod.Slide(synthetic_slide) as s:
+        whole = s.thumbnail(200)
+        monkeypatch.setattr(slides_mod, "STRIP_PIXELS", 5000)
+        strips = s.thumbnail(200)
+    assert strips.shape == whole.shape
+    assert np.abs(strips.astype(int) - whole.astype(int)).mean() < 3
+
+
+# One bad slide in a cohort ---------------------------------------------------------------------
+def test_a_truncated_slide_is_named_by_each_stage_and_left_out_of_cv(
+    tmp_path, synthetic_slide, capsys
+):
+    from types import SimpleNamespace
+
+    from wsigraph.train.run import load_graphs
+
+    cut = tmp_path / "cut.tif"
+    cut.write_bytes(synthetic_slide.read_bytes()[:6000])
+    ids = ["s0", "s1", "cut"]
+    paths = [str(synthetic_slide), str(synthetic_slide), str(cut)]
+    manifest = pd.DataFrame(
+        {"slide_id": ids, "path": paths, "dataset": ["esca"] * 3, "typing": [0, 1, 1]}
+    )
+    feats, graphs = tmp_path / "features", tmp_path / "graphs"
+    summary = _extract(manifest, feats)
+    assert summary["status"].to_dict() == {"s0": "done", "s1": "done", "cut": "failed"}
+    assert "cut.tif" in summary.loc["cut", "error"]
+    assert "features: slide cut failed" in capsys.readouterr().err
+    stats = build_graphs(manifest, feats, graphs, progress=False).set_index("slide_id")
+    assert stats.loc["cut", "status"] == "no features"
+    assert "02_tiles_features" in stats.loc["cut", "error"]
+    assert "graphs: slide cut skipped" in capsys.readouterr().err
+    profile = SimpleNamespace(graphs_dir=graphs)
+    with pytest.warns(UserWarning, match=r"cut: no graph file.*03_graphs.*left out of cross-val"):
+        _, labels, kept = load_graphs(profile, manifest, "esca", "typing")
+    assert kept == ["s0", "s1"] and labels.tolist() == [0, 1]
+    with pytest.raises(FileNotFoundError, match=r"cut: no graph file.*02_tiles_features"):
+        load_graphs(profile, manifest, "esca", "typing", missing_slides="error")
+    # a damaged graph file is dropped the same way, naming the file
+    flip_tensor_bytes(graphs / "s1.pt")
+    with pytest.warns(UserWarning, match=r"s1: damaged graph file .*s1\.pt: content digest"):
+        _, _, kept = load_graphs(profile, manifest, "esca", "typing")
+    assert kept == ["s0"]
