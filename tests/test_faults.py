@@ -272,3 +272,58 @@ def test_a_truncated_slide_is_named_by_each_stage_and_left_out_of_cv(
     with pytest.warns(UserWarning, match=r"s1: damaged graph file .*s1\.pt: content digest"):
         _, _, kept = load_graphs(profile, manifest, "esca", "typing")
     assert kept == ["s0"]
+
+
+# Bad values through the API (run_experiment) ---------------------------------------------------
+def test_bad_inputs_are_refused_naming_the_slides():
+    from test_train import toy_graphs
+
+    from wsigraph.train.run import check_inputs
+
+    graphs, labels = toy_graphs(6)
+    assert check_inputs(graphs, labels).tolist() == labels.tolist()
+    nan = [g.clone() for g in graphs]
+    nan[2].x[0, 1] = float("nan")
+    with pytest.raises(ValueError, match=rf"non-finite .*{graphs[2].slide_id}"):
+        check_inputs(nan, labels)
+    wide = [g.clone() for g in graphs]
+    wide[4].x = torch.zeros(wide[4].num_nodes, 9)
+    with pytest.raises(
+        ValueError,
+        match=rf"slide {graphs[4].slide_id} has 9 features .* slide {graphs[0].slide_id} has 8",
+    ):
+        check_inputs(wide, labels)
+    with pytest.raises(
+        ValueError, match=r"classes 0\.\.2 with every class present.*\[1\] have no slide"
+    ):
+        check_inputs(graphs, np.where(labels == 1, 2, 0))
+    with pytest.raises(ValueError, match=r"whole numbers >= 0"):
+        check_inputs(graphs, labels - 1)
+    for n in (0, 1):
+        tiny = [g.clone() for g in graphs]
+        tiny[3].x = tiny[3].x[:n]
+        with pytest.raises(
+            ValueError, match=rf"fewer than 2 nodes.*{graphs[3].slide_id} \({n} node"
+        ):
+            check_inputs(tiny, labels)
+    with pytest.raises(ValueError, match="6 graphs but labels of shape"):
+        check_inputs(graphs, labels[:5])
+
+
+def test_load_graphs_drops_a_one_node_graph(tmp_path):
+    from types import SimpleNamespace
+
+    from test_train import toy_graphs
+
+    from wsigraph.train.run import load_graphs
+
+    graphs, labels = toy_graphs(4)
+    graphs[1] = graphs[1].subgraph(torch.tensor([0]))
+    for g in graphs:
+        save_graph(g, tmp_path / f"{g.slide_id}.pt")
+    ids = [g.slide_id for g in graphs]
+    manifest = pd.DataFrame({"slide_id": ids, "dataset": "esca", "typing": labels})
+    profile = SimpleNamespace(graphs_dir=tmp_path)
+    with pytest.warns(UserWarning, match=rf"{ids[1]}: a graph of 1 node\(s\)"):
+        _, _, kept = load_graphs(profile, manifest, "esca", "typing")
+    assert kept == [ids[0], *ids[2:]]

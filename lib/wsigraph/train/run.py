@@ -114,7 +114,15 @@ def load_graphs(
     for sid in slide_ids:
         path = graphs_dir / f"{sid}.pt"
         try:
-            graphs.append(load_graph(path))
+            graph = load_graph(path)
+            if graph.num_nodes < 2:
+                graphs.append(None)
+                problems[sid] = (
+                    f"a graph of {graph.num_nodes} node(s): the features stage kept no tissue "
+                    "patch, so a prediction would be made from nothing"
+                )
+                continue
+            graphs.append(graph)
         except FileNotFoundError:
             graphs.append(None)
             problems[sid] = "no graph file"
@@ -164,6 +172,84 @@ def load_graphs(
                 "rebuild the graphs (notebooks/03_graphs.ipynb)"
             )
     return graphs, labels, slide_ids
+
+
+def _class(v) -> bool:
+    """Whether ``v`` is a whole number >= 0 (``1`` or ``1.0``, not ``0.5``, ``-1`` or ``"a"``)."""
+    return isinstance(v, int | float | np.number) and float(v).is_integer() and v >= 0
+
+
+def check_inputs(graphs: Sequence[Data], labels, n_classes: int | None = None) -> np.ndarray:
+    """Refuse inputs that would train silently wrong, naming the slide(s); return the labels
+    as ``int64``.
+
+    Refused: a label count that differs from the graph count; labels that are not whole
+    numbers >= 0, or classes that are not ``0 .. C-1`` with every class present (``{0, 2}``
+    would run with an AUC of ``null``); node features that are not 2-D, of another width than
+    the first slide's (naming both) or not finite; a graph of fewer than 2 nodes (its
+    prediction would be made from nothing). Slides are named by ``graph.slide_id``, else by
+    their index.
+    """
+    raw = np.asarray(labels)
+    if raw.ndim != 1 or len(raw) != len(graphs):
+        raise ValueError(f"{len(graphs)} graphs but labels of shape {raw.shape}")
+    if len(raw) == 0:
+        raise ValueError("no graphs to train on")
+    names = [str(getattr(g, "slide_id", f"#{i}")) for i, g in enumerate(graphs)]
+    try:
+        as_int = raw.astype(np.int64)
+        whole = bool(np.all(as_int == raw))
+    except (TypeError, ValueError):
+        whole = False
+    if not whole or (as_int < 0).any():
+        bad = [f"{n}: {v!r}" for n, v in zip(names, raw.tolist(), strict=True) if not _class(v)]
+        raise ValueError(
+            f"labels must be whole numbers >= 0; got {bad[:5] or sorted(set(raw.tolist()))[:5]}"
+        )
+    classes = sorted(set(as_int.tolist()))
+    expected = list(range(n_classes or max(2, classes[-1] + 1)))
+    absent = [c for c in expected if c not in classes]
+    if absent or classes[-1] >= len(expected):
+        counts = dict(zip(*np.unique(as_int, return_counts=True), strict=True))
+        raise ValueError(
+            f"labels must be the classes 0..{len(expected) - 1} with every class present; got "
+            f"{ {int(k): int(v) for k, v in counts.items()} } (class: slides), so class(es) "
+            f"{absent or [c for c in classes if c >= len(expected)]} "
+            f"{'have no slide' if absent else 'are out of range'}. Map them to 0..C-1 first, "
+            "e.g. labels = np.unique(labels, return_inverse=True)[1]"
+        )
+    width, first = None, None
+    nonfinite, tiny = [], []
+    for name, g in zip(names, graphs, strict=True):
+        x = getattr(g, "x", None)
+        if x is None or x.dim() != 2:
+            raise ValueError(
+                f"slide {name}: node features x must be [nodes, features], got "
+                f"{None if x is None else tuple(x.shape)}"
+            )
+        if width is None:
+            width, first = x.shape[1], name
+        elif x.shape[1] != width:
+            raise ValueError(
+                f"slide {name} has {x.shape[1]} features per node but slide {first} has {width}; "
+                "every slide must come from the same encoder (re-extract the odd one's features)"
+            )
+        if x.shape[0] < 2:
+            tiny.append(f"{name} ({x.shape[0]} node{'s' if x.shape[0] != 1 else ''})")
+        elif not torch.isfinite(x).all():
+            nonfinite.append(name)
+    if nonfinite:
+        raise ValueError(
+            f"non-finite (NaN/inf) node features in {len(nonfinite)} slide(s): {nonfinite[:5]}; "
+            "re-extract their features"
+        )
+    if tiny:
+        raise ValueError(
+            f"graph(s) with fewer than 2 nodes, whose prediction would be made from nothing: "
+            f"{tiny[:5]}; leave those slides out (no tissue patch was kept: see the features "
+            "stage's summary)"
+        )
+    return as_int
 
 
 # Jobs ----------------------------------------------------------------------------------------
@@ -473,9 +559,7 @@ def run_experiment(
     start = time.perf_counter()
     out_dir = Path(out_dir)
     meta = dict(meta or {})
-    labels = np.asarray(labels).astype(np.int64)
-    if len(labels) != len(graphs):
-        raise ValueError(f"{len(graphs)} graphs but {len(labels)} labels")
+    labels = check_inputs(graphs, labels, n_classes)
     n_classes = n_classes or max(2, int(labels.max()) + 1)
     slide_ids = [str(getattr(g, "slide_id", i)) for i, g in enumerate(graphs)]
     splits = make_splits(labels, folds, repeats, val_fraction, seed=cfg.seed)
