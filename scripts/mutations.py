@@ -673,6 +673,49 @@ MUTATIONS: list[Mutation] = [
         "            coherent = _patch_subset(rng, grid * grid, 12 if label == 0 else 12)[cell]",
         ("tests/test_synthetic_nuclei.py::test_class_signal_on_small_sets",),
     ),
+    # ---- issue 20: verified caches, damaged fold / run files, huge slides, bad inputs ---------
+    M(
+        "io-digest-mismatch-ignored",
+        "lib/wsigraph/io.py",
+        "    if stored != actual:",
+        "    if False:",
+        ("tests/test_faults.py",),
+    ),
+    M(
+        "graphs-digest-not-checked",
+        "lib/wsigraph/graphs/pyramid.py",
+        "    check_digest(payload, path, required=require_digest)",
+        "    pass",
+        ("tests/test_faults.py::test_bit_flipped_graph_file_is_caught",),
+    ),
+    M(
+        "fold-cache-missing-metric-accepted",
+        "lib/wsigraph/train/run.py",
+        "    lacking = [m for m in METRICS if m not in metrics]",
+        "    lacking = []",
+        ("tests/test_faults.py::test_damaged_fold_cache_files_are_named_and_recomputed",),
+    ),
+    M(
+        "load-graphs-labels-not-dropped-with-graphs",
+        "lib/wsigraph/train/run.py",
+        "        labels = labels[keep]",
+        "        pass",
+        ("tests/test_faults.py::test_a_truncated_slide_is_named_by_each_stage_and_left_out_of_cv",),
+    ),
+    M(
+        "check-inputs-gaps-in-classes-accepted",
+        "lib/wsigraph/train/run.py",
+        "    if absent or classes[-1] >= len(expected):",
+        "    if classes[-1] >= len(expected):",
+        ("tests/test_faults.py::test_bad_inputs_are_refused_naming_the_slides",),
+    ),
+    M(
+        "slides-no-small-level-not-named",
+        "lib/wsigraph/data/slides.py",
+        "        if not small:",
+        "        if False:",
+        ("tests/test_faults.py::test_single_level_huge_slide_is_named_and_the_stage_goes_on",),
+    ),
 ]
 
 
