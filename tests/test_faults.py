@@ -157,7 +157,7 @@ def test_damaged_fold_cache_files_are_named_and_recomputed(tmp_path):
 
 # Run records (notebooks 05 and 06) -------------------------------------------------------------
 def test_damaged_run_records_are_named_and_skipped(tmp_path):
-    from wsigraph.tables import load_records, render
+    from wsigraph.tables import NOT_RUN, load_records, render
 
     good = {"name": "ok", "summary": {"auc": {"mean": 0.8, "std": 0.1}}}
     (tmp_path / "ok.json").write_text(json.dumps(good))
@@ -173,7 +173,8 @@ def test_damaged_run_records_are_named_and_skipped(tmp_path):
     for name in damaged:
         assert any(f"skipping run record {tmp_path / name}.json" in m for m in messages), name
     assert "not readable JSON" in next(m for m in messages if "cut.json" in m)
-    render("h2mil_table1", records)  # the tables still render: those rows show 'not run yet'
+    table = render("h2mil_table1", records)  # the tables still render
+    assert (table == NOT_RUN).to_numpy().any()  # the damaged runs' rows show 'not run yet'
 
 
 # Slides too big or without a pyramid -----------------------------------------------------------

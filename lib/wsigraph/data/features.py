@@ -9,10 +9,14 @@ background patches by H2-MIL's variance threshold, and writes ``<slide_id>.pt``:
 ``tiles``     the :class:`~wsigraph.data.tiling.TileSet` as plain arrays (level, row, col, x, y,
               size0, parent, tissue, ...)
 ``rgb_var``   float32 ``[N]``;  ``encoder``, ``slide_id``, ``objective_power``: provenance
+``digest``    :func:`wsigraph.io.content_digest` of all the above, checked on load
 
 Files are written atomically (temp file, then rename) and loaded with
-``torch.load(weights_only=True)``. A slide whose file exists and matches the settings is
-skipped, so an interrupted run resumes. A slide that cannot be read, or has no tissue, is
+``torch.load(weights_only=True)``. A slide whose file exists, passes its digest check and
+matches the settings is skipped, so an interrupted run resumes; a file that is unreadable,
+fails its digest check (bytes flipped on disk) or has no digest (written by an older version)
+is rebuilt, and the summary's ``note`` and stderr say so, naming it. A failed slide is named on
+stderr as well as in the summary. A slide that cannot be read, or has no tissue, is
 reported in the returned summary and the others go on.
 """
 
