@@ -328,3 +328,18 @@ def test_load_graphs_drops_a_one_node_graph(tmp_path):
     with pytest.warns(UserWarning, match=rf"{ids[1]}: a graph of 1 node\(s\)"):
         _, _, kept = load_graphs(profile, manifest, "esca", "typing")
     assert kept == [ids[0], *ids[2:]]
+
+
+def test_run_all_names_failed_slides_on_the_terminal(tmp_path, capsys):
+    from types import SimpleNamespace
+
+    from wsigraph.pipeline import _report_failed_slides
+
+    (tmp_path / "tables").mkdir()
+    pd.DataFrame(
+        {"slide_id": ["a", "b"], "status": ["done", "failed"], "error": [None, "b.tif: truncated"]}
+    ).to_csv(tmp_path / "tables" / "features_summary.csv", index=False)
+    _report_failed_slides(Path("02_tiles_features.ipynb"), SimpleNamespace(results_dir=tmp_path))
+    err = capsys.readouterr().err
+    assert "run_all: 02_tiles_features: slide b failed: b.tif: truncated" in err
+    assert "slide a" not in err and "1 slide(s) failed" in err

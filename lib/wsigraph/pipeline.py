@@ -249,6 +249,38 @@ def _finish(nb: Path, params: dict, output: Path, declared: dict, profile) -> No
     _scrub(output)
     record = {"notebook": nb.name, "profile": profile.name, "parameters": declared | params}
     write_text(output.with_suffix(".params.json"), json.dumps(record, indent=2, default=str) + "\n")
+    _report_failed_slides(nb, profile)
+
+
+# The per-slide summary tables of the stages: a slide that failed there is named on the terminal
+# too, not only inside the executed notebook (later stages leave it out of cross-validation).
+STAGE_SUMMARIES = {"02_tiles_features": "features_summary.csv", "03_graphs": "graph_stats.csv"}
+
+
+def _report_failed_slides(nb: Path, profile) -> None:
+    name = STAGE_SUMMARIES.get(nb.stem)
+    path = profile.results_dir / "tables" / name if name else None
+    if path is None or not path.exists():
+        return
+    import pandas as pd
+
+    try:
+        table = pd.read_csv(path)
+        bad = table[~table["status"].isin(["done", "skipped"])]
+    except (OSError, ValueError, KeyError):
+        return
+    for _, row in bad.head(10).iterrows():
+        error = row.get("error")
+        why = "" if not isinstance(error, str) else f": {error}"
+        print(f"run_all: {nb.stem}: slide {row['slide_id']} {row['status']}{why}", file=sys.stderr)
+    if len(bad):
+        more = f" ({len(bad) - 10} more)" if len(bad) > 10 else ""
+        print(
+            f"run_all: {nb.stem}: {len(bad)} slide(s) failed{more}, listed in {_rel(path)}; "
+            "later stages leave them out of cross-validation",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def expand(nb: Path, profile, given: dict, declared: dict) -> list[tuple[dict, Path]]:
