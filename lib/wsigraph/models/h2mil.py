@@ -56,9 +56,10 @@ from wsigraph.nn.ihpool import (
     IHPool,
     PoolInfo,
     Pyramid,
+    block_ratio,
+    block_ratios,
     from_batch,
     keep_levels,
-    pool_count,
     scale_grid,
 )
 from wsigraph.nn.raconv import HGATConv, RAConv
@@ -88,8 +89,6 @@ class H2MILConfig:
 
     def __post_init__(self):
         self.levels = tuple(sorted(self.levels))
-        if isinstance(self.ratio, list | tuple):
-            self.ratio = tuple(self.ratio)
         for name, value, allowed in (
             ("conv", self.conv, CONVS),
             ("pool", self.pool, POOLS),
@@ -102,17 +101,7 @@ class H2MILConfig:
             raise ValueError(f"layers (L) must be >= 1, got {self.layers}")
         if 0 not in self.levels:
             raise ValueError(f"levels must include 0 (the thumbnail), got {self.levels}")
-        ratios = self.ratio if isinstance(self.ratio, tuple) else (self.ratio,)
-        if not ratios:
-            raise ValueError("ratio must be a number or a non-empty tuple of them")
-        for r in ratios:
-            pool_count(r)  # a ValueError naming the allowed values
-
-    def block_ratio(self, i: int) -> float | int:
-        """The pooling ratio (float) or count (int) of block ``i`` (from 0)."""
-        if not isinstance(self.ratio, tuple):
-            return self.ratio
-        return self.ratio[min(i, len(self.ratio) - 1)]
+        self.ratio = block_ratios(self.ratio)
 
 
 @register("h2mil")
@@ -126,7 +115,7 @@ class H2MIL(nn.Module):
         self.convs = nn.ModuleList(
             _conv(c, in_dim if i == 0 else c.hidden, R) for i in range(c.layers)
         )
-        self.pools = nn.ModuleList(_pool(c, R, c.block_ratio(i)) for i in range(c.layers))
+        self.pools = nn.ModuleList(_pool(c, R, block_ratio(c.ratio, i)) for i in range(c.layers))
         self.input_norm = GraphLayerNorm(in_dim, mode="graph") if c.norm else None
         self.norms = nn.ModuleList(
             GraphLayerNorm(c.hidden, mode="graph") if c.norm else nn.Identity()

@@ -55,8 +55,9 @@ from wsigraph.nn.ihpool import (
     IHPool,
     PoolInfo,
     Pyramid,
+    block_ratio,
+    block_ratios,
     from_batch,
-    pool_count,
     scale_grid,
 )
 from wsigraph.nn.raconv import RAConv, RAConvPlus
@@ -96,19 +97,7 @@ class HIGTConfig:
             raise ValueError(
                 f"gnn_layers and vit_depth must be >= 1, got {self.gnn_layers}, {self.vit_depth}"
             )
-        if isinstance(self.ratio, list | tuple):
-            self.ratio = tuple(self.ratio)
-        ratios = self.ratio if isinstance(self.ratio, tuple) else (self.ratio,)
-        if not ratios:
-            raise ValueError("ratio must be a number or a non-empty tuple of them")
-        for r in ratios:
-            pool_count(r)  # a ValueError naming the allowed values
-
-    def block_ratio(self, i: int) -> float | int:
-        """The pooling ratio (float) or count (int) of block ``i`` (from 0)."""
-        if not isinstance(self.ratio, tuple):
-            return self.ratio
-        return self.ratio[min(i, len(self.ratio) - 1)]
+        self.ratio = block_ratios(self.ratio)
 
 
 @register("higt")
@@ -127,7 +116,7 @@ class HIGT(nn.Module):
         )
         self.norms = nn.ModuleList(nn.LayerNorm(c.hidden) for _ in range(c.gnn_layers))
         self.pools = nn.ModuleList(
-            IHPool(c.hidden, ratio=c.block_ratio(i), num_levels=3, fine_count=c.fine_count)
+            IHPool(c.hidden, ratio=block_ratio(c.ratio, i), num_levels=3, fine_count=c.fine_count)
             for i in range(c.gnn_layers)
         )
         self.vit = HIViT(

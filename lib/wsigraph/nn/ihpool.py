@@ -187,6 +187,22 @@ def pool_count(ratio: float | int) -> int | None:
     return None
 
 
+def block_ratios(ratio) -> float | int | tuple:
+    """A model's per-block pooling setting, checked: one ratio or count for every block, or a
+    non-empty list / tuple of them for blocks 1, 2, ... (returned as a tuple)."""
+    ratios = tuple(ratio) if isinstance(ratio, list | tuple) else (ratio,)
+    if not ratios:
+        raise ValueError("ratio must be a number or a non-empty tuple of them")
+    for r in ratios:
+        pool_count(r)  # a ValueError naming the allowed values
+    return ratios if isinstance(ratio, list | tuple) else ratio
+
+
+def block_ratio(ratio: float | int | tuple, i: int) -> float | int:
+    """The pooling ratio (float) or count (int) of block ``i`` (from 0); the last repeats."""
+    return ratio[min(i, len(ratio) - 1)] if isinstance(ratio, tuple) else ratio
+
+
 @dataclass
 class PoolInfo:
     """What one IHPool layer did, for interpretation (H2-MIL Fig. 3)."""
