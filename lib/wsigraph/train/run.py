@@ -402,9 +402,15 @@ def _read_fold(path: Path, expected_hash: str) -> dict | None:
 
 
 def _fold_result_problem(result) -> str:
-    """Why ``result`` is not a usable stored :class:`FoldResult`, or ``""``."""
+    """Why ``result`` is not a usable stored fold result, or ``""``: a non-empty object, and
+    for a classification :class:`FoldResult` (one with ``metrics`` or ``test_probs``; survival
+    folds store another shape) every field and metric."""
     if not isinstance(result, dict):
         return f"'result' is {type(result).__name__}, not an object"
+    if not result:
+        return "'result' is empty"
+    if "metrics" not in result and "test_probs" not in result:
+        return ""  # not a classification fold (e.g. survival): nothing more to check here
     required = [
         f.name
         for f in dataclasses.fields(FoldResult)
