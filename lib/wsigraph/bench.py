@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
 from collections.abc import Callable, Iterator
 
@@ -90,7 +92,10 @@ def peak_bytes(fn: Callable[[], object], device: torch.device) -> int:
     from torch._C._profiler import _EventType
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    with (
+        _native_stderr_dropped(),
+        profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof,
+    ):
         fn()
     tree = prof.profiler.kineto_results.experimental_event_tree()
     events = [
@@ -103,6 +108,26 @@ def peak_bytes(fn: Callable[[], object], device: torch.device) -> int:
     events.sort(key=lambda f: f.start_time_ns if hasattr(f, "start_time_ns") else 0)
     before = events[0].total_allocated - events[0].alloc_size  # held before fn's first allocation
     return max(f.total_allocated for f in events) - before
+
+
+@contextlib.contextmanager
+def _native_stderr_dropped():
+    """Drop what native code writes to file descriptor 2 meanwhile: the profiler's C++ start and
+    stop lines ("USDT ... profiler_start", "gpuGetDeviceCount failed") would otherwise land in
+    executed notebooks and on the terminal. Python's own warnings are not affected."""
+    try:
+        saved = os.dup(2)
+    except OSError:  # no descriptor 2 to redirect
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def model_megabytes(model: torch.nn.Module) -> float:
