@@ -514,17 +514,7 @@ def test_interrupted_cohort_build_continues_where_it_stopped(server, client, tmp
     monkeypatch.setenv("WSIGRAPH_WORK", str(tmp_path / "work"))
     profile = get_profile("tcga")
     profile.work_dir.mkdir(parents=True)
-    server.cases = [
-        {
-            "submitter_id": h["cases"][0]["submitter_id"],
-            "case_id": h["cases"][0]["case_id"],
-            "project": h["cases"][0]["project"],
-            "diagnoses": [
-                {"primary_diagnosis": "Adenocarcinoma, NOS", "ajcc_pathologic_stage": "Stage II"}
-            ],
-        }
-        for h in server.files
-    ]
+    server.cases = _labelled_cases(server)
     broken = server.flat()[3]
     server.fault(broken["file_id"], "bad_md5", ALWAYS)
     manifest, report = build_tcga_cohort(profile, client, workers=2, progress=False)
@@ -840,17 +830,7 @@ def test_cohort_build_goes_on_past_a_broken_file_size(server, client, tmp_path, 
     monkeypatch.setenv("WSIGRAPH_WORK", str(tmp_path / "work"))
     profile = get_profile("tcga")
     profile.work_dir.mkdir(parents=True)
-    server.cases = [
-        {
-            "submitter_id": h["cases"][0]["submitter_id"],
-            "case_id": h["cases"][0]["case_id"],
-            "project": h["cases"][0]["project"],
-            "diagnoses": [
-                {"primary_diagnosis": "Adenocarcinoma, NOS", "ajcc_pathologic_stage": "Stage II"}
-            ],
-        }
-        for h in server.files
-    ]
+    server.cases = _labelled_cases(server)
     broken = server.files[2]
     broken["file_size"] = "12abc"
     manifest, report = build_tcga_cohort(profile, client, workers=2, progress=False)
@@ -867,3 +847,18 @@ def test_zero_byte_file(server, client, tmp_path):
     report = client.download(client.diagnostic_slides("TCGA-NONE"), tmp_path, progress=False)
     assert report.downloaded == ["empty.svs"] and report.failed == []
     assert tree(tmp_path) == {"empty.svs"} and (tmp_path / "empty.svs").stat().st_size == 0
+
+
+def _labelled_cases(server) -> list[dict]:
+    """One clinical case per listed file, each an adenocarcinoma at stage II."""
+    return [
+        {
+            "submitter_id": h["cases"][0]["submitter_id"],
+            "case_id": h["cases"][0]["case_id"],
+            "project": h["cases"][0]["project"],
+            "diagnoses": [
+                {"primary_diagnosis": "Adenocarcinoma, NOS", "ajcc_pathologic_stage": "Stage II"}
+            ],
+        }
+        for h in server.files
+    ]
