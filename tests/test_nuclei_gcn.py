@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
 from torch_geometric.data import Batch, Data
 
 from wsigraph.graphs.nuclei import nuclei_edges
-from wsigraph.models import build_model
+from wsigraph.models import build_model, nuclei_gcn
 from wsigraph.models.nuclei_gcn import VARIANTS
 from wsigraph.viz.nuclei import importance_figure, nuclei_overlay, occlusion_importance
 
@@ -33,6 +35,52 @@ def _model(variant: str):
 def test_parameter_count_near_the_papers_300k(variant):
     n = sum(p.numel() for p in _model(variant).parameters())
     assert 250_000 < n < 450_000, n
+
+
+def _docstring_counts() -> dict[str, tuple[int, int, int]]:
+    """The parameter table of the module docstring: pooling -> (RSF, RSF + Edge, Attention)."""
+    rows = {}
+    for line in nuclei_gcn.__doc__.splitlines():
+        m = re.match(r"\s*(vertices|clusters)\b.*?((?:\s+[\d,]+){3})\s*$", line)
+        if m:
+            rows[m.group(1)] = tuple(int(v.replace(",", "")) for v in m.group(2).split())
+    return rows
+
+
+POOLINGS = {"vertices": {}, "clusters": {"pool_axis": "clusters", "pool_norm": False}}
+
+
+@pytest.mark.parametrize("pooling", list(POOLINGS))
+def test_docstring_parameter_counts_are_the_models(pooling):
+    documented = _docstring_counts()[pooling]
+    for variant, n_doc in zip(VARIANTS, documented, strict=True):
+        model = build_model("nuclei-gcn", 18, 2, variant=variant, **POOLINGS[pooling])
+        assert sum(p.numel() for p in model.parameters()) == n_doc, (pooling, variant)
+
+
+def test_default_pooling_is_the_reference_codes():
+    model = _model("rsf")
+    assert model.pool1.axis == model.pool2.axis == "vertices"
+    assert isinstance(model.pool_norm1, torch.nn.BatchNorm1d)
+    old = build_model("nuclei-gcn", 18, 2, **POOLINGS["clusters"])
+    assert old.pool1.axis == "clusters" and isinstance(old.pool_norm1, torch.nn.Identity)
+
+
+@pytest.mark.parametrize("pooling", list(POOLINGS))
+def test_both_poolings_train_and_ignore_node_order(pooling):
+    torch.manual_seed(0)
+    model = build_model("nuclei-gcn", 18, 2, **POOLINGS[pooling]).train()
+    batch = Batch.from_data_list([_graph(30, 3), _graph(20, 4, y=1)])
+    torch.nn.functional.cross_entropy(model(batch), batch.y).backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.any()]
+    assert not missing, missing
+    model.eval()
+    g = _graph(30, 3)
+    perm = torch.randperm(g.num_nodes, generator=torch.Generator().manual_seed(2))
+    inv = torch.empty_like(perm)
+    inv[perm] = torch.arange(g.num_nodes)
+    h = Data(x=g.x[perm], edge_index=inv[g.edge_index], edge_attr=g.edge_attr)
+    torch.testing.assert_close(model(Batch.from_data_list([h])), model(Batch.from_data_list([g])))
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -78,6 +126,8 @@ def test_bad_config():
         build_model("nuclei-gcn", 18, 2, variant="gat")
     with pytest.raises(ValueError, match="clusters"):
         build_model("nuclei-gcn", 18, 2, clusters=(8,))
+    with pytest.raises(ValueError, match="pool_axis must be one of"):
+        build_model("nuclei-gcn", 18, 2, pool_axis="rows")
 
 
 def test_occlusion_matches_eq5_by_hand():

@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 from torch import Tensor
@@ -120,7 +122,9 @@ def test_shapes_and_repr():
     assert repr(DenseRSFConv(6, 4, edge_dim=3)) == "DenseRSFConv(6, 4, edge_dim=3)"
     assert repr(RSFEdgeConv(6, 1, 8)) == "RSFEdgeConv(6, 1, 8, act=relu)"
     assert repr(NodeAttention(6)) == "NodeAttention(6, rescale=True)"
-    assert repr(SoftmaxAssignmentPool(6, 10)) == "SoftmaxAssignmentPool(6, clusters=10, edge_dim=1)"
+    assert repr(SoftmaxAssignmentPool(6, 10)) == (
+        "SoftmaxAssignmentPool(6, clusters=10, edge_dim=1, axis='vertices')"
+    )
     assert repr(DenseSoftmaxAssignmentPool(6, 2)).startswith("DenseSoftmaxAssignmentPool(6, ")
 
 
@@ -194,7 +198,9 @@ def test_isolated_nodes_and_edgeless_batch(name):
         torch.testing.assert_close(torch.zeros(2).index_add_(0, batch, out[1]), torch.ones(2))
     else:
         assert out[1].abs().sum() == 0  # no edges, no pooled edges
-        torch.testing.assert_close(out[2].sum(-1), torch.ones(7))
+        # vertex softmax (default): each graph's columns sum to 1
+        col_sums = torch.zeros(2, 3).index_add_(0, batch, out[2])
+        torch.testing.assert_close(col_sums, torch.ones(2, 3))
     # An isolated node inside a graph with edges: its conv output ignores the others.
     if name == "conv":
         x1, e1, a1 = _graph(PAIRS1, N1, seed=1)
@@ -224,20 +230,25 @@ def test_gradients_reach_every_parameter(name):
     assert x.grad.abs().sum() > 0
 
 
-def test_pool_matches_dense_eq3():
+@pytest.mark.parametrize("axis", ["vertices", "clusters"])
+def test_pool_matches_dense_eq3(axis):
     torch.manual_seed(0)
     L = 2
-    pool = SoftmaxAssignmentPool(F_IN, 3, edge_dim=L).double()
+    pool = SoftmaxAssignmentPool(F_IN, 3, edge_dim=L, axis=axis).double()
     x, ei, ea, batch = _batch(L, dtype=torch.float64)
     ei = torch.cat([ei, torch.tensor([[0], [4]])], 1)  # a directed edge too
     ea = torch.cat([ea, torch.rand(1, L, dtype=torch.float64)])
     xp, adj, s = pool(x, ei, ea, batch)
-    torch.testing.assert_close(s.sum(-1), torch.ones(9, dtype=torch.float64))
     assert (s >= 0).all()
     A = _dense_adj(ei, ea, 9)
-    torch.testing.assert_close(s, torch.softmax(_dense_eq2(pool.conv, x, A), -1))
+    Z = _dense_eq2(pool.conv, x, A)
+    if axis == "clusters":
+        torch.testing.assert_close(s.sum(-1), torch.ones(9, dtype=torch.float64))
+        torch.testing.assert_close(s, torch.softmax(Z, -1))
     for b, (lo, hi) in enumerate([(0, N0), (N0, N0 + N1)]):
         S, Ab = s[lo:hi], A[lo:hi, lo:hi]
+        if axis == "vertices":  # a softmax over this graph's vertices only
+            torch.testing.assert_close(S, torch.softmax(Z[lo:hi], 0))
         torch.testing.assert_close(xp[b], S.t() @ x[lo:hi])
         for j in range(L):
             torch.testing.assert_close(adj[b, :, :, j], S.t() @ Ab[:, :, j] @ S)
@@ -360,3 +371,112 @@ def test_dense_conv_equals_sparse_on_a_directed_graph():
         for j in range(L):
             expected = expected + ea[e, j] * x[src] @ w[1 + j]
     torch.testing.assert_close(conv(x, ei, ea)[2].detach(), expected)
+
+
+# --------------------------------------------------------------------------------------------
+# Vertex-axis pooling (the RSF reference code, fps7806/Graph-CNN layers.make_graph_embed_pooling)
+
+
+def _vertex_pool_by_hand(Z, x, A, n):
+    """Eq. 3 with a softmax over the ``n`` vertices, written with loops: for cluster c,
+    w_ic = exp(Z_ic) / sum_k exp(Z_kc); x_out[c] = sum_i w_ic x_i;
+    A_out[c, d, l] = sum_i sum_k w_ic A[i, k, l] w_kd."""
+    C, L = Z.size(1), A.size(-1)
+    w = torch.zeros(Z.size(0), C, dtype=Z.dtype)
+    for c in range(C):
+        m = max(float(Z[i, c]) for i in range(n))
+        den = sum(math.exp(float(Z[k, c]) - m) for k in range(n))
+        for i in range(n):
+            w[i, c] = math.exp(float(Z[i, c]) - m) / den
+    x_out = torch.zeros(C, x.size(1), dtype=x.dtype)
+    a_out = torch.zeros(C, C, L, dtype=x.dtype)
+    for c in range(C):
+        for i in range(n):
+            x_out[c] += w[i, c] * x[i]
+        for d in range(C):
+            for i in range(n):
+                for k in range(n):
+                    a_out[c, d] += w[i, c] * A[i, k] * w[k, d]
+    return w, x_out, a_out
+
+
+def _padded(L=2, seed=0):
+    """Graphs 0 and 1 of ``_batch`` as a dense batch ``[2, N0, ...]`` whose padding slot (graph
+    1, row 4) holds *random* features and edges: a correct mask makes them irrelevant."""
+    x, ei, ea, _ = _batch(L, dtype=torch.float64)
+    g = torch.Generator().manual_seed(seed)
+    xd = torch.randn(2, N0, F_IN, generator=g, dtype=torch.float64)
+    adj = torch.rand(2, N0, N0, L, generator=g, dtype=torch.float64)
+    mask = torch.zeros(2, N0, dtype=torch.bool)
+    for b, (lo, hi) in enumerate([(0, N0), (N0, N0 + N1)]):
+        n = hi - lo
+        xd[b, :n], mask[b, :n] = x[lo:hi], True
+        sel = (ei[1] >= lo) & (ei[1] < hi)
+        adj[b, :n, :n] = _dense_adj(ei[:, sel] - lo, ea[sel], n)
+    return xd, adj, mask
+
+
+def test_vertex_pool_matches_a_plain_write_out():
+    torch.manual_seed(0)
+    L = 2
+    sparse = SoftmaxAssignmentPool(F_IN, 3, L, axis="vertices").double()
+    dense = DenseSoftmaxAssignmentPool(F_IN, 3, L, axis="vertices").double()
+    dense.load_state_dict(sparse.state_dict())
+    x, ei, ea, batch = _batch(L, dtype=torch.float64)
+    xd, adj, mask = _padded(L)
+    xp, ap, s = sparse(x, ei, ea, batch)
+    xq, aq, sq = dense(xd, adj, mask)
+    for b, (lo, hi) in enumerate([(0, N0), (N0, N0 + N1)]):
+        n = hi - lo
+        xb, ab = xd[b, :n], adj[b, :n, :n]  # graph b without its padding
+        Z = _dense_eq2(dense.conv, xb, ab)  # Eq. 2 logits
+        w, x_out, a_out = _vertex_pool_by_hand(Z.detach(), xb, ab, n)
+        for out_x, out_a, out_s in ((xp[b], ap[b], s[lo:hi]), (xq[b], aq[b], sq[b, :n])):
+            torch.testing.assert_close(out_s, w[:n])
+            torch.testing.assert_close(out_x, x_out)
+            torch.testing.assert_close(out_a, a_out)
+        # each pooled node is a weighted mean: weights >= 0 summing to 1 over the graph
+        torch.testing.assert_close(sq[b].sum(0), torch.ones(3, dtype=torch.float64))
+    assert (sq[~mask] == 0).all()  # the padded row has zero weight
+
+
+def test_vertex_pool_padded_rows_get_zero_weight_and_change_nothing():
+    torch.manual_seed(0)
+    pool = DenseSoftmaxAssignmentPool(F_IN, 3, 2, axis="vertices").double()
+    xd, adj, mask = _padded(2, seed=0)
+    xe, adje, _ = _padded(2, seed=1)  # other random padding
+    out, other = pool(xd, adj, mask), pool(xe, adje, mask)
+    for a, b in zip(out, other, strict=True):
+        torch.testing.assert_close(a, b)
+    assert (out[2][1, N1:] == 0).all()
+    # graph 1 alone, unpadded, pools to the same
+    alone = pool(xd[1:, :N1], adj[1:, :N1, :N1])
+    torch.testing.assert_close(alone[0][0], out[0][1])
+    torch.testing.assert_close(alone[1][0], out[1][1])
+    # a graph without any vertex: zero weights, no NaN
+    empty = torch.zeros_like(mask)
+    x0, a0, s0 = pool(xd, adj, empty)
+    assert (s0 == 0).all() and (x0 == 0).all() and torch.isfinite(a0).all()
+
+
+def test_vertex_pool_permutation_invariant_and_gradients():
+    torch.manual_seed(0)
+    pool = DenseSoftmaxAssignmentPool(F_IN, 3, 2, axis="vertices").double()
+    xd, adj, mask = _padded(2)
+    perm = torch.tensor([2, 4, 0, 3, 1])  # moves graph 1's padding slot to the middle
+    xq, aq, sq = pool(xd[:, perm], adj[:, perm][:, :, perm], mask[:, perm])
+    xp, ap, s = pool(xd, adj, mask)
+    torch.testing.assert_close(xq, xp)
+    torch.testing.assert_close(aq, ap)
+    torch.testing.assert_close(sq, s[:, perm])
+    xd.requires_grad_(True)
+    out = pool(xd, adj, mask)
+    (out[0].square().sum() + out[1].sum()).backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in pool.parameters())
+    assert (xd.grad[~mask] == 0).all() and (xd.grad[mask].abs().sum(-1) > 0).all()
+
+
+def test_pool_axis_is_checked():
+    with pytest.raises(ValueError, match="axis must be one of"):
+        SoftmaxAssignmentPool(F_IN, 3, axis="nodes")
+    assert "axis='vertices'" in repr(DenseSoftmaxAssignmentPool(F_IN, 3))

@@ -26,10 +26,20 @@ convolution, the node attention of Sec. III.E).
 Choices where the paper is silent (it gives Table I, "nearly 300,000 parameters", Adam,
 lr 0.01, ~50 epochs):
 
-* Widths 18 -> 64 -> 64 -> pool to 32 -> 128 -> pool to 8, then FC 256 -> 64 -> classes:
-  312,298 parameters for RSF (RSF + Edge 408,090, RSF + Attention 316,522; 18 input features,
-  two classes), the paper's "nearly 300,000". ReLU after every vertex convolution and hidden FC layer; dropout
-  ``dropout`` before FC 1 and FC 2 (default 0).
+* Widths 18 -> 64 -> 64 -> pool to 32 -> 128 -> pool to 8, then FC 256 -> 64 -> classes
+  (the reference code's NCI1 network, ``run_nci1.py``, is 64 -> 64 -> pool 32 -> 32 -> pool 8
+  -> FC 256 -> classes; Table I has three FC layers). Parameters, batch norm included, with 18
+  input features and two classes (``sum(p.numel())``, checked by the tests):
+
+  ==========================================  =========  ==========  ===============
+  pooling                                     RSF        RSF + Edge  RSF + Attention
+  ==========================================  =========  ==========  ===============
+  vertices + batch norm / ReLU (default)      313,194    408,986     317,418
+  clusters, no norm after pooling (before)    312,810    408,602     317,034
+  ==========================================  =========  ==========  ===============
+
+  the paper's "nearly 300,000". ReLU after every vertex convolution, pooling and hidden FC
+  layer; dropout ``dropout`` before FC 1 and FC 2 (default 0).
 * Readout: the second pooling leaves exactly ``clusters[1]`` nodes per graph in an order fixed
   by the assignment convolution's output channels, so their features are flattened into FC 1
   (invariant to the order of the nuclei, as the pooling is). With RSF + Edge, Edge Conv 3 (after
@@ -43,9 +53,17 @@ lr 0.01, ~50 epochs):
 * Edge convolutions output ``edge_channels`` = 4 features with ReLU (Eq. 4's monotonic
   :math:`\\phi`); the vertex convolutions and pooling after them read all four (Eq. 2 with
   :math:`L = 4`). Edge Conv 1 acts on the pooled adjacency, as Table I places it after Pooling 1.
-* The pooled adjacency :math:`S^\\top A S` sums Eq. 1 weights over clusters; it is divided by
-  the graph's number of nuclei so that its scale does not grow with tile size (the paper does not
-  normalise; with raw sums the second level of large graphs saturates).
+* Pooling (Eq. 3) as the RSF reference code (``layers.make_graph_embed_pooling`` and
+  ``network.make_graph_embed_pooling``): the softmax runs over each graph's *vertices*
+  (``pool_axis="vertices"``), so every pooled node is a weighted mean of vertices and
+  :math:`S^\\top A S` a weighted mean of Eq. 1 weights; batch norm (over graphs and clusters)
+  and ReLU follow each pooling (``pool_norm``). Unlike the reference, whose mask multiplies
+  the logits (a padded vertex gets logit 0, hence a non-zero weight), padded vertices get weight
+  0. The assignment logits come from an RSF convolution, as the paper's "similar to
+  convolution operation given in Equation 2" (the reference uses a per-vertex linear map).
+  ``pool_axis="clusters"`` is the earlier design (a softmax over the clusters per vertex); its
+  pooled adjacency sums Eq. 1 weights over nuclei and is divided by the graph's number of
+  nuclei so that its scale does not grow with tile size.
 * The attention of RSF + Attention follows Vertex Conv 2; its scores (one per nucleus, summing to
   one per graph) are stored in ``last_attention`` after each forward for visualisation.
 """
@@ -60,6 +78,7 @@ from torch.nn import functional as F
 
 from wsigraph.models import register
 from wsigraph.nn.rsf import (
+    POOL_AXES,
     DenseRSFConv,
     DenseRSFEdgeConv,
     DenseSoftmaxAssignmentPool,
@@ -85,6 +104,12 @@ class NucleiGCNConfig:
         dropout: before FC 1 and FC 2 (default ``0.0``).
         norm: batch normalisation after each vertex convolution (default ``True``).
         edge_dim: edge features of the input graph (default ``1``, Eq. 1's weight).
+        pool_axis: the pooling softmax's axis: ``"vertices"`` (default, the RSF reference
+            code: pooled nodes are weighted means of vertices) or ``"clusters"`` (each vertex
+            spread over the clusters; pooled nodes are weighted sums).
+        pool_norm: batch normalisation and ReLU after each pooling, as the reference code
+            (default ``True``). ``pool_axis="clusters", pool_norm=False`` is the model before
+            the reference pooling was added.
     """
 
     variant: str = "rsf"
@@ -96,10 +121,14 @@ class NucleiGCNConfig:
     dropout: float = 0.0
     norm: bool = True
     edge_dim: int = 1
+    pool_axis: str = "vertices"
+    pool_norm: bool = True
 
     def __post_init__(self):
         if self.variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
+        if self.pool_axis not in POOL_AXES:
+            raise ValueError(f"pool_axis must be one of {POOL_AXES}, got {self.pool_axis!r}")
         self.clusters, self.fc = tuple(self.clusters), tuple(self.fc)
         if len(self.clusters) != 2 or min(self.clusters) < 1:
             raise ValueError(f"clusters must be two positive sizes, got {self.clusters}")
@@ -130,9 +159,12 @@ class NucleiGCN(nn.Module):
         norm = nn.BatchNorm1d if cfg.norm else (lambda _: nn.Identity())
         self.norm1, self.norm2, self.norm3 = norm(h), norm(h), norm(h3)
         self.attention = NodeAttention(h) if cfg.variant == "attention" else None
-        self.pool1 = SoftmaxAssignmentPool(h, c1, L0)
+        self.pool1 = SoftmaxAssignmentPool(h, c1, L0, axis=cfg.pool_axis)
         self.conv3 = DenseRSFConv(h, h3, L)
-        self.pool2 = DenseSoftmaxAssignmentPool(h3, c2, L)
+        self.pool2 = DenseSoftmaxAssignmentPool(h3, c2, L, axis=cfg.pool_axis)
+        # Batch norm after each pooling (over graphs and clusters), then ReLU in forward.
+        pool_norm = nn.BatchNorm1d if cfg.pool_norm else (lambda _: nn.Identity())
+        self.pool_norm1, self.pool_norm2 = pool_norm(h), pool_norm(h3)
         self.edge_convs = None
         if cfg.variant == "edge":
             self.edge_convs = nn.ModuleList(
@@ -163,18 +195,27 @@ class NucleiGCN(nn.Module):
         if self.attention is not None:
             x, self.last_attention = self.attention(x, b)  # scores [N]
         x, adj, _ = self.pool1(x, edge_index, edge_attr, b, B)  # [B, c1, h], [B, c1, c1, L0]
-        n = torch.bincount(b, minlength=B).clamp(min=1).to(adj.dtype)  # nuclei per graph
-        adj = adj / n.view(B, 1, 1, 1)
+        if self.config.pool_axis == "clusters":  # S^T A S sums over nuclei: per-nucleus scale
+            n = torch.bincount(b, minlength=B).clamp(min=1).to(adj.dtype)  # nuclei per graph
+            adj = adj / n.view(B, 1, 1, 1)
+        x = self._after_pool(self.pool_norm1, x)
         if self.edge_convs is not None:
             adj = self.edge_convs[0](x, adj)  # [B, c1, c1, L]
         x = F.relu(self.norm3(self.conv3(x, adj).transpose(1, 2)).transpose(1, 2))  # [B, c1, h3]
         if self.edge_convs is not None:
             adj = self.edge_convs[1](x, adj)
         x, adj, _ = self.pool2(x, adj)  # [B, c2, h3], [B, c2, c2, L]
+        x = self._after_pool(self.pool_norm2, x)
         h = x.flatten(1)  # [B, c2 * h3]
         if self.edge_convs is not None:
             h = torch.cat([h, self.edge_convs[2](x, adj).flatten(1)], dim=1)
         return self.fc(h)  # [B, C]
+
+    def _after_pool(self, norm: nn.Module, x: Tensor) -> Tensor:
+        """Batch norm over graphs and clusters, then ReLU (``pool_norm``), on ``[B, C, F]``."""
+        if not self.config.pool_norm:
+            return x
+        return F.relu(norm(x.transpose(1, 2)).transpose(1, 2))
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v}" for k, v in asdict(self.config).items())

@@ -13,8 +13,11 @@ The nodes are nuclei, the edges link nuclei closer than 100 px with weight
 * :class:`NodeAttention` (Sec. III.E, "RSF+Attention"): a per-graph softmax over the nuclei
   that re-weights them before the first pooling; its scores are the visualisation.
 * :class:`SoftmaxAssignmentPool` (Eq. 3): soft assignment of the :math:`N` nodes of each graph
-  to :math:`N'` clusters, :math:`V_{out} = S^\top V`, :math:`A_{out} = S^\top A S`. Its output
-  is dense (``[B, N', ...]``): later levels use :class:`DenseRSFConv` and
+  to :math:`N'` clusters, :math:`V_{out} = S^\top V`, :math:`A_{out} = S^\top A S`, with the
+  softmax over the vertices of each graph (``axis="vertices"``, the RSF reference code
+  ``fps7806/Graph-CNN``: each pooled node is a weighted mean of vertices) or over the clusters
+  (``axis="clusters"``: each vertex spreads over the clusters). Its output is dense
+  (``[B, N', ...]``): later levels use :class:`DenseRSFConv` and
   :class:`DenseSoftmaxAssignmentPool`, so a model stacks conv -> pool -> dense conv -> dense
   pool -> readout.
 
@@ -308,14 +311,20 @@ class NodeAttention(nn.Module):
         return f"{self.__class__.__name__}({self.in_channels}, rescale={self.rescale})"
 
 
+POOL_AXES = ("vertices", "clusters")
+
+
 class _AssignmentPool(nn.Module):
     """Hyper-parameters, the assignment convolution and the repr of the two pooling layers."""
 
     _conv_cls: type[_RSFBase]
 
-    def __init__(self, in_channels: int, clusters: int, edge_dim: int = 1):
+    def __init__(self, in_channels: int, clusters: int, edge_dim: int = 1, axis: str = "vertices"):
         super().__init__()
+        if axis not in POOL_AXES:
+            raise ValueError(f"axis must be one of {POOL_AXES}, got {axis!r}")
         self.in_channels, self.clusters, self.edge_dim = in_channels, clusters, edge_dim
+        self.axis = axis
         self.conv = self._conv_cls(in_channels, clusters, edge_dim)  # RSF to N' assignment logits
         self.reset_parameters()
 
@@ -324,7 +333,10 @@ class _AssignmentPool(nn.Module):
 
     def __repr__(self) -> str:
         name = self.__class__.__name__
-        return f"{name}({self.in_channels}, clusters={self.clusters}, edge_dim={self.edge_dim})"
+        return (
+            f"{name}({self.in_channels}, clusters={self.clusters}, edge_dim={self.edge_dim}, "
+            f"axis={self.axis!r})"
+        )
 
 
 def _pool(s: Tensor, x: Tensor, a_s: Tensor) -> tuple[Tensor, Tensor]:
@@ -338,31 +350,48 @@ def _pool(s: Tensor, x: Tensor, a_s: Tensor) -> tuple[Tensor, Tensor]:
 class SoftmaxAssignmentPool(_AssignmentPool):
     r"""Softmax assignment pooling, the nuclei-graph GCN's Eq. 3, on a sparse batch.
 
-    The assignment comes from an RSF convolution (Eq. 2, :class:`RSFConv`) to :math:`N'`
-    features, with a softmax over them (row-wise), and coarsens each graph to :math:`N'` nodes:
+    The assignment logits come from an RSF convolution (Eq. 2, :class:`RSFConv`) to :math:`N'`
+    features; a softmax turns them into the assignment :math:`S = V_{emb}`, which coarsens each
+    graph to :math:`N'` nodes:
 
     .. math::
-        V_{emb} = \mathrm{softmax}\big(\mathrm{RSF}(V_{in}, A)\big) \in \mathbb{R}^{N \times N'},
-        \qquad V_{out} = V_{emb}^\top V_{in}, \qquad A_{out} = V_{emb}^\top A_{in} V_{emb},
+        Z = \mathrm{RSF}(V_{in}, A) \in \mathbb{R}^{N \times N'}, \qquad
+        V_{out} = S^\top V_{in}, \qquad A_{out} = S^\top A_{in} S,
 
     the last for each edge feature :math:`j`, :math:`A_{out} \in \mathbb{R}^{N' \times N'
-    \times L}` (the paper's ":math:`N' \times N' \times F`" is a typo for :math:`L`). Each graph
-    of the batch gets its own :math:`N'` clusters. :math:`A V_{emb}` is a scatter over the edges;
-    only the :math:`N' \times N'` products are dense (per graph, through
+    \times L}` (the paper's ":math:`N' \times N' \times F`" is a typo for :math:`L`). The paper
+    writes :math:`V_{emb} = \mathrm{Softmax}(V)` without an axis; ``axis`` chooses it:
+
+    * ``"vertices"`` (default; the RSF reference code ``fps7806/Graph-CNN``,
+      ``layers.make_graph_embed_pooling``, softmax over axis 1 of ``[B, N, N']``): for each
+      cluster :math:`c` a softmax over the vertices :math:`i` of its own graph,
+      :math:`S_{ic} = e^{Z_{ic}} / \sum_{k \in G} e^{Z_{kc}}`. Each column sums to 1, so each
+      pooled node is a weighted mean of vertices and :math:`(A_{out})_{cd} =
+      \sum_{i,k} S_{ic} A_{ik} S_{kd}` a weighted mean of edge weights. Padded rows (vertices
+      of other graphs) get weight 0.
+    * ``"clusters"``: for each vertex a softmax over the :math:`N'` clusters; each row sums
+      to 1, so pooled nodes are weighted *sums* whose scale grows with the graph's size.
+
+    Each graph of the batch gets its own :math:`N'` clusters. :math:`A S` is a scatter over the
+    edges; only the :math:`N' \times N'` products are dense (per graph, through
     :func:`~torch_geometric.utils.to_dense_batch`; padding rows are zero). The output is a dense
-    batch for :class:`DenseRSFConv` and :class:`DenseSoftmaxAssignmentPool`.
+    batch for :class:`DenseRSFConv` and :class:`DenseSoftmaxAssignmentPool`. Batch norm and the
+    activation after pooling are the model's.
 
     Args:
         in_channels (int): Size of each node feature :math:`F`.
         clusters (int): Number of clusters per graph :math:`N'`.
         edge_dim (int): Number of edge features :math:`L`. (default: ``1``)
+        axis (str): The softmax's axis, ``"vertices"`` or ``"clusters"``.
+            (default: ``"vertices"``)
 
     Shapes:
         - **input:** node features :math:`(N, F)`, edge indices :math:`(2, E)`, edge features
           :math:`(E, L)` or :math:`(E)` (optional when :math:`L = 1`), optional batch vector
           :math:`(N)`, optional number of graphs :math:`B`
         - **output:** pooled features :math:`(B, N', F)`, pooled adjacency
-          :math:`(B, N', N', L)`, assignment :math:`V_{emb}` :math:`(N, N')` (rows sum to 1)
+          :math:`(B, N', N', L)`, assignment :math:`S` :math:`(N, N')` (each graph's columns
+          sum to 1 for ``"vertices"``, rows sum to 1 for ``"clusters"``)
     """
 
     _conv_cls = RSFConv
@@ -381,7 +410,11 @@ class SoftmaxAssignmentPool(_AssignmentPool):
         if batch_size is None:
             batch_size = int(batch.max()) + 1 if N > 0 else 1
         edge_attr = _edge_features(edge_attr, edge_index.size(1), self.edge_dim, x)  # [E, L]
-        s = torch.softmax(self.conv(x, edge_index, edge_attr), dim=-1)  # [N, N']
+        logits = self.conv(x, edge_index, edge_attr)  # [N, N']
+        if self.axis == "vertices":
+            s = softmax(logits, batch, num_nodes=N, dim=0)  # over each graph's vertices
+        else:
+            s = torch.softmax(logits, dim=-1)  # over the clusters
         a_s = _propagate(s, edge_index, edge_attr)  # A S, [N, L, N']
         s_d, _ = to_dense_batch(s, batch, batch_size=batch_size)  # [B, n, N'], padding 0
         x_d, _ = to_dense_batch(x, batch, batch_size=batch_size)  # [B, n, F]
@@ -392,23 +425,31 @@ class SoftmaxAssignmentPool(_AssignmentPool):
 
 class DenseSoftmaxAssignmentPool(_AssignmentPool):
     r"""Eq. 3 (see :class:`SoftmaxAssignmentPool`) on a dense batch, for the levels after the
-    first pooling; the assignment comes from a :class:`DenseRSFConv`:
+    first pooling; the assignment logits come from a :class:`DenseRSFConv`:
 
     .. math::
-        V_{emb} = \mathrm{softmax}\big(\mathrm{RSF}(V_{in}, A)\big), \qquad
-        V_{out} = V_{emb}^\top V_{in}, \qquad A_{out} = V_{emb}^\top A_{in} V_{emb}.
+        Z = \mathrm{RSF}(V_{in}, A), \qquad
+        V_{out} = S^\top V_{in}, \qquad A_{out} = S^\top A_{in} S,
+
+    with :math:`S` the softmax of :math:`Z` over the (unmasked) vertices of each graph
+    (``axis="vertices"``, the reference code; masked-out vertices get weight exactly 0 and
+    their edges are dropped, as if they were absent) or over the clusters
+    (``axis="clusters"``; masked-out rows are zeroed).
 
     Args:
         in_channels (int): Size of each node feature :math:`F`.
         clusters (int): Number of clusters per graph :math:`N'`.
         edge_dim (int): Number of edge features :math:`L`. (default: ``1``)
+        axis (str): The softmax's axis, ``"vertices"`` or ``"clusters"``.
+            (default: ``"vertices"``)
 
     Shapes:
         - **input:** node features :math:`(B, N, F)`, adjacency :math:`(B, N, N, L)` (or
           :math:`(B, N, N)` when :math:`L = 1`), optional node mask :math:`(B, N)`
         - **output:** pooled features :math:`(B, N', F)`, pooled adjacency
-          :math:`(B, N', N', L)`, assignment :math:`(B, N, N')` (rows sum to 1, zero on
-          masked-out nodes)
+          :math:`(B, N', N', L)`, assignment :math:`(B, N, N')` (zero on masked-out vertices;
+          columns sum to 1 over the unmasked vertices for ``"vertices"``, rows to 1 for
+          ``"clusters"``)
     """
 
     _conv_cls = DenseRSFConv
@@ -417,8 +458,18 @@ class DenseSoftmaxAssignmentPool(_AssignmentPool):
         self, x: Tensor, adj: Tensor, mask: Tensor | None = None
     ) -> tuple[Tensor, Tensor, Tensor]:
         adj = (adj.unsqueeze(-1) if adj.dim() == 3 else adj).to(x.dtype)  # [B, n, n, L]
-        s = torch.softmax(self.conv(x, adj), dim=-1)  # [B, n, N']
-        if mask is not None:
+        if mask is not None:  # no edge to or from an absent vertex
+            pair = mask.unsqueeze(2) & mask.unsqueeze(1)  # [B, n, n]
+            adj = adj * pair.unsqueeze(-1).to(adj.dtype)
+        logits = self.conv(x, adj)  # [B, n, N']
+        if self.axis == "vertices":
+            if mask is not None:  # absent vertices: logit -> lowest float, weight exactly 0
+                low = torch.finfo(logits.dtype).min
+                logits = logits.masked_fill(~mask.bool().unsqueeze(-1), low)
+            s = torch.softmax(logits, dim=1)  # over the vertices
+        else:
+            s = torch.softmax(logits, dim=-1)  # over the clusters
+        if mask is not None:  # also zeroes a graph without any vertex
             s = s * mask.unsqueeze(-1).to(s.dtype)
         a_s = torch.einsum("bikl,bkd->bild", adj, s)  # A S, [B, n, L, N']
         x_out, adj_out = _pool(s, x, a_s)
