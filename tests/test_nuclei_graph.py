@@ -14,11 +14,15 @@ from torch_geometric.utils import k_hop_subgraph
 from wsigraph.data.nuclei_seg import read_monuseg_tile
 from wsigraph.graphs.nuclei import (
     FEATURE_NAMES,
+    PAPER_MPP,
+    RADIUS_UM,
     build_nuclei_graphs,
     nuclei_edges,
     nuclei_graph,
     nucleus_features,
     occlusion_neighbourhoods,
+    radius_in_pixels,
+    read_mpp,
 )
 from wsigraph.profiles import data_file
 
@@ -331,3 +335,89 @@ def test_build_nuclei_graphs_caches_by_pixels_and_method(tmp_path):
     (tmp_path / "b.pt").write_bytes(b"junk")
     build_nuclei_graphs(tiles, seg, tmp_path, "other", progress=False)
     assert len(calls) == 5  # "a" reused (same pixels and method), "b" corrupt: rebuilt
+
+
+# ---- the radius in micrometres ---------------------------------------------------------------
+
+
+def test_radius_in_pixels_is_microns_over_mpp():
+    assert RADIUS_UM / PAPER_MPP == pytest.approx(100.0)  # the paper's 100 px at its scale
+    assert radius_in_pixels() == pytest.approx(100.0)
+    assert radius_in_pixels(25.0, 0.25) == pytest.approx(100.0)  # 40x
+    assert radius_in_pixels(42.0, 0.84) == pytest.approx(50.0)  # half the magnification
+    assert radius_in_pixels(42.0, 0.21) == pytest.approx(200.0)  # twice the magnification
+
+
+@pytest.mark.parametrize("bad", [0, -0.25, float("nan"), float("inf"), None, "x"])
+def test_a_non_positive_mpp_is_a_clear_error(bad):
+    image, instances = synthetic_tile()
+    with pytest.raises(ValueError, match="'mpp' must be a positive number of µm per pixel"):
+        radius_in_pixels(42.0, bad)
+    with pytest.raises(ValueError, match="'mpp'"):
+        nuclei_graph(image, instances, mpp=bad)
+    with pytest.raises(ValueError, match="'mpp'"):
+        build_nuclei_graphs([("a", image, 0)], lambda im: instances, ".", "x", mpp=bad)
+    with pytest.raises(ValueError, match="'radius_um'"):
+        nuclei_graph(image, instances, radius_um=bad if bad is not None else 0)
+
+
+def test_the_graph_is_the_same_tissue_neighbourhood_at_any_magnification():
+    """A tile and its 2x upsampling (half the µm per px) give the same edges and Eq. 1 weights
+    for the same radius in µm; the same radius in pixels would not."""
+    image, instances = synthetic_tile()
+    # discs 50 px apart at 0.5 µm/px = 25 µm apart; radius 30 µm joins them
+    g1 = nuclei_graph(image, instances, radius_um=30.0, mpp=0.5)
+    big = np.kron(instances, np.ones((2, 2), dtype=instances.dtype))
+    big_image = np.repeat(np.repeat(image, 2, axis=0), 2, axis=1)
+    g2 = nuclei_graph(big_image, big, radius_um=30.0, mpp=0.25)
+    assert g1.radius == pytest.approx(60.0) and g2.radius == pytest.approx(120.0)
+    assert g1.mpp == 0.5 and g2.radius_um == 30.0
+    assert g1.num_edges > 0
+    torch.testing.assert_close(g2.edge_index, g1.edge_index)
+    torch.testing.assert_close(g2.edge_attr, g1.edge_attr)  # 1 - d/r: d and r both doubled
+    # by hand: nodes 0 and 1 (labels 3 and 7) lie 55 px = 27.5 µm apart
+    d_um = np.linalg.norm(g1.pos[0].numpy() - g1.pos[1].numpy()) * 0.5
+    w = g1.edge_attr[(g1.edge_index[0] == 0) & (g1.edge_index[1] == 1)]
+    torch.testing.assert_close(w, torch.tensor([[1 - d_um / 30.0]]))
+    same_px = nuclei_graph(big_image, big, radius_um=30.0 * 0.5, mpp=0.25)  # 60 px
+    assert same_px.num_edges < g2.num_edges
+
+
+def test_build_nuclei_graphs_rebuilds_when_the_radius_in_pixels_changes(tmp_path):
+    image, instances = synthetic_tile()
+    calls = []
+
+    def seg(im):
+        calls.append(1)
+        return instances
+
+    tiles = [("a", image, 0)]
+    g = build_nuclei_graphs(tiles, seg, tmp_path, "truth", progress=False, mpp=0.5)[0]
+    assert g.radius == pytest.approx(84.0) and g.mpp == 0.5
+    build_nuclei_graphs(tiles, seg, tmp_path, "truth", progress=False, mpp=0.5)
+    assert len(calls) == 1
+    g = build_nuclei_graphs(tiles, seg, tmp_path, "truth", progress=False, mpp=0.25)[0]
+    assert len(calls) == 2 and g.radius == pytest.approx(168.0)
+
+
+def test_read_mpp_from_metadata(tmp_path):
+    import tifffile
+
+    rgb = np.zeros((8, 8, 3), dtype=np.uint8)
+    # the real MoNuSeg tiles: MicronsPerPixel in the annotation XML beside the image
+    folder = data_file("nuclei/monuseg")
+    assert read_mpp(folder / f"{TILES[0]}.tif") == pytest.approx(0.2462)
+    assert read_mpp(folder / f"{TILES[1]}.tif") == pytest.approx(0.2525)
+    # TIFF resolution tags: 40,000 px per cm = 0.25 µm/px; 20,000 px per inch = 1.27 µm/px
+    tifffile.imwrite(tmp_path / "cm.tif", rgb, resolution=(40_000, 40_000), resolutionunit=3)
+    assert read_mpp(tmp_path / "cm.tif") == pytest.approx(0.25)
+    tifffile.imwrite(tmp_path / "in.tif", rgb, resolution=(20_000, 20_000), resolutionunit=2)
+    assert read_mpp(tmp_path / "in.tif") == pytest.approx(1.27)
+    # Aperio's ImageDescription
+    tifffile.imwrite(tmp_path / "svs.tif", rgb, description="Aperio Image |AppMag = 20|MPP = 0.499")
+    assert read_mpp(tmp_path / "svs.tif") == pytest.approx(0.499)
+    # 72 dpi (no physical scale), no tags, other formats: None
+    tifffile.imwrite(tmp_path / "dpi.tif", rgb, resolution=(72, 72), resolutionunit=2)
+    assert read_mpp(tmp_path / "dpi.tif") is None
+    (tmp_path / "x.png").write_bytes(b"")
+    assert read_mpp(tmp_path / "x.png") is None

@@ -257,7 +257,7 @@ def test_read_class_folders_errors(tmp_path, crops):
 
 
 def test_table2_tiles_synthetic_and_real_bach(tmp_path, crops):
-    from wsigraph.data.nuclei_sets import table2_tiles
+    from wsigraph.data.nuclei_sets import BACH_MPP, SYNTHETIC_MPP, table2_tiles
 
     syn = table2_tiles("gleason", n_per_class=2, size=128, seed=3)
     assert syn.source == "synthetic" and len(syn) == 4 and list(syn.labels) == [0, 0, 1, 1]
@@ -272,6 +272,8 @@ def test_table2_tiles_synthetic_and_real_bach(tmp_path, crops):
     np.testing.assert_array_equal(real.image(3), load_image(real.paths[3]))
     capped = table2_tiles("bach", root=tmp_path, limit=3)
     assert len(capped) <= 4 and set(capped.labels) == {0, 1}  # both classes kept
+    # µm per px: the synthetic tiles' declared scale; BACH's documented 0.42 µm without metadata
+    assert syn.mpp == SYNTHETIC_MPP and real.mpp == BACH_MPP == 0.42
     with pytest.raises(ValueError, match="Table II has"):
         table2_tiles("crc3")
     with pytest.raises(FileNotFoundError):

@@ -25,6 +25,12 @@ from wsigraph.data import roi_datasets
 from wsigraph.data.synthetic_nuclei import arrangement_tiles, orientation_rois
 
 DATASETS = ("bach", "gleason")
+# µm per px of the synthetic Table II tiles: their nuclei (median equivalent diameter 8.7 px)
+# then measure 5.5 µm, the median of the annotated MoNuSeg nuclei (5.4 and 5.8 µm on the two
+# tiles of data/nuclei/monuseg at 0.25 µm/px).
+SYNTHETIC_MPP = 0.63
+# BACH microscopy images: 0.42 µm pixels (the challenge's description, Aresta et al. 2019).
+BACH_MPP = 0.42
 ROI_TASKS = ("crc3", "crc2", "melanoma")
 
 
@@ -40,6 +46,10 @@ class TileSet:
         images: the pixels of synthetic sets; real sets read ``paths`` on demand.
         paths: the image files of real sets.
         instances: the ground-truth nuclei of synthetic sets (``[n, H, W]``), else ``None``.
+        mpp: µm per pixel of the images (the nuclei graph's radius is in µm), ``None`` when
+            unknown: :data:`SYNTHETIC_MPP` for synthetic tiles, the image metadata
+            (:func:`~wsigraph.graphs.nuclei.read_mpp`) or the dataset's documented scale for
+            real ones.
     """
 
     ids: list[str]
@@ -49,6 +59,7 @@ class TileSet:
     images: np.ndarray | None = None
     paths: list[str] = field(default_factory=list)
     instances: np.ndarray | None = None
+    mpp: float | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -100,6 +111,14 @@ def _from_frame(df: pd.DataFrame, prefix: str, names) -> TileSet:
     )
 
 
+def _real_mpp(dataset: str, paths: list[str]) -> float | None:
+    """The first image's metadata scale, else BACH's documented one (``None`` for Gleason)."""
+    from wsigraph.graphs.nuclei import read_mpp
+
+    mpp = read_mpp(paths[0]) if paths else None
+    return mpp if mpp is not None else (BACH_MPP if dataset == "bach" else None)
+
+
 def _real(dataset: str, root: str | os.PathLike, limit: int | None, seed: int) -> TileSet:
     if dataset == "bach":
         df = roi_datasets.read_bach(root)
@@ -109,7 +128,9 @@ def _real(dataset: str, root: str | os.PathLike, limit: int | None, seed: int) -
         names = ("Gleason 3+3", "Gleason 4+4 / 4+5")
     if df.empty:
         raise ValueError(f"no labelled {dataset} images under {root}")
-    return _from_frame(_subsample(df, limit, seed), dataset, names)
+    tiles = _from_frame(_subsample(df, limit, seed), dataset, names)
+    tiles.mpp = _real_mpp(dataset, tiles.paths)
+    return tiles
 
 
 def table2_tiles(
@@ -143,7 +164,8 @@ def table2_tiles(
         raise ValueError(f"n_per_class must be >= 1, got {n_per_class}")
     s = arrangement_tiles(dataset, n_per_class, size=size, seed=seed)
     ids = [f"{dataset}_{seed}_{size}_{i:04d}" for i in range(len(s.labels))]
-    return TileSet(ids, s.labels.astype(np.int64), tuple(s.class_names), "synthetic", s.images)
+    labels = s.labels.astype(np.int64)
+    return TileSet(ids, labels, tuple(s.class_names), "synthetic", s.images, mpp=SYNTHETIC_MPP)
 
 
 def abignet_rois(
@@ -184,7 +206,9 @@ def abignet_rois(
 
 
 def describe(sets: dict[str, TileSet], graphs: dict[str, list]) -> pd.DataFrame:
-    """One row per dataset: source, classes, tiles per class, mean nuclei and edges per graph."""
+    """One row per dataset: source, classes, tiles per class, mean nuclei and edges per graph,
+    the graph radius (µm and px at the tiles' µm/px) and the mean degree (neighbours per
+    nucleus, over all nuclei of the set)."""
     return pd.DataFrame(
         [
             {
@@ -195,7 +219,17 @@ def describe(sets: dict[str, TileSet], graphs: dict[str, list]) -> pd.DataFrame:
                 "per class": np.bincount(s.labels, minlength=len(s.class_names)).tolist(),
                 "mean nuclei": np.mean([g.num_nodes for g in graphs[d]]),
                 "mean edges": np.mean([g.num_edges for g in graphs[d]]) / 2,
+                "µm/px": getattr(graphs[d][0], "mpp", None) if graphs[d] else None,
+                "radius µm": getattr(graphs[d][0], "radius_um", None) if graphs[d] else None,
+                "radius px": getattr(graphs[d][0], "radius", None) if graphs[d] else None,
+                "mean degree": mean_degree(graphs[d]),
             }
             for d, s in sets.items()
         ]
     ).round(1)
+
+
+def mean_degree(graphs: list) -> float:
+    """Neighbours per nucleus over all nuclei of ``graphs`` (edges are stored both ways)."""
+    nodes = sum(g.num_nodes for g in graphs)
+    return float(sum(g.num_edges for g in graphs) / nodes) if nodes else float("nan")

@@ -1,12 +1,22 @@
 r"""Nuclei graphs of H&E tiles, for the attention GCN with node occlusion.
 
 The nuclei-graph GCN (RSF convolutions with attention and node occlusion), Sec. III.B: nuclei
-are detected (by a UNet there; any instance mask here) and become the nodes; two nuclei :math:`i, j` are joined when their centroids are closer than 100 px, with the
-weight of Eq. 1
+are detected (by a UNet there; any instance mask here) and become the nodes; two nuclei
+:math:`i, j` are joined when their centroids are closer than 100 px, with the weight of Eq. 1
 
 .. math::
     A_{ij} = 1 - \frac{\operatorname{dist}(i, j)}{100},
     \qquad \operatorname{dist}(i, j) = \sqrt{(x_i - x_j)^2 + (y_i - y_j)^2}.
+
+Radius in micrometres
+    100 px is a distance in the paper's images. The paper does not state their scale; its BACH
+    images (2048 x 1536 px, the size it gives) have 0.42 µm pixels (the BACH challenge,
+    Aresta et al., Med. Image Anal. 2019), so 100 px there is :data:`RADIUS_UM` = 42 µm. The
+    radius is therefore given in µm and converted with each image's µm per pixel
+    (:func:`radius_in_pixels`; :func:`read_mpp` reads it from the image's metadata), so a 20x
+    or 10x image gets the same tissue neighbourhood as a 40x one instead of 2x or 4x as many
+    neighbours. At the paper's scale (``mpp`` = :data:`PAPER_MPP`) the radius is 100 px and
+    Eq. 1 is unchanged; the weight :math:`1 - d / r` is the same in µm or px.
 
 The paper says the vertices carry nuclear features but not which ones; :data:`FEATURE_NAMES`
 lists ours (morphology, stain intensity, texture). Sec. III.E, Eq. 5 scores a node by the drop
@@ -45,8 +55,15 @@ from wsigraph.graphs.pyramid import dst_order
 from wsigraph.graphs.spatial import _as_points
 from wsigraph.io import array_digest
 
-# The paper's distance threshold (Sec. III.B), in pixels of the tile.
+# The paper's distance threshold (Sec. III.B), in pixels of its images.
 RADIUS = 100.0
+# Micrometres per pixel of the paper's images: BACH's 0.42 µm (not stated in the paper; see the
+# module docstring). The radius in µm is 100 px at that scale.
+PAPER_MPP = 0.42
+RADIUS_UM = 42.0
+# read_mpp accepts metadata only in this range (µm per px): TIFF writers put 72 dpi (352 µm/px)
+# into images that have no physical scale.
+_MPP_RANGE = (0.05, 20.0)
 
 # Node features, in the column order of `nucleus_features`. All are in pixel units of the tile
 # and unnormalised: standardise them per cohort before training.
@@ -289,8 +306,83 @@ def nuclei_edges(centroids: np.ndarray | Tensor, radius: float = RADIUS) -> tupl
     return torch.from_numpy(edge_index[:, order].copy()), torch.from_numpy(weight)
 
 
+def _check_mpp(mpp: float, name: str = "mpp") -> float:
+    try:
+        value = float(mpp)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"{name!r} must be a positive number of µm per pixel, got {mpp!r}"
+        ) from None
+    if not np.isfinite(value) or value <= 0:
+        raise ValueError(f"{name!r} must be a positive number of µm per pixel, got {mpp!r}")
+    return value
+
+
+def radius_in_pixels(radius_um: float = RADIUS_UM, mpp: float = PAPER_MPP) -> float:
+    """The graph radius in pixels of an image with ``mpp`` µm per pixel: ``radius_um / mpp``.
+
+    Args:
+        radius_um (float): Radius in µm, ``> 0``. (default: :data:`RADIUS_UM`, 42 µm: the
+            paper's 100 px at its 0.42 µm/px)
+        mpp (float): The image's µm per pixel, ``> 0``. (default: :data:`PAPER_MPP`)
+
+    Raises:
+        ValueError: If ``radius_um`` or ``mpp`` is not a positive finite number.
+    """
+    radius_um = _check_mpp(radius_um, "radius_um")
+    return radius_um / _check_mpp(mpp)
+
+
+def read_mpp(path: str | os.PathLike) -> float | None:
+    """µm per pixel of an image file from its metadata, or ``None`` when it carries none.
+
+    In order: ``MicronsPerPixel`` of an Aperio / MoNuSeg annotation ``<stem>.xml`` beside the
+    image; an Aperio ``MPP = ...`` in a TIFF's ImageDescription; the TIFF resolution tags
+    (``XResolution`` per centimetre or inch). A value outside 0.05-20 µm/px is no physical
+    scale (many writers store 72 dpi) and is ignored.
+    """
+    import re
+
+    path = Path(path)
+
+    def plausible(v: float | None) -> float | None:
+        ok = v is not None and np.isfinite(v) and _MPP_RANGE[0] <= v <= _MPP_RANGE[1]
+        return float(v) if ok else None
+
+    xml = path.with_suffix(".xml")
+    if xml.is_file():
+        m = re.search(r'MicronsPerPixel="([0-9.eE+-]+)"', xml.read_text(errors="replace")[:4096])
+        if m and (v := plausible(float(m.group(1)))):
+            return v
+    if path.suffix.lower() not in (".tif", ".tiff", ".svs"):
+        return None
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            page = tif.pages[0]
+            m = re.search(r"MPP\s*=\s*([0-9.eE+-]+)", page.description or "")
+            if m and (v := plausible(float(m.group(1)))):
+                return v
+            tags = page.tags
+            if "XResolution" in tags and "ResolutionUnit" in tags:
+                num, den = tags["XResolution"].value
+                unit = int(tags["ResolutionUnit"].value)  # 2 inch, 3 centimetre
+                per_unit = num / den if den else 0.0
+                um = {2: 25_400.0, 3: 10_000.0}.get(unit)
+                if um and per_unit > 0:
+                    return plausible(um / per_unit)
+    except (tifffile.TiffFileError, OSError, ValueError):
+        return None
+    return None
+
+
 def nuclei_graph(
-    image: np.ndarray, instances: np.ndarray, radius: float = RADIUS, **extra: Any
+    image: np.ndarray,
+    instances: np.ndarray,
+    radius_um: float = RADIUS_UM,
+    mpp: float = PAPER_MPP,
+    **extra: Any,
 ) -> Data:
     r"""Builds the nuclei graph of an H&E tile (Sec. III.B, Eq. 1).
 
@@ -298,7 +390,9 @@ def nuclei_graph(
         image (np.ndarray): The H&E tile, ``[H, W, 3]`` uint8 RGB.
         instances (np.ndarray): Instance mask ``[H, W]``, ``0`` background (see
             :func:`nucleus_features`).
-        radius (float): Distance threshold in pixels. (default: :obj:`100.0`)
+        radius_um (float): Distance threshold in µm. (default: :data:`RADIUS_UM`, 42 µm)
+        mpp (float): The tile's µm per pixel. (default: :data:`PAPER_MPP`, where the radius is
+            the paper's 100 px)
         **extra: Graph-level attributes stored as they are (e.g. ``y``, ``tile_id``).
 
     Returns:
@@ -306,15 +400,18 @@ def nuclei_graph(
         ``pos`` ``[K, 2]`` float32 centroids ``(row, col)``, ``label`` ``[K]`` long (each node's
         label in ``instances``), ``edge_index`` ``[2, E]`` long sorted by ``(dst, src)``,
         ``edge_attr`` ``[E, 1]`` float32 (the Eq. 1 weight), ``feature_names`` (list of ``F``
-        str), ``radius`` (float) and the ``extra`` attributes.
+        str), ``radius`` (float, in px), ``radius_um`` and ``mpp`` (floats) and the ``extra``
+        attributes.
 
     Raises:
-        ValueError: As :func:`nucleus_features` and :func:`nuclei_edges`, or if an ``extra``
-            name is one of the graph's own fields.
+        ValueError: As :func:`nucleus_features` and :func:`nuclei_edges`, if ``radius_um`` or
+            ``mpp`` is not positive, or if an ``extra`` name is one of the graph's own fields.
     """
-    reserved = set(NODE_FIELDS + EDGE_FIELDS + ("feature_names", "radius")) & set(extra)
+    own = ("feature_names", "radius", "radius_um", "mpp")
+    reserved = set(NODE_FIELDS + EDGE_FIELDS + own) & set(extra)
     if reserved:
         raise ValueError(f"extra attributes may not overwrite {sorted(reserved)}")
+    radius = radius_in_pixels(radius_um, mpp)
     labels, centroids, features = _nucleus_table(image, instances)
     edge_index, weight = nuclei_edges(centroids, radius)
     return Data(
@@ -325,6 +422,8 @@ def nuclei_graph(
         edge_attr=weight.view(-1, 1),
         feature_names=list(FEATURE_NAMES),
         radius=float(radius),
+        radius_um=float(radius_um),
+        mpp=float(mpp),
         **extra,
     )
 
@@ -396,12 +495,15 @@ def build_nuclei_graphs(
     out_dir: str | os.PathLike,
     method: str,
     progress: bool = True,
+    mpp: float = PAPER_MPP,
+    radius_um: float = RADIUS_UM,
 ) -> list[Data]:
     """Segments every tile and builds its nuclei graph, one cached file per tile.
 
     ``out_dir/<tile_id>.pt`` (:func:`~wsigraph.graphs.pyramid.save_graph`, atomic) is reused when
-    it was built from the same pixels (:func:`wsigraph.io.array_digest`) by the same ``method``, so a rerun
-    segments only new or changed tiles and an interrupted run resumes.
+    it was built from the same pixels (:func:`wsigraph.io.array_digest`) by the same ``method``
+    with the same radius in pixels, so a rerun segments only new or changed tiles and an
+    interrupted run resumes.
 
     Args:
         tiles: ``(tile_id, image [H, W, 3] uint8, label)`` triples.
@@ -409,6 +511,8 @@ def build_nuclei_graphs(
         out_dir: the cache folder.
         method: the segmenter's name, stored with each graph (``"unet"``, ``"classical"``...).
         progress: show a tqdm bar.
+        mpp: the tiles' µm per pixel (default :data:`PAPER_MPP`).
+        radius_um: the graph radius in µm (default :data:`RADIUS_UM`).
 
     Returns:
         One graph per tile, in order: :func:`nuclei_graph` with ``y`` ``[1]``, ``slide_id`` (the tile id),
@@ -416,6 +520,7 @@ def build_nuclei_graphs(
     """
     from wsigraph.graphs.pyramid import load_graph, save_graph
 
+    radius = radius_in_pixels(radius_um, mpp)  # checks both before any work
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     graphs = []
@@ -427,12 +532,18 @@ def build_nuclei_graphs(
                 graph = load_graph(path)
             except ValueError:
                 graph = None  # corrupt: rebuild
-            if graph is not None and (graph.digest, graph.method) != (digest, method):
+            key = (digest, method, radius)
+            if (
+                graph is not None
+                and (graph.digest, graph.method, getattr(graph, "radius", None)) != key
+            ):
                 graph = None
         if graph is None:
             graph = nuclei_graph(
                 image,
                 segment(image),
+                radius_um,
+                mpp,
                 y=torch.tensor([int(label)]),
                 slide_id=str(tile_id),
                 method=method,
