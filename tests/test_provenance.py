@@ -36,13 +36,30 @@ def test_the_table_follows_a_changed_default(monkeypatch):
 def test_write_comparisons(tmp_path):
     paths = write_comparisons(tmp_path)
     names = sorted(p.name for p in paths)
-    assert names == [
+    assert {
         "h2mil_paper_official_ours.csv",
         "h2mil_paper_official_ours.md",
         "higt_paper_official_ours.csv",
         "higt_paper_official_ours.md",
-    ]
+        "nuclei_gcn_paper_official_ours.md",
+    } <= set(names)
+    nuclei = (tmp_path / "nuclei_gcn_paper_official_ours.md").read_text()
+    assert "no official code" in nuclei and "fps7806/Graph-CNN" in nuclei
     text = (tmp_path / "h2mil_paper_official_ours.md").read_text()
     assert "| weight decay |" in text and "official code" in text
     with pytest.raises(ValueError, match="known: H2-MIL, HIGT"):
         comparison_table("MiCo")
+
+
+def test_nuclei_gcn_table_reads_the_live_model(monkeypatch):
+    from wsigraph.models.nuclei_gcn import NucleiGCNConfig
+
+    df = comparison_table("Nuclei GCN").set_index("item")
+    assert df.loc["pooling axis", "ours"] == "vertices"
+    assert df.loc["graph radius", "ours"].startswith("42 µm")
+    assert df.loc["learning rate", "ours"] == "0.01" and df.loc["epochs", "ours"] == "50"
+    n = df.loc["parameters (RSF, 18 features, 2 classes)", "ours"]
+    assert 250_000 < int(n) < 350_000  # the paper's "nearly 300,000"
+    monkeypatch.setattr(NucleiGCNConfig.__dataclass_fields__["pool_axis"], "default", "clusters")
+    df = comparison_table("Nuclei GCN").set_index("item")
+    assert df.loc["pooling axis", "ours"] == "clusters"
