@@ -716,6 +716,35 @@ MUTATIONS: list[Mutation] = [
         "        if False:",
         ("tests/test_faults.py::test_single_level_huge_slide_is_named_and_the_stage_goes_on",),
     ),
+    # ---- nuclei GCN: the RSF reference code's vertex-axis pooling, the radius in µm ---------
+    M(
+        "nucgcn-pool-softmax-over-clusters",
+        "lib/wsigraph/nn/rsf.py",
+        "            s = softmax(logits, batch, num_nodes=N, dim=0)  # over each graph's vertices",
+        "            s = torch.softmax(logits, dim=-1)  # over each graph's vertices",
+        ("tests/test_rsf.py",),
+    ),
+    M(
+        "nucgcn-pool-padding-mask-dropped",
+        "lib/wsigraph/nn/rsf.py",
+        "                logits = logits.masked_fill(~mask.bool().unsqueeze(-1), low)",
+        "                logits = logits + 0 * low",
+        ("tests/test_rsf.py",),
+    ),
+    M(
+        "nucgcn-no-norm-after-pooling",
+        "lib/wsigraph/models/nuclei_gcn.py",
+        "        x = self._after_pool(self.pool_norm1, x)",
+        "        x = x",
+        ("tests/test_nuclei_gcn.py",),
+    ),
+    M(
+        "nucgcn-radius-um-conversion-inverted",
+        "lib/wsigraph/graphs/nuclei.py",
+        "    return radius_um / _check_mpp(mpp)",
+        "    return radius_um * _check_mpp(mpp)",
+        ("tests/test_nuclei_graph.py",),
+    ),
 ]
 
 

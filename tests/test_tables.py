@@ -387,6 +387,9 @@ def test_nuclei_table2_numbers_are_in_the_paper_text(shared_extra):
     text = shared_extra("../papers/002_b59d840f0d0e8e64.txt").read_text()
     table = T.get_result_table("nuclei_table2")
     for row in table.rows:
+        if row.group == "Ablation":  # our pooling variant: no published number
+            assert row.paper["bach"] is None and row.paper["gleason"] is None, row.name
+            continue
         b, g = row.paper["bach"].mean, row.paper["gleason"].mean
         assert f"{row.name} {b:.0f}% {g:.0f}%" in text, row.name
 
@@ -427,6 +430,6 @@ def test_render_results_beside_the_paper_and_errors(tmp_path):
     md, csv = T.write_results_table("nuclei_table2", ours, tmp_path)
     assert "Nuclei-GCN Table II" in md.read_text() and "demo" in md.read_text()
     assert pd.read_csv(csv).shape == (
-        3,
+        4,
         5,
     )  # per dataset: ours and the paper (no difference on demo)

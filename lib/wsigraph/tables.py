@@ -897,6 +897,14 @@ def _nuclei_tables() -> list[ResultTable]:
         )  # fmt: skip
         for name, (b, g) in printed.items()
     )
+    # Our variant: RSF with the earlier pooling (softmax over the clusters, no batch norm after
+    # pooling) instead of the RSF reference code's vertex-axis pooling; no published number.
+    rows += (
+        _result_row(
+            "nuclei_table2", "Nuclei-GCN", "II", "RSF Based (cluster-axis pooling)",
+            {"bach": None, "gleason": None}, group="Ablation",
+        ),
+    )  # fmt: skip
     return [
         ResultTable(
             id="nuclei_table2",

@@ -233,3 +233,27 @@ def mean_degree(graphs: list) -> float:
     """Neighbours per nucleus over all nuclei of ``graphs`` (edges are stored both ways)."""
     nodes = sum(g.num_nodes for g in graphs)
     return float(sum(g.num_edges for g in graphs) / nodes) if nodes else float("nan")
+
+
+def annotated_centroids(xml_path: str | os.PathLike) -> np.ndarray:
+    """``[K, 2]`` ``(row, col)`` centres of the outlines of an Aperio / MoNuSeg annotation XML
+    (the mean of each region's vertices), in pixels of its image."""
+    import xml.etree.ElementTree as ET
+
+    rows = []
+    for region in ET.parse(xml_path).getroot().iter("Region"):
+        vertices = [(float(v.get("Y")), float(v.get("X"))) for v in region.iter("Vertex")]
+        if vertices:
+            rows.append(np.mean(vertices, axis=0))
+    return np.array(rows, dtype=np.float64).reshape(-1, 2)
+
+
+def degree_at(points: Sequence[np.ndarray], radius_px: float | Sequence[float]) -> float:
+    """Mean degree (neighbours per node, over all nodes) of the Eq. 1 graphs of point sets
+    ``[K_i, 2]`` at ``radius_px`` (one radius, or one per set)."""
+    from wsigraph.graphs.nuclei import nuclei_edges
+
+    radii = [radius_px] * len(points) if np.isscalar(radius_px) else list(radius_px)
+    edges = sum(nuclei_edges(p, r)[0].shape[1] for p, r in zip(points, radii, strict=True))
+    nodes = sum(len(p) for p in points)
+    return float(edges / nodes) if nodes else float("nan")
