@@ -421,3 +421,22 @@ def test_read_mpp_from_metadata(tmp_path):
     assert read_mpp(tmp_path / "dpi.tif") is None
     (tmp_path / "x.png").write_bytes(b"")
     assert read_mpp(tmp_path / "x.png") is None
+
+
+def test_annotated_centroids_and_degree_at(tmp_path):
+    from wsigraph.data.nuclei_sets import annotated_centroids, degree_at
+
+    xml = tmp_path / "t.xml"
+    xml.write_text(
+        '<Annotations MicronsPerPixel="0.25"><Annotation><Regions>'
+        '<Region Id="1"><Vertices><Vertex X="0" Y="0"/><Vertex X="4" Y="2"/></Vertices></Region>'
+        '<Region Id="2"><Vertices><Vertex X="10" Y="20"/></Vertices></Region>'
+        '<Region Id="3"><Vertices/></Region>'
+        "</Regions></Annotation></Annotations>"
+    )
+    np.testing.assert_allclose(annotated_centroids(xml), [[1.0, 2.0], [20.0, 10.0]])
+    # three points on a line 10 apart: at r = 15 the middle has 2 neighbours, the ends 1 each
+    line = np.array([[0.0, 0.0], [0.0, 10.0], [0.0, 20.0]])
+    assert degree_at([line], 15.0) == pytest.approx(4 / 3)
+    assert degree_at([line], 25.0) == pytest.approx(2.0)
+    assert degree_at([line, line], [15.0, 25.0]) == pytest.approx((4 + 6) / 6)
