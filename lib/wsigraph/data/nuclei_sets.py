@@ -226,7 +226,7 @@ def describe(sets: dict[str, TileSet], graphs: dict[str, list]) -> pd.DataFrame:
             }
             for d, s in sets.items()
         ]
-    ).round(1)
+    ).round({"mean nuclei": 1, "mean edges": 1, "radius px": 1, "mean degree": 1})
 
 
 def mean_degree(graphs: list) -> float:

@@ -2,9 +2,10 @@
 RSF + Attention, the three architectures of its Table I.
 
 A tile's nuclei graph (:func:`wsigraph.graphs.nuclei.nuclei_graph`: 18 features per nucleus,
-edges below 100 px with weight ``1 - d/100``) goes through two vertex convolutions, a softmax
-assignment pooling to ``clusters[0]`` nodes, a third vertex convolution, a second pooling to
-``clusters[1]`` nodes, and three fully connected layers (Table I):
+edges below 42 µm, the paper's 100 px at its 0.42 µm/px, with weight ``1 - d/r``) goes through
+two vertex convolutions, a softmax assignment pooling to ``clusters[0]`` nodes, a third vertex
+convolution, a second pooling to ``clusters[1]`` nodes, and three fully connected layers
+(Table I):
 
 ===================  ===================  ===========================
 RSF                  RSF + Edge           RSF + Attention
@@ -46,7 +47,8 @@ lr 0.01, ~50 epochs):
   the last pooling, where nothing else would read it) contributes its pooled edge features
   ``[clusters[1], clusters[1], edge_channels]`` flattened beside them.
 * Batch normalisation after every vertex convolution (``norm=True``; over the nuclei of the
-  batch at the sparse levels, over the clusters after Pooling 1). The paper names none, but its
+  batch at the sparse levels, over the clusters after Pooling 1), as the RSF reference code
+  (``network.make_graphcnn_layer``, ``with_bn=True``). The paper names none, but its
   unnormalised sums over ~25 neighbours (Eq. 2 with Eq. 1 weights) grow the activations by about
   an order of magnitude per layer: at the paper's lr 0.01 the model without it collapses to a
   constant output on our demo tiles (training loss stuck at ln 2), with it the same model fits.
