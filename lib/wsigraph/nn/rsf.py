@@ -1,8 +1,8 @@
 r"""Layers of the nuclei-graph GCN (Sureka et al., IEEE BIBE 2020, "Visualization for
 histopathology images using graph convolutional neural networks"; ``002_*.txt``, Sec. III.C-E).
 
-The nodes are nuclei, the edges link nuclei closer than 100 px with weight
-:math:`1 - d/100` (Eq. 1). A graph is batched PyG-style: ``x`` :math:`(N, F)`, ``edge_index``
+The nodes are nuclei, the edges link nuclei closer than 100 px at the paper's scale (42 µm;
+see :mod:`wsigraph.graphs.nuclei`) with weight :math:`1 - d/r` (Eq. 1). A graph is batched PyG-style: ``x`` :math:`(N, F)`, ``edge_index``
 :math:`(2, E)` (both directions), ``edge_attr`` :math:`(E, L)` with :math:`L` edge features
 (:math:`L = 1` for Eq. 1), ``batch`` :math:`(N)`.
 
