@@ -44,7 +44,7 @@ from wsigraph.nn.graph_learner import GraphLearner, knn_adjacency
 from wsigraph.nn.ihpool import GRID_SCALES, IHPool
 from wsigraph.nn.mico import ANCHORS, SIMILARITIES
 from wsigraph.nn.raconv import HGATConv, RAConv, RAConvPlus
-from wsigraph.nn.rsf import DenseRSFEdgeConv, NodeAttention
+from wsigraph.nn.rsf import POOL_AXES, DenseRSFEdgeConv, NodeAttention
 from wsigraph.nn.vit import Fusion, MultiHeadSelfAttention, SeparableSelfAttention
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -232,6 +232,14 @@ def _nuc_norm(m, v):
     _all_type([m.norm1, m.norm2, m.norm3], nn.BatchNorm1d if v else nn.Identity)
 
 
+def _nuc_pool_axis(m, v):
+    assert m.pool1.axis == m.pool2.axis == v
+
+
+def _nuc_pool_norm(m, v):
+    _all_type([m.pool_norm1, m.pool_norm2], nn.BatchNorm1d if v else nn.Identity)
+
+
 # (model, switch) -> (values, what a value builds, whether two values build different parameter
 # sets (True, False, or the set of value pairs that build the same ones), base config overrides).
 # The values are the registry's (module constants) where one exists.
@@ -266,6 +274,8 @@ SWITCHES = {
     ("abignet", "distance"): ((True, False), _abig_distance, True, {}),
     ("nuclei-gcn", "variant"): (nuclei_gcn.VARIANTS, _nuc_variant, True, {}),
     ("nuclei-gcn", "norm"): ((True, False), _nuc_norm, True, {}),
+    ("nuclei-gcn", "pool_axis"): (POOL_AXES, _nuc_pool_axis, False, {}),
+    ("nuclei-gcn", "pool_norm"): ((True, False), _nuc_pool_norm, True, {}),
 }
 CONFIGS = {
     "h2mil": H2MILConfig,
