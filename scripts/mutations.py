@@ -716,6 +716,35 @@ MUTATIONS: list[Mutation] = [
         "        if False:",
         ("tests/test_faults.py::test_single_level_huge_slide_is_named_and_the_stage_goes_on",),
     ),
+    # ---- ABiG-Net, the official model and training -------------------------------------------
+    M(
+        "abignet-official-gcn-unnormalised",
+        "lib/wsigraph/nn/dense_gcn.py",
+        "        return normalise_adjacency(a) @ (x @ self.weight) + self.bias",
+        "        return a @ (x @ self.weight) + self.bias",
+        ("tests/test_abignet_official.py",),
+    ),
+    M(
+        "abignet-official-adjacency-not-symmetrised",
+        "lib/wsigraph/nn/dense_gcn.py",
+        "    return (a + a.T) / 2 * (1 - eye) + eye",
+        "    return a * (1 - eye) + eye",
+        ("tests/test_abignet_official.py",),
+    ),
+    M(
+        "abignet-official-l1-dropped",
+        "lib/wsigraph/train/bilevel.py",
+        "g.y.view(1)) + l1_penalty(a, l1)",
+        "g.y.view(1)) + l1_penalty(a, 0.0)",
+        ("tests/test_abignet_official.py",),
+    ),
+    M(
+        "abignet-official-generator-on-training-images",
+        "lib/wsigraph/train/bilevel.py",
+        "official_upper_pass(model, [val[i] for i in order]",
+        "official_upper_pass(model, [train[i] for i in order]",
+        ("tests/test_selection.py::test_official_abignet_selects_on_validation_and_tests_once",),
+    ),
 ]
 
 
