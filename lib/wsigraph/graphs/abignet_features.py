@@ -41,7 +41,13 @@ ported here function by function:
     - ``upper_slope`` / ``lower_slope``: the least-squares slope of the sorted eigenvalues of
       the normalised Laplacian (``csgraph.laplacian(normed=True)``: isolated nodes give 0)
       that lie in :math:`[1, 2)` / :math:`[0, 1)` against their rank 0, 1, ...; **NaN** when
-      fewer than two lie in the interval (as the official code);
+      fewer than two lie in the interval (as the official code). Ours: eigenvalues within
+      1e-9 of an integer are taken as that integer before binning. The official code bins
+      the raw ``eigvalsh`` output, so whether the eigenvalue 0 (always present) is in
+      :math:`[0, 1)`, or an eigenvalue 2 (a bipartite component) is out of :math:`[1, 2)`,
+      depends on the sign of a 1e-17 rounding error (for a 5-cycle, NumPy gives
+      :math:`-6 \cdot 10^{-18}` and the official lower slope drops the 0); we give the
+      exact-arithmetic answer of the same rule;
     - ``largest_adjacency_eigenvalue`` and ``adjacency_energy`` :math:`\sum_k |\lambda_k(A)|`.
 
 ``vor_del_mst_nn_features.m`` → :func:`voronoi_features` (51, :data:`VORONOI_FEATURES`)
@@ -341,9 +347,14 @@ def cell_adjacency(
     return adj
 
 
+_SNAP = 1e-9  # eigenvalues this close to an integer are that integer (see the docstring)
+
+
 def _slope(eig: np.ndarray, low: float, high: float) -> float:
     """Least-squares slope of the sorted eigenvalues in ``[low, high)`` against their rank."""
     y = np.sort(eig)
+    whole = np.rint(y)
+    y = np.where(np.abs(y - whole) < _SNAP, whole, y)  # 0, 1, 2 exactly, not 1e-17 off
     y = y[(y >= low) & (y < high)]
     if len(y) < 2:
         return np.nan
