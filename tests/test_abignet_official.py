@@ -321,3 +321,21 @@ def test_config_errors():
     graphs[int(split.test[0])] = Data(x=torch.zeros(0, 6))
     with pytest.raises(ValueError, match="has no patches"):
         train_fold_official(graphs, labels, split, OfficialBilevelConfig(iterations=1))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_matches_cpu():
+    torch.manual_seed(0)
+    graphs, labels = toy(12)
+    batch = Batch.from_data_list(graphs[:4])
+    m = ABiGNetOfficial(6, 2, **SMALL).eval()
+    m.set_tau(0.5)
+    with torch.no_grad():
+        cpu = m(batch)
+        cuda = m.cuda()(batch.cuda()).cpu()
+    torch.testing.assert_close(cuda, cpu, rtol=1e-4, atol=1e-5)
+    split = make_splits(labels, 3, 1, 0.25, seed=0)[0]
+    cfg = OfficialBilevelConfig(model_config=SMALL, iterations=2, device="cuda")
+    result = train_fold_official(graphs, labels, split, cfg)
+    assert result.device.startswith("cuda") and np.isfinite(result.test_probs).all()

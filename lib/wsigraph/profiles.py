@@ -219,7 +219,7 @@ _DEMO = Profile(
                    "epochs": 30},  # fmt: skip
         # 08_abignet: the official ABiG-Net's alternating iterations (official 200; the demo
         # ROIs are few and small, the notebook must run in minutes).
-        "abignet": {"iterations": 20},
+        "abignet": {"iterations": 10},
     },
 )
 
