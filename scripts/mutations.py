@@ -745,6 +745,64 @@ MUTATIONS: list[Mutation] = [
         "    return radius_um * _check_mpp(mpp)",
         ("tests/test_nuclei_graph.py",),
     ),
+    # ---- ABiG-Net, the official model and training -------------------------------------------
+    M(
+        "abignet-official-gcn-unnormalised",
+        "lib/wsigraph/nn/dense_gcn.py",
+        "        return normalise_adjacency(a) @ (x @ self.weight) + self.bias",
+        "        return a @ (x @ self.weight) + self.bias",
+        ("tests/test_abignet_official.py",),
+    ),
+    M(
+        "abignet-official-adjacency-not-symmetrised",
+        "lib/wsigraph/nn/dense_gcn.py",
+        "    return (a + a.T) / 2 * (1 - eye) + eye",
+        "    return a * (1 - eye) + eye",
+        ("tests/test_abignet_official.py",),
+    ),
+    M(
+        "abignet-official-l1-dropped",
+        "lib/wsigraph/train/bilevel.py",
+        "g.y.view(1)) + l1_penalty(a, l1)",
+        "g.y.view(1)) + l1_penalty(a, 0.0)",
+        ("tests/test_abignet_official.py",),
+    ),
+    M(
+        "abignet-official-generator-on-training-images",
+        "lib/wsigraph/train/bilevel.py",
+        "official_upper_pass(model, [val[i] for i in order]",
+        "official_upper_pass(model, [train[i] for i in order]",
+        ("tests/test_selection.py::test_official_abignet_selects_on_validation_and_tests_once",),
+    ),
+    # ---- ABiG-Net patch features (graphs/abignet_features.py) -----------------------------
+    M(
+        "abignet-features-64-nuclei-kept",
+        "lib/wsigraph/graphs/abignet_features.py",
+        "        if n <= min_nuclei:",
+        "        if n < min_nuclei:",
+        ("tests/test_abignet_features.py::test_image_patch_features_keeps_more_than_64_nuclei",),
+    ),
+    M(
+        "abignet-features-mst-mean-std-in-matlab-slots-swapped",
+        "lib/wsigraph/graphs/abignet_features.py",
+        "    f[23], f[22], f[24], f[25] = _stats(mst)",
+        "    f[22], f[23], f[24], f[25] = _stats(mst)",
+        ("tests/test_abignet_features.py::test_voronoi_unit_square_and_centre",),
+    ),
+    M(
+        "abignet-features-eccentricity-infinite-when-disconnected",
+        "lib/wsigraph/graphs/abignet_features.py",
+        "    ecc = np.where(finite, dist, -np.inf).max(1)",
+        "    ecc = dist.max(1)",
+        ("tests/test_abignet_features.py::test_cell_graph_triangle_and_an_isolated_nucleus",),
+    ),
+    M(
+        "abignet-features-population-std",
+        "lib/wsigraph/graphs/abignet_features.py",
+        "    s = float(x.std(ddof=1)) if x.size > 1 else 0.0",
+        "    s = float(x.std()) if x.size > 1 else 0.0",
+        ("tests/test_abignet_features.py::test_voronoi_unit_square_and_centre",),
+    ),
 ]
 
 

@@ -18,7 +18,12 @@ from conftest import toy_pyramid
 from wsigraph import tables as T
 from wsigraph.models import MODELS, _import_all
 from wsigraph.models.h2mil import CONVS, POOLS
-from wsigraph.train.bilevel import BilevelConfig, train_fold_bilevel
+from wsigraph.train.bilevel import (
+    BilevelConfig,
+    OfficialBilevelConfig,
+    train_fold_bilevel,
+    train_fold_official,
+)
 from wsigraph.train.cv import make_splits
 from wsigraph.train.loop import TrainConfig, train_fold
 from wsigraph.train.survival import c_index, run_survival_experiment, synthetic_survival
@@ -30,6 +35,7 @@ _import_all()
 # published defaults (what the tables run).
 SMALL = {
     "abignet": dict(hidden=16, k=4),
+    "abignet_official": dict(widths=(16, 16, 16), head=(16,), generator_hidden=(8,)),
     "h2mil": dict(hidden=32, dropout=0.0),
     "higt": dict(hidden=8, vit_depth=2, dropout=0.0),
     "mean-mlp": dict(hidden=16),
@@ -92,6 +98,10 @@ def test_training_loss_falls_and_held_out_slides_are_ranked(name, config, reques
     if name == "abignet":  # its own first-order bilevel trainer
         cfg = BilevelConfig(model_config=model_config, outer_lr=run["lr"], **run)
         result = train_fold_bilevel(graphs, labels, split, cfg)
+    elif name == "abignet_official":  # the official alternating full passes, one image a step
+        cfg = OfficialBilevelConfig(model_config=model_config, lr_gcn=run["lr"],
+                                    iterations=epochs, device="cpu")  # fmt: skip
+        result = train_fold_official(graphs, labels, split, cfg)
     else:
         result = train_fold(graphs, labels, split, TrainConfig(name, model_config, **run))
     loss = [h["train_loss"] for h in result.history]

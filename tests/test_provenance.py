@@ -37,6 +37,8 @@ def test_write_comparisons(tmp_path):
     paths = write_comparisons(tmp_path)
     names = sorted(p.name for p in paths)
     assert {
+        "abignet_paper_official_ours.csv",
+        "abignet_paper_official_ours.md",
         "h2mil_paper_official_ours.csv",
         "h2mil_paper_official_ours.md",
         "higt_paper_official_ours.csv",
@@ -48,7 +50,7 @@ def test_write_comparisons(tmp_path):
     text = (tmp_path / "h2mil_paper_official_ours.md").read_text()
     assert "| weight decay |" in text and "official code" in text
     with pytest.raises(ValueError, match="known: H2-MIL, HIGT"):
-        comparison_table("MiCo")
+        comparison_table("no such paper")
 
 
 def test_nuclei_gcn_table_reads_the_live_model(monkeypatch):

@@ -277,3 +277,33 @@ def test_bilevel_selects_on_validation_and_each_side_moves_on_its_own_split(monk
             w_moved += not equal(w0, w1)
     assert phi_moved >= len(losses) // 4 and w_moved >= len(losses) // 4  # both sides learn
     assert math.isfinite(result.history[-1]["outer_loss"])
+
+
+def test_official_abignet_selects_on_validation_and_tests_once(monkeypatch):
+    graphs, labels = cohort()
+    split = toy_split(labels)
+    spy = Spy(split, "auc")
+    real_model = bilevel.ABiGNetOfficial
+    monkeypatch.setattr(bilevel, "ABiGNetOfficial", lambda *a, **k: spy.watch(real_model(*a, **k)))
+    monkeypatch.setattr(bilevel, "evaluate", spy.wrap_evaluate(bilevel.evaluate))
+    passes = []
+
+    def pass_spy(kind, real):
+        def f(model, gs, *args):
+            passes.append((kind, spy.part(int(g.sid) for g in gs)))
+            return real(model, gs, *args)
+
+        return f
+
+    for kind in ("lower", "upper"):
+        name = f"official_{kind}_pass"
+        monkeypatch.setattr(bilevel, name, pass_spy(kind, getattr(bilevel, name)))
+    cfg = bilevel.OfficialBilevelConfig(
+        model_config={"widths": (8, 8, 8), "head": (8,), "generator_hidden": (4,)},
+        iterations=EPOCHS, lr_gcn=1e-2, device="cpu",
+    )  # fmt: skip
+    result, model, _ = bilevel.train_fold_official(graphs, labels, split, cfg, return_model=True)
+    states = spy.check_protocol(EPOCHS, training_parts=("train", "val"))
+    check_selection(result, states, model)
+    # the GCN's pass on every training image, then the generator's on every validation image
+    assert passes == [("lower", "train"), ("upper", "val")] * EPOCHS

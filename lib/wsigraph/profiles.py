@@ -215,8 +215,15 @@ _DEMO = Profile(
     extra={
         # 07_nuclei_graph: synthetic Table II tiles segmented by the classical fallback; the
         # UNet trains briefly on the one annotated MoNuSeg tile (scored on the other).
-        "nuclei": {"unet_epochs": 20, "tiles_per_class": 20, "segmentation": "classical",
-                   "epochs": 30},  # fmt: skip
+        "nuclei": {
+            "unet_epochs": 20,
+            "tiles_per_class": 20,
+            "segmentation": "classical",
+            "epochs": 30,
+        },  # fmt: skip
+        # 08_abignet: the official ABiG-Net's alternating iterations (official 200; the demo
+        # ROIs are few and small, the notebook must run in minutes).
+        "abignet": {"iterations": 10},
     },
 )
 
@@ -234,7 +241,10 @@ _TCGA = Profile(
     folds=5,
     repeats=5,
     epochs=50,
-    extra={"nuclei": {"unet_epochs": 40, "segmentation": "unet", "epochs": 50}},
+    extra={
+        "nuclei": {"unet_epochs": 40, "segmentation": "unet", "epochs": 50},
+        "abignet": {"iterations": 200},  # the official code's default
+    },
 )
 
 PROFILES: dict[str, Profile] = {p.name: p for p in (_DEMO, _TCGA)}

@@ -141,6 +141,10 @@ def _config_class(model: str) -> type:
         from wsigraph.models.nuclei_gcn import NucleiGCNConfig
 
         return NucleiGCNConfig
+    if model == "abignet_official":
+        from wsigraph.models.abignet import ABiGNetOfficialConfig
+
+        return ABiGNetOfficialConfig
     raise ValueError(f"no config class known for model {model!r}")
 
 
@@ -720,7 +724,246 @@ NUCLEI_GCN: tuple[Choice, ...] = (
     ),
 )
 
-CHOICES: dict[str, tuple[Choice, ...]] = {"H2-MIL": H2MIL, "HIGT": HIGT, "Nuclei GCN": NUCLEI_GCN}
+# ABiG-Net: the paper (arXiv 2510.13188; only its abstract was readable) and Paul1086/ABiG_Net
+# (abignet_model.py, abignet_train.py, run_training.py, abignet_data.py, the feature scripts).
+_A = "abignet_official"
+_ABIG_PAPER = "not in the abstract"
+
+
+def abignet_train_default(field: str) -> Callable[[], object]:
+    """Our value: the default of :class:`wsigraph.train.bilevel.OfficialBilevelConfig`."""
+
+    def get():
+        from wsigraph.train.bilevel import OfficialBilevelConfig
+
+        return {f.name: f.default for f in dataclasses.fields(OfficialBilevelConfig)}[field]
+
+    return get
+
+
+def abignet_feature_setting(name: str) -> Callable[[], object]:
+    """Our value: a constant of :mod:`wsigraph.graphs.abignet_features` (``FEATURE_NAMES`` as its
+    length)."""
+
+    def get():
+        from wsigraph.graphs import abignet_features
+
+        value = getattr(abignet_features, name)
+        return len(value) if name == "FEATURE_NAMES" else value
+
+    return get
+
+
+def abignet_iterations(profile: str = "tcga") -> Callable[[], object]:
+    """Our value: the official model's iterations in a profile (``extra["abignet"]``)."""
+
+    def get():
+        from wsigraph.profiles import get_profile
+
+        return get_profile(profile).extra["abignet"]["iterations"]
+
+    return get
+
+
+ABIGNET: tuple[Choice, ...] = (
+    Choice(
+        "segmentation",
+        _ABIG_PAPER,
+        "StarDist 2D_versatile_he, prob 0.2, nms 0.25 (extract_nuclear_props_stardist.py)",
+        fixed("the project's segmenter (classical_nuclei) or the user's instance masks"),
+        "ours",
+        "StarDist's pretrained weights cannot be downloaded here; 08_abignet reads a folder of "
+        "StarDist (or any) label maps instead (label_dir)",
+    ),
+    Choice(
+        "patch features",
+        "features of local structure from cellular orientation (abstract)",
+        "69: 51 Voronoi / Delaunay / MST / k-NN statistics (vor_del_mst_nn_features.m) + 18 "
+        "cell-graph statistics (extract_cell_graph_features.py), combine_patch_features.py",
+        abignet_feature_setting("FEATURE_NAMES"),
+        "official",
+        value=69,
+    ),
+    Choice(
+        "cell-graph radius (px)",
+        _ABIG_PAPER,
+        "64 (extract_cell_graph_features.py)",
+        abignet_feature_setting("RADIUS"),
+        "official",
+        value=64.0,
+    ),
+    Choice(
+        "cell-graph cosine threshold",
+        _ABIG_PAPER,
+        "0.70 on the nucleus properties (extract_cell_graph_features.py)",
+        abignet_feature_setting("MIN_COSINE"),
+        "official",
+        value=0.70,
+    ),
+    Choice(
+        "nuclei a patch needs (more than)",
+        _ABIG_PAPER,
+        "64: patches with <= 64 nuclei skipped (extract_cell_graph_features.py)",
+        abignet_feature_setting("MIN_NUCLEI"),
+        "official",
+        value=64,
+    ),
+    Choice(
+        "feature scaling",
+        _ABIG_PAPER,
+        "StandardScaler fitted on the training images' patches (abignet_data.py)",
+        abignet_train_default("standardize"),
+        "official",
+        value=True,
+    ),
+    Choice(
+        "generator (pair MLP widths)",
+        "a learned sparse global graph (abstract)",
+        "[x_i || x_j] 2F -> 32 -> 16 -> 1, ReLU (AdjacencyGenerator)",
+        model_default(_A, "generator_hidden"),
+        "official",
+        value=(32, 16),
+    ),
+    Choice(
+        "edge sampling",
+        _ABIG_PAPER,
+        "binary Gumbel-sigmoid, one Gumbel draw per entry, soft (hard=False); KL prior off "
+        "(beta_kl = 0)",
+        fixed("binary Gumbel-sigmoid, one Gumbel draw per entry, soft; no KL term"),
+        "official",
+    ),
+    Choice(
+        "temperature (start, factor per iteration, floor)",
+        _ABIG_PAPER,
+        "1.0, x0.98 before each iteration, floor 0.1 (bilevel_train)",
+        lambda: tuple(abignet_train_default(f)() for f in ("tau_init", "tau_decay", "tau_min")),
+        "official",
+        value=(1.0, 0.98, 0.1),
+    ),
+    Choice(
+        "symmetrisation",
+        _ABIG_PAPER,
+        "(A + A^T) / 2, diagonal set to 1",
+        fixed("(A + A^T) / 2, diagonal 1"),
+        "official",
+    ),
+    Choice(
+        "sparsity penalty (L1 weight)",
+        "sparse connections (abstract)",
+        "1e-5 x mean |A| over all n^2 entries, validation loss only (sparsity_loss)",
+        abignet_train_default("l1"),
+        "official",
+        value=1e-5,
+    ),
+    Choice(
+        "GCN widths",
+        _ABIG_PAPER,
+        "69 -> 64 -> 512 -> 1024 dense GCN, D^-1/2 A D^-1/2 (degree floor 1e-8), W ~ 0.01 N(0,1)",
+        model_default(_A, "widths"),
+        "official",
+        value=(64, 512, 1024),
+    ),
+    Choice(
+        "normalisation layer",
+        _ABIG_PAPER,
+        "LayerNorm after each GCN layer, then ReLU (DenseGCN)",
+        fixed("LayerNorm after each GCN layer, then ReLU"),
+        "official",
+    ),
+    Choice("dropout", _ABIG_PAPER, "0.2", model_default(_A, "dropout"), "official", value=0.2),
+    Choice(
+        "readout",
+        _ABIG_PAPER,
+        "node means of the 3 layers (after dropout) concatenated, 1600",
+        fixed("node means of the 3 layers (after dropout) concatenated, 1600"),
+        "official",
+    ),
+    Choice(
+        "classifier",
+        _ABIG_PAPER,
+        "1600 -> 256 -> 32 -> classes, ReLU and dropout between",
+        model_default(_A, "head"),
+        "official",
+        value=(256, 32),
+    ),
+    Choice(
+        "bilevel scheme",
+        "first-order approximate bilevel optimisation (abstract)",
+        "alternating full passes: training pass steps the GCN, validation pass the generator; "
+        "one image per step, batch size 1 (bilevel_train, run_training.py)",
+        fixed("alternating full passes, one image per step: GCN on train, generator on val"),
+        "both",
+    ),
+    Choice(
+        "optimisers (GCN lr, generator lr)",
+        _ABIG_PAPER,
+        "Adam 1e-4 (GCN), Adam 1e-3 (generator), no weight decay",
+        lambda: (abignet_train_default("lr_gcn")(), abignet_train_default("lr_gen")()),
+        "official",
+        value=(1e-4, 1e-3),
+    ),
+    Choice(
+        "gradient clip (generator)",
+        _ABIG_PAPER,
+        "norm 1.0 (train_upper_level)",
+        abignet_train_default("clip"),
+        "official",
+        value=1.0,
+    ),
+    Choice(
+        "iterations",
+        _ABIG_PAPER,
+        "200 (--num-iterations)",
+        abignet_iterations("tcga"),
+        "official",
+        value=200,
+    ),
+    Choice(
+        "evaluation adjacency",
+        _ABIG_PAPER,
+        "a fresh Gumbel-sigmoid sample (noisy predictions)",
+        model_default(_A, "eval_sample"),
+        "ours",
+        "deterministic by default: the expected adjacency E_u[sigmoid((l + g(u)) / tau)] "
+        "(64-quantile midpoint rule), symmetrised, diagonal 1; eval_sample=True is the "
+        "official noisy evaluation",
+    ),
+    Choice(
+        "checkpoint",
+        _ABIG_PAPER,
+        "the last iteration (the test accuracy is also printed every iteration)",
+        abignet_train_default("checkpoint"),
+        "ours",
+        "best validation AUC (ties by loss), deterministic evaluation; checkpoint='last' is "
+        "the official; the test fold is evaluated once, at the end",
+    ),
+    Choice(
+        "splits",
+        "accuracy mean ± std over folds (abstract)",
+        "fixed train / val / test image lists on the command line (run_training.py)",
+        fixed(
+            "stratified k-fold x repeats of the profile, 25 % of each training split as validation"
+        ),
+        "ours",
+        "the image lists of the paper's folds are not published; the validation part trains "
+        "the generator as in the official code",
+    ),  # fmt: skip
+    Choice(
+        "seed",
+        _ABIG_PAPER,
+        "101, once (set_seed); cudnn deterministic",
+        abignet_train_default("seed"),
+        "ours",
+        "base seed 0, one derived seed per fold (fold_seed), so every fold is reproducible",
+    ),
+)
+
+CHOICES: dict[str, tuple[Choice, ...]] = {
+    "H2-MIL": H2MIL,
+    "HIGT": HIGT,
+    "Nuclei GCN": NUCLEI_GCN,
+    "ABiG-Net": ABIGNET,
+}
 
 # A lead sentence for tables whose "official code" column is not the paper's own code.
 LEADS = {

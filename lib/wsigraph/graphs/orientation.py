@@ -1,5 +1,7 @@
-r"""Local scale of ABiG-Net: patch-level graphs from cellular orientation and the features that
-quantify their local structure.
+r"""Local scale of the ABiG-Net *orientation variant*: patch-level graphs from cellular
+orientation and the features that quantify their local structure. This is our design, written
+from the abstract before the official code (``Paul1086/ABiG_Net``) was found; the official 69
+per-patch features are :mod:`wsigraph.graphs.abignet_features` (the row "ABiG-Net").
 
 ABiG-Net (Paul, Lund, Jour, Osman, Yener, arXiv 2510.13188; ``003_*.txt``): "At the local
 scale, we construct patch-level graphs from cellular orientation within each patch and extract

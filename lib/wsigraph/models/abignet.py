@@ -1,26 +1,37 @@
 """ABiG-Net (Paul et al., arXiv 2510.13188): a GCN over an image's patches on a learned graph.
 
-Abstract: node embeddings and the image-level graph are learned jointly for image
-classification; the graph is sparse and optimised by a first-order approximate bilevel scheme
-(:mod:`wsigraph.train.bilevel`); the node features are the local-structure features of
-:mod:`wsigraph.graphs.orientation`.
+Two models live here.
 
-The paper's architecture could not be read (only its abstract was reachable); ours, in
-:class:`ABiGNetConfig`:
+:class:`ABiGNetOfficial` (registered ``"abignet_official"``; the row "ABiG-Net" and the
+"no-edge control (GCN on isolated patches)") is the official code's model
+(``Paul1086/ABiG_Net``, ``abignet_model.py``): the pair-MLP Gumbel-sigmoid
+:class:`wsigraph.nn.dense_gcn.AdjacencyGenerator` and the
+:class:`wsigraph.nn.dense_gcn.DenseGCN` on 69 per-patch features
+(:mod:`wsigraph.graphs.abignet_features`), trained by
+:func:`wsigraph.train.bilevel.train_fold_official`. ``graph="generated"`` is the official
+model; ``graph="none"`` is our control: the same GCN on the identity adjacency (no edges, so
+each patch is embedded alone before the mean-pools). Evaluation is deterministic by default
+(the expected adjacency, see :mod:`wsigraph.nn.dense_gcn`); ``eval_sample=True`` draws the
+Gumbel noise at evaluation as the official code does.
+
+:class:`ABiGNet` (registered ``"abignet"``; the rows "ABiG-Net (orientation variant)" and
+"ABiG-Net, fixed k-NN graph") is **our** design, written before the official code was found,
+from the abstract only (node features: the local-structure features of
+:mod:`wsigraph.graphs.orientation`; training: :func:`wsigraph.train.bilevel.train_fold_bilevel`):
 
 * encoder: linear -> ReLU -> dropout, from the patch features to ``hidden``;
 * ``layers`` GCN layers (Kipf & Welling 2017; PyG ``GCNConv``, self loops and symmetric
   normalisation) on the weighted adjacency, each ReLU -> dropout with a residual connection;
 * readout: mean and max over the image's nodes, concatenated; classifier: linear.
 
-The adjacency is ``graph="learned"`` (:class:`wsigraph.nn.graph_learner.GraphLearner` on the
+Its adjacency is ``graph="learned"`` (:class:`wsigraph.nn.graph_learner.GraphLearner` on the
 *input* features and patch positions, so its parameters, the outer variables, are disjoint
 from the GCN's, the inner variables) or ``graph="knn"`` (the ablation "ABiG-Net, fixed k-NN
 graph": :func:`wsigraph.nn.graph_learner.knn_adjacency`, the ``k`` nearest patches on the grid,
 weight 1). Everything else is the same in both.
 
-Inputs: a PyG batch with ``x [N, F]`` (patch features), ``pos [N, 2]`` (patch grid
-coordinates, in patches) and ``batch [N]``.
+Inputs (both models): a PyG batch with ``x [N, F]`` (patch features), ``batch [N]`` and, for
+:class:`ABiGNet`, ``pos [N, 2]`` (patch grid coordinates, in patches).
 """
 
 from __future__ import annotations
@@ -33,6 +44,7 @@ from torch import Tensor, nn
 from torch_geometric.nn import GCNConv, global_max_pool, global_mean_pool
 
 from wsigraph.models import register
+from wsigraph.nn.dense_gcn import AdjacencyGenerator, DenseGCN
 from wsigraph.nn.graph_learner import GraphLearner, knn_adjacency
 
 GRAPHS = ("learned", "knn")
@@ -124,6 +136,89 @@ class ABiGNet(nn.Module):
         size = int(b.max()) + 1 if b.numel() else 1
         pooled = torch.cat([global_mean_pool(h, b, size), global_max_pool(h, b, size)], -1)
         return self.classifier(pooled)  # [B, C]
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v}" for k, v in asdict(self.config).items())
+
+
+OFFICIAL_GRAPHS = ("generated", "none")
+
+
+@dataclass
+class ABiGNetOfficialConfig:
+    """Settings of :class:`ABiGNetOfficial`; the defaults are the official code's."""
+
+    graph: str = "generated"  # generated (official) | none (identity adjacency: our control)
+    generator_hidden: tuple = (32, 16)  # pair MLP 2F -> 32 -> 16 -> 1
+    widths: tuple = (64, 512, 1024)  # dense GCN layers
+    head: tuple = (256, 32)  # classifier MLP 1600 -> 256 -> 32 -> classes
+    dropout: float = 0.2
+    tau: float = 1.0  # initial temperature (the trainer anneals it)
+    eval_sample: bool = False  # True: Gumbel noise at evaluation too (official); False: expected A
+    quadrature: int = 64  # quantiles of the deterministic expected adjacency
+
+    def __post_init__(self):
+        if self.graph not in OFFICIAL_GRAPHS:
+            raise ValueError(f"graph must be one of {OFFICIAL_GRAPHS}, got {self.graph!r}")
+        self.generator_hidden, self.widths, self.head = (
+            tuple(int(w) for w in v) for v in (self.generator_hidden, self.widths, self.head)
+        )
+        if not self.widths or min(self.widths + self.generator_hidden + self.head) < 1:
+            raise ValueError("generator_hidden, widths and head must be positive widths")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must lie in [0, 1), got {self.dropout}")
+        if self.tau <= 0 or self.quadrature < 1:
+            raise ValueError("tau must be > 0 and quadrature >= 1")
+
+
+@register("abignet_official")
+class ABiGNetOfficial(nn.Module):
+    """The official ABiG-Net: generator (outer variables) + dense GCN (inner variables).
+
+    ``forward(batch)`` runs every image of a PyG batch as its own dense graph and returns
+    logits ``[B, C]``. The adjacency is sampled in training mode (or with ``sample=True``)
+    and, in eval mode, the deterministic expected adjacency unless ``eval_sample`` (the
+    official noisy evaluation). ``graph="none"``: the identity adjacency, no generator.
+    """
+
+    def __init__(self, in_dim: int, n_classes: int, **config):
+        super().__init__()
+        self.config = ABiGNetOfficialConfig(**config)
+        c = self.config
+        self.gcn = DenseGCN(in_dim, n_classes, c.widths, c.head, c.dropout)
+        self.generator = None
+        if c.graph == "generated":
+            self.generator = AdjacencyGenerator(in_dim, c.generator_hidden, c.tau, c.quadrature)
+
+    def structure_parameters(self) -> list[nn.Parameter]:
+        """The outer variables: the generator's (empty for the no-edge control)."""
+        return [] if self.generator is None else list(self.generator.parameters())
+
+    def weight_parameters(self) -> list[nn.Parameter]:
+        """The inner variables: the dense GCN and its classifier."""
+        return list(self.gcn.parameters())
+
+    def set_tau(self, tau: float) -> None:
+        if self.generator is not None:
+            self.generator.set_tau(tau)
+
+    def adjacency(self, x: Tensor, sample: bool | None = None) -> Tensor:
+        """The dense adjacency ``[n, n]`` of one image (``x [n, F]``)."""
+        if self.generator is None:
+            return torch.eye(x.size(0), dtype=x.dtype, device=x.device)
+        if sample is None:
+            sample = self.training or self.config.eval_sample
+        return self.generator(x, sample)
+
+    def forward(self, batch, sample: bool | None = None) -> Tensor:
+        x = batch.x
+        b = getattr(batch, "batch", None)
+        if b is None:
+            return self.gcn(x, self.adjacency(x, sample))
+        sizes = torch.bincount(b, minlength=int(batch.num_graphs)).tolist()
+        if 0 in sizes:
+            raise ValueError("ABiG-Net: an image with no patches in the batch")
+        return torch.cat([self.gcn(xi, self.adjacency(xi, sample)) for xi in torch.split(x, sizes)])
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v}" for k, v in asdict(self.config).items())

@@ -1,4 +1,7 @@
-r"""Global scale of ABiG-Net: a learned, sparse, symmetric graph over the patches of an image.
+r"""Global scale of the ABiG-Net *orientation variant*: a learned, sparse, symmetric graph over
+the patches of an image. This is our design, written before the official code
+(``Paul1086/ABiG_Net``) was found; the official generator (a dense pair MLP with a
+Gumbel-sigmoid) is :class:`wsigraph.nn.dense_gcn.AdjacencyGenerator`, the row "ABiG-Net".
 
 ABiG-Net (arXiv 2510.13188, abstract): "we learn an image-level graph that captures sparse,
 biologically meaningful connections between patches through a first-order approximate bilevel

@@ -1,5 +1,36 @@
 r"""First-order approximate bilevel training of ABiG-Net (graph structure vs GNN weights).
 
+Two trainers. :func:`train_fold_official` is the official code's (``Paul1086/ABiG_Net``,
+``abignet_train.py`` / ``run_training.py``) for :class:`wsigraph.models.abignet.ABiGNetOfficial`
+(the row "ABiG-Net" and the no-edge control); :func:`train_fold_bilevel`, below, is our
+design for :class:`wsigraph.models.abignet.ABiGNet` (the orientation variant and the fixed
+k-NN graph), written from the abstract before the official code was found.
+
+Official training (:func:`train_fold_official`)
+    ``iterations`` (official 200) iterations; iteration :math:`t = 1, 2, \dots` first sets the
+    temperature :math:`\tau_t = \max(\tau_{\min}, 0.98\,\tau_{t-1})`, :math:`\tau_0 = 1`,
+    :math:`\tau_{\min} = 0.1` (:func:`temperatures`: the first iteration already runs at 0.98),
+    then makes two full passes, one image per optimiser step, images shuffled:
+
+    * training pass (:func:`official_lower_pass`): the dense GCN in train mode (dropout on),
+      cross-entropy of each *training* image on a freshly sampled adjacency, one Adam step
+      (lr 1e-4) on the GCN only;
+    * validation pass (:func:`official_upper_pass`): the GCN in eval mode, cross-entropy of each
+      *validation* image plus :math:`10^{-5}\,\mathrm{mean}|A|` (:func:`l1_penalty`, over all
+      :math:`n^2` entries, diagonal included), gradient norm of the generator clipped at 1, one
+      Adam step (lr 1e-3) on the generator only.
+
+    The first-order approximation is the alternation itself: the generator's gradient is
+    taken at the current GCN weights. The no-edge control has no generator, so its validation
+    pass is skipped. Checkpoint: the official code keeps the last iteration
+    (``checkpoint="last"``); ours by default (``checkpoint="val"``) keeps the iteration with
+    the best validation AUC (ties by loss), evaluated deterministically. Either way the test
+    fold is evaluated once, at the end (the official code also evaluates it every iteration,
+    for its log). Features are standardised with the training split's node statistics (the
+    official ``StandardScaler`` on training nodes).
+
+Our design (:func:`train_fold_bilevel`)
+
 ABiG-Net (arXiv 2510.13188, abstract) learns the image-level graph "through a first-order
 approximate bilevel optimization strategy" with the graph "optimized in response to
 classification performance". The bilevel problem, with :math:`\phi` the structure parameters
@@ -51,7 +82,7 @@ from torch_geometric.data import Data
 from torch_geometric.loader import DataLoader
 from tqdm.auto import tqdm
 
-from wsigraph.models.abignet import ABiGNet
+from wsigraph.models.abignet import ABiGNet, ABiGNetOfficial
 from wsigraph.train.cv import Split
 from wsigraph.train.loop import (
     BestCheckpoint,
@@ -274,14 +305,16 @@ def cross_validate(
     graphs: Sequence[Data],
     labels: np.ndarray,
     splits: Sequence[Split],
-    cfg: BilevelConfig,
+    cfg: BilevelConfig | OfficialBilevelConfig,
     n_classes: int = 2,
     progress: bool = False,
 ) -> list[FoldResult]:
-    """:func:`train_fold_bilevel` on every split (e.g. from :func:`wsigraph.train.cv.make_splits`),
-    in order; ``progress`` shows a bar over the folds."""
+    """:func:`train_fold_bilevel` (a :class:`BilevelConfig`) or :func:`train_fold_official`
+    (an :class:`OfficialBilevelConfig`) on every split (e.g. from
+    :func:`wsigraph.train.cv.make_splits`), in order; ``progress`` shows a bar over the folds."""
+    train = train_fold_official if isinstance(cfg, OfficialBilevelConfig) else train_fold_bilevel
     folds = tqdm(splits, desc="folds", unit="fold", disable=not progress)
-    return [train_fold_bilevel(graphs, labels, s, cfg, n_classes) for s in folds]
+    return [train(graphs, labels, s, cfg, n_classes) for s in folds]
 
 
 def fold_table(results: Sequence[FoldResult], **keys) -> pd.DataFrame:
@@ -293,3 +326,219 @@ def fold_table(results: Sequence[FoldResult], **keys) -> pd.DataFrame:
         for m, v in r.metrics.items()
     ]
     return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------------------------------------
+# The official training (module docstring)
+# ---------------------------------------------------------------------------------------------
+
+CHECKPOINTS = ("val", "last")
+
+
+@dataclass
+class OfficialBilevelConfig:
+    """Settings of :func:`train_fold_official`; the defaults are the official code's except
+    ``checkpoint`` (official ``"last"``) and ``seed`` (official 101, set once, not per fold).
+
+    Args:
+        model_config: keyword settings of :class:`wsigraph.models.abignet.ABiGNetOfficialConfig`.
+        lr_gcn: Adam learning rate of the dense GCN, training pass (``1e-4``).
+        lr_gen: Adam learning rate of the generator, validation pass (``1e-3``).
+        clip: gradient-norm clip of the generator (``1.0``).
+        l1: weight of ``mean|A|`` in the validation loss (``1e-5``).
+        iterations: alternating iterations (``200``).
+        tau_init, tau_decay, tau_min: the temperature schedule (``1.0``, ``0.98``, ``0.1``).
+        checkpoint: ``"val"`` (best validation AUC, ties by loss; ours) or ``"last"``
+            (the last iteration; official).
+        seed: base seed, per fold :func:`wsigraph.train.cv.fold_seed` (``0``).
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``...
+        standardize: z-score features with the training split's node statistics (``True``).
+    """
+
+    model_config: dict = field(default_factory=dict)
+    lr_gcn: float = 1e-4
+    lr_gen: float = 1e-3
+    clip: float = 1.0
+    l1: float = 1e-5
+    iterations: int = 200
+    tau_init: float = 1.0
+    tau_decay: float = 0.98
+    tau_min: float = 0.1
+    checkpoint: str = "val"
+    seed: int = 0
+    device: str = "auto"
+    standardize: bool = True
+
+    def __post_init__(self):
+        if self.iterations < 1:
+            raise ValueError(f"iterations must be >= 1, got {self.iterations}")
+        if self.checkpoint not in CHECKPOINTS:
+            raise ValueError(f"checkpoint must be one of {CHECKPOINTS}, got {self.checkpoint!r}")
+        if self.l1 < 0 or self.clip <= 0 or self.tau_min <= 0 or not 0 < self.tau_decay <= 1:
+            raise ValueError("need l1 >= 0, clip > 0, tau_min > 0 and 0 < tau_decay <= 1")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def temperatures(
+    iterations: int, init: float = 1.0, decay: float = 0.98, floor: float = 0.1
+) -> list[float]:
+    """The temperature of each iteration: ``tau <- max(floor, tau * decay)`` *before* each one,
+    from ``tau = init`` (as the official loop), so the first is ``init * decay``."""
+    out, tau = [], init
+    for _ in range(iterations):
+        tau = max(floor, tau * decay)
+        out.append(tau)
+    return out
+
+
+def l1_penalty(a: Tensor, weight: float) -> Tensor:
+    """``weight * mean(|A|)`` over all ``n^2`` entries (the official ``sparsity_loss``)."""
+    return weight * a.abs().mean()
+
+
+def official_lower_pass(
+    model: ABiGNetOfficial, graphs: Sequence[Data], opt: torch.optim.Optimizer
+) -> float:
+    """One training pass: per image (in the given order) a sampled adjacency (no gradient to
+    the generator), the GCN in train mode, one ``opt`` step on the GCN. Mean loss."""
+    model.train()
+    total = 0.0
+    for g in graphs:
+        with torch.no_grad():
+            a = model.adjacency(g.x, sample=True)
+        loss = F.cross_entropy(model.gcn(g.x, a), g.y.view(1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        total += float(loss.detach())
+    return total / max(len(graphs), 1)
+
+
+def official_upper_pass(
+    model: ABiGNetOfficial,
+    graphs: Sequence[Data],
+    opt: torch.optim.Optimizer,
+    l1: float = 1e-5,
+    clip: float = 1.0,
+) -> float:
+    """One validation pass: per image a sampled adjacency, the GCN in eval mode, the loss
+    cross-entropy + :func:`l1_penalty`, the generator's gradient clipped to norm ``clip``,
+    one ``opt`` step on the generator (the GCN's ``.grad`` is never touched). Mean loss."""
+    params = model.structure_parameters()
+    model.train()
+    model.gcn.eval()
+    total = 0.0
+    for g in graphs:
+        a = model.adjacency(g.x, sample=True)
+        loss = F.cross_entropy(model.gcn(g.x, a), g.y.view(1)) + l1_penalty(a, l1)
+        grads = torch.autograd.grad(loss, params)
+        opt.zero_grad(set_to_none=True)
+        for p, gr in zip(params, grads, strict=True):
+            p.grad = gr
+        torch.nn.utils.clip_grad_norm_(params, clip)
+        opt.step()
+        total += float(loss.detach())
+    return total / max(len(graphs), 1)
+
+
+class LastCheckpoint(BestCheckpoint):
+    """Keeps the latest iteration (the official code's choice)."""
+
+    def is_better(self, auc: float, loss: float) -> bool:
+        return True
+
+
+@torch.no_grad()
+def mean_adjacency(model: ABiGNetOfficial, graphs: Sequence[Data]) -> float:
+    """Mean off-diagonal entry of the adjacency the model uses at evaluation (0 without edges)."""
+    model.eval()
+    values = []
+    for g in graphs:
+        n = g.num_nodes
+        if n > 1:
+            a = model.adjacency(g.x)
+            values.append(float((a.sum() - a.diagonal().sum()) / (n * n - n)))
+    return float(np.mean(values)) if values else 0.0
+
+
+def train_fold_official(
+    graphs: Sequence[Data],
+    labels: np.ndarray,
+    split: Split,
+    cfg: OfficialBilevelConfig,
+    n_classes: int = 2,
+    return_model: bool = False,
+) -> FoldResult | tuple[FoldResult, nn.Module, list[Data]]:
+    """Train the official ABiG-Net on ``split`` (GCN: train; generator and checkpoint: val;
+    test once, at the end). See the module docstring.
+
+    Args:
+        graphs: one graph per image (``x [P, F]``, the patch features).
+        labels: the class of each graph ``[len(graphs)]``.
+        split: the (repeat, fold); its index arrays point into ``graphs``.
+        cfg: the training settings.
+        n_classes: number of classes (default ``2``).
+        return_model: also return the restored model and the standardised test graphs.
+
+    Returns:
+        A :class:`wsigraph.train.loop.FoldResult`; ``history`` has one entry per iteration
+        (``epoch`` is the iteration): ``tau``, ``train_loss``, ``outer_loss`` (NaN without a
+        generator), ``val_loss``, ``val_auc``, ``val_acc``, ``mean_edge_weight``.
+    """
+    labels = np.asarray(labels).astype(np.int64)
+    if len(labels) != len(graphs):
+        raise ValueError(f"{len(graphs)} graphs but {len(labels)} labels")
+    if len(split.val) == 0:
+        raise ValueError(
+            "the official ABiG-Net trains its generator on a non-empty validation split"
+        )
+    for i in np.concatenate([split.train, split.val, split.test]):
+        if graphs[int(i)].num_nodes < 1:
+            name = getattr(graphs[int(i)], "slide_id", int(i))
+            raise ValueError(f"ABiG-Net: image {name} has no patches")
+    seed, device, data = setup_fold(graphs, labels, split, cfg.seed, cfg.device, cfg.standardize)
+    gen = torch.Generator().manual_seed(seed)
+    train = [g.to(device) for g in data["train"]]
+    val = [g.to(device) for g in data["val"]]
+    val_loader = DataLoader(data["val"], 16)
+    test_loader = DataLoader(data["test"], 16)
+
+    model = ABiGNetOfficial(graphs[0].x.shape[1], n_classes, **cfg.model_config).to(device)
+    gcn_opt = torch.optim.Adam(model.weight_parameters(), lr=cfg.lr_gcn)
+    structure = model.structure_parameters()
+    gen_opt = torch.optim.Adam(structure, lr=cfg.lr_gen) if structure else None
+
+    best = BestCheckpoint(None) if cfg.checkpoint == "val" else LastCheckpoint(None)
+    history = []
+    start = time.perf_counter()
+    taus = temperatures(cfg.iterations, cfg.tau_init, cfg.tau_decay, cfg.tau_min)
+    for it, tau in enumerate(taus, start=1):
+        model.set_tau(tau)
+        order = torch.randperm(len(train), generator=gen).tolist()
+        train_loss = official_lower_pass(model, [train[i] for i in order], gcn_opt)
+        outer = float("nan")
+        if gen_opt is not None:
+            order = torch.randperm(len(val), generator=gen).tolist()
+            outer = official_upper_pass(model, [val[i] for i in order], gen_opt, cfg.l1, cfg.clip)
+        v = evaluate(model, val_loader, device)
+        best.update(it, v["auc"], v["loss"], model)
+        history.append(
+            {
+                "epoch": it,
+                "tau": tau,
+                "train_loss": train_loss,
+                "outer_loss": outer,
+                "val_loss": v["loss"],
+                "val_auc": v["auc"],
+                "val_acc": v["acc"],
+                "mean_edge_weight": mean_adjacency(model, val),
+            }
+        )
+    train_seconds = time.perf_counter() - start
+
+    best.restore(model)
+    test = evaluate(model, test_loader, device)
+    result = fold_result(split, seed, best, history, test, graphs, labels, device, train_seconds)
+    return (result, model, data["test"]) if return_model else result
