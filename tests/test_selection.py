@@ -300,7 +300,7 @@ def test_official_abignet_selects_on_validation_and_tests_once(monkeypatch):
         monkeypatch.setattr(bilevel, name, pass_spy(kind, getattr(bilevel, name)))
     cfg = bilevel.OfficialBilevelConfig(
         model_config={"widths": (8, 8, 8), "head": (8,), "generator_hidden": (4,)},
-        iterations=EPOCHS, lr_gcn=1e-2, device="cpu",
+        iterations=EPOCHS, lr_gcn=1e-2, device="cpu", checkpoint="val",
     )  # fmt: skip
     result, model, _ = bilevel.train_fold_official(graphs, labels, split, cfg, return_model=True)
     states = spy.check_protocol(EPOCHS, training_parts=("train", "val"))

@@ -22,9 +22,9 @@ Official training (:func:`train_fold_official`)
 
     The first-order approximation is the alternation itself: the generator's gradient is
     taken at the current GCN weights. The no-edge control has no generator, so its validation
-    pass is skipped. Checkpoint: the official code keeps the last iteration
-    (``checkpoint="last"``); ours by default (``checkpoint="val"``) keeps the iteration with
-    the best validation AUC (ties by loss), evaluated deterministically. Either way the test
+    pass is skipped. Checkpoint: the last iteration, as the official code keeps
+    (``checkpoint="last"``, the default); ``checkpoint="val"`` keeps the iteration with the
+    best validation AUC (ties by loss), evaluated deterministically, instead. Either way the test
     fold is evaluated once, at the end (the official code also evaluates it every iteration,
     for its log). Features are standardised with the training split's node statistics (the
     official ``StandardScaler`` on training nodes).
@@ -338,7 +338,7 @@ CHECKPOINTS = ("val", "last")
 @dataclass
 class OfficialBilevelConfig:
     """Settings of :func:`train_fold_official`; the defaults are the official code's except
-    ``checkpoint`` (official ``"last"``) and ``seed`` (official 101, set once, not per fold).
+    ``seed`` (official 101, set once, not per fold).
 
     Args:
         model_config: keyword settings of :class:`wsigraph.models.abignet.ABiGNetOfficialConfig`.
@@ -348,8 +348,9 @@ class OfficialBilevelConfig:
         l1: weight of ``mean|A|`` in the validation loss (``1e-5``).
         iterations: alternating iterations (``200``).
         tau_init, tau_decay, tau_min: the temperature schedule (``1.0``, ``0.98``, ``0.1``).
-        checkpoint: ``"val"`` (best validation AUC, ties by loss; ours) or ``"last"``
-            (the last iteration; official).
+        checkpoint: ``"last"`` (the last iteration; official, the default) or ``"val"``
+            (best validation AUC, ties by loss; the validation split also trains the
+            generator, so it is not an independent check).
         seed: base seed, per fold :func:`wsigraph.train.cv.fold_seed` (``0``).
         device: ``"auto"``, ``"cpu"``, ``"cuda"``...
         standardize: z-score features with the training split's node statistics (``True``).
@@ -364,7 +365,7 @@ class OfficialBilevelConfig:
     tau_init: float = 1.0
     tau_decay: float = 0.98
     tau_min: float = 0.1
-    checkpoint: str = "val"
+    checkpoint: str = "last"
     seed: int = 0
     device: str = "auto"
     standardize: bool = True
