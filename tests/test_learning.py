@@ -61,6 +61,10 @@ IDS = [name + "".join(f"-{k}={v}" for k, v in config) for name, config in CASES]
 # Epochs per case: 6, HIGT learns in 4; MinMax's sigmoid MLP and H2-MIL's top-k pool sit at the
 # class prior (loss ~ln 2) for a few dozen steps before they pick the signal up.
 EPOCHS = {"higt": 4, "minmax": 25, "h2mil-pool=topk": 10}
+# Models whose loss reaches ~1e-7 within two epochs at 1e-2 and then spikes under Adam (its
+# second-moment estimate decays while the gradients vanish): the nuclei GCN's batch norm after
+# vertex pooling fits the 12 toy slides at once.
+LR = {"nuclei-gcn": 3e-3}
 
 
 def cohort(n: int, signal: float):
@@ -94,7 +98,7 @@ def test_training_loss_falls_and_held_out_slides_are_ranked(name, config, reques
     split = make_splits(labels, folds=3, repeats=1, seed=0)[0]
     model_config = SMALL.get(name, {}) | dict(config)
     epochs = EPOCHS.get(case, EPOCHS.get(name, 6))
-    run = dict(lr=1e-2, epochs=epochs, batch_size=4, patience=None, device="cpu")
+    run = dict(lr=LR.get(name, 1e-2), epochs=epochs, batch_size=4, patience=None, device="cpu")
     if name == "abignet":  # its own first-order bilevel trainer
         cfg = BilevelConfig(model_config=model_config, outer_lr=run["lr"], **run)
         result = train_fold_bilevel(graphs, labels, split, cfg)
