@@ -73,10 +73,18 @@ class MiCo(nn.Module):
         self.net = MiCoMIL(in_dim, n_classes, anchor_init=init, **options)
 
     def inputs(self, data) -> tuple[Tensor, Tensor, int, Tensor | None]:
-        """Instances of ``level``: ``x [N_l, F]``, slide ``[N_l]``, slide count, cluster or ``None``."""
+        """Instances of ``level``: ``x [N_l, F]``, slide ``[N_l]``, slide count, cluster or ``None``.
+
+        A batch of *bags* (:func:`wsigraph.train.mico.patient_bags` / ``slide_bags``: no
+        ``level``) is taken as it is: every node is an instance."""
+        cluster = getattr(data, CLUSTER_KEY, None)
+        if getattr(data, "level", None) is None:
+            batch = getattr(data, "batch", None)
+            if batch is None:
+                batch = torch.zeros(data.num_nodes, dtype=torch.long, device=data.x.device)
+            return data.x, batch, int(getattr(data, "num_graphs", 1)), cluster
         p = from_batch(data)
         keep = p.level == self.config.level
-        cluster = getattr(data, CLUSTER_KEY, None)
         if cluster is not None:
             cluster = cluster[keep]
             if cluster.numel() and int(cluster.min()) < 0:
@@ -87,10 +95,13 @@ class MiCo(nn.Module):
         return p.x[keep], p.batch[keep], p.num_graphs, cluster
 
     def forward(self, data) -> Tensor:
-        return self.net(*self.inputs(data))  # [B, C]
+        return self.outputs(data)["logits"]  # [B, C]
 
     def outputs(self, data) -> dict[str, Tensor]:
-        return self.net.outputs(*self.inputs(data))
+        """:meth:`MiCoMIL.outputs`; a patient bag's last anchors join its tokens once per slide
+        (``n_slides``), as the official survival forward does."""
+        copies = getattr(data, "n_slides", None) if self.config.anchors == "learned" else None
+        return self.net.outputs(*self.inputs(data), copies=copies)
 
     def training_loss(self, data, weight: Tensor | None = None) -> Tensor:
         """Cross-entropy of the logits (MiCo has no auxiliary loss)."""
