@@ -41,8 +41,10 @@ def test_write_comparisons(tmp_path):
         "h2mil_paper_official_ours.md",
         "higt_paper_official_ours.csv",
         "higt_paper_official_ours.md",
+        "mico_paper_official_ours.csv",
+        "mico_paper_official_ours.md",
     ]
     text = (tmp_path / "h2mil_paper_official_ours.md").read_text()
     assert "| weight decay |" in text and "official code" in text
     with pytest.raises(ValueError, match="known: H2-MIL, HIGT"):
-        comparison_table("MiCo")
+        comparison_table("NoSuchPaper")

@@ -114,6 +114,10 @@ class MiCo(nn.Module):
 # What the MiCo notebook (09_mico) runs: table row names of our models, which of our datasets
 # stands in for which column of the paper's tables, and MiCo's size per profile.
 TABLE_ROWS = {"abmil": "ABMIL", "clam-sb": "CLAM-SB", "dsmil": "DS-MIL", "mico": "MiCo"}
+# The two MiCo rows: "MiCo" is the official model (learned anchors shared by every slide,
+# k-means-initialised per fold on training slides, wsigraph.train.mico); the per-slide-centroid
+# design is our variant.
+ROW_CONFIGS = {"MiCo": {"anchors": "learned"}, "MiCo (per-slide anchors)": {"anchors": "slide"}}
 STAND_INS = {
     "mico_table1": {"esca": "nsclc", "kica": "brca"},  # adeno vs squamous ~ LUAD vs LUSC
     "mico_table2": {"kica": "kirp", "esca": None},  # KIRP+KICH ~ KIRP; ESCA not in the paper

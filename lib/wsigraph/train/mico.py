@@ -172,9 +172,10 @@ def slide_bags(graphs: Sequence[Data], level: int = 2) -> list[Data]:
     """One bag per slide (subtyping, official ``cls_data``): the ``level`` instances and, when the
     graph carries them, its cached per-slide cluster labels."""
     out = []
-    for g in graphs:
+    for i, g in enumerate(graphs):
         keep = g.level == level
-        b = Data(x=g.x[keep], n_slides=torch.tensor([1]), slide_ids=[str(g.slide_id)])
+        sid = str(getattr(g, "slide_id", i))
+        b = Data(x=g.x[keep], n_slides=torch.tensor([1]), slide_ids=[sid])
         if getattr(g, CLUSTER_KEY, None) is not None:
             b[CLUSTER_KEY] = g[CLUSTER_KEY][keep]
         out.append(b)
