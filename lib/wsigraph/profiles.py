@@ -215,12 +215,8 @@ _DEMO = Profile(
     extra={
         # 07_nuclei_graph: synthetic Table II tiles segmented by the classical fallback; the
         # UNet trains briefly on the one annotated MoNuSeg tile (scored on the other).
-        "nuclei": {
-            "unet_epochs": 20,
-            "tiles_per_class": 20,
-            "segmentation": "classical",
-            "epochs": 30,
-        },  # fmt: skip
+        "nuclei": {"unet_epochs": 20, "tiles_per_class": 20, "segmentation": "classical",
+                   "epochs": 30},  # fmt: skip
     },
 )
 
