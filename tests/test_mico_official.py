@@ -234,8 +234,14 @@ def test_more_anchors_than_training_instances_uses_one_per_instance():
 
 # Determinism -------------------------------------------------------------------------------------------
 def test_two_runs_give_identical_metrics_and_weights_whatever_the_thread_count(tmp_path):
-    graphs, labels = cohort(16, f=24)
-    cfg = mico_train_config(dict(dim=32, n_clusters=8, anchors="learned"), epochs=3, device="cpu")
+    """Demo-sized bags (~100 instances of 44 features, width 128): big enough for torch's CPU
+    kernels to split work across threads, so an unpinned thread count changes the last bits."""
+    graphs, labels = [], np.arange(12) % 2
+    for i, y in enumerate(labels):
+        g = toy_pyramid(25, seed=i, f=44, signal=0.3 * float(y))
+        g.slide_id = f"s{i:02d}"
+        graphs.append(g)
+    cfg = mico_train_config(dict(dim=128, n_clusters=16, anchors="learned"), 2, device="cpu")
     bags = slide_bags(graphs)
     split = case_splits([g.slide_id for g in graphs], labels, folds=2, val_fraction=0.3)[0]
     before = torch.get_num_threads()
