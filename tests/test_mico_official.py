@@ -261,3 +261,26 @@ def test_two_runs_give_identical_metrics_and_weights_whatever_the_thread_count(t
     assert fa["history"] == fb["history"]
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     assert torch.get_num_threads() == before
+
+
+def test_a_case_whose_slides_disagree_on_survival_is_named(tmp_path):
+    graphs, _ = cohort(8)
+    cfg = mico_train_config(dict(dim=8, n_clusters=4, anchors="learned"), 1, device="cpu")
+    times, cens = np.arange(8) + 1.0, np.zeros(8)
+    with pytest.raises(ValueError, match="case K3: its slides have different survival times"):
+        run_mico_experiment("r", graphs, "survival", cfg, tmp_path, times=times, censorship=cens,
+                            case_ids=["K3", "K3", *[f"c{i}" for i in range(6)]])  # fmt: skip
+
+
+def test_survival_bags_pool_the_slides_of_a_case(tmp_path):
+    graphs, _ = cohort(24)
+    cases = [f"c{i // 2}" for i in range(24)]  # two slides per case
+    times = np.repeat(np.arange(12) + 1.0, 2)
+    cens = np.repeat(np.arange(12) % 3 == 0, 2).astype(int)
+    cfg = mico_train_config(dict(dim=8, n_clusters=4, anchors="learned"), 1, device="cpu")
+    rec = run_mico_experiment("r", graphs, "survival", cfg, tmp_path, times=times,
+                              censorship=cens, case_ids=cases, folds=2, protocol=TINY)  # fmt: skip
+    assert rec["cv"]["n_cases"] == 12
+    tested = [c for p in rec["predictions"] for c in p["case_id"]]
+    assert sorted(tested) == sorted(set(cases))  # each case tested once, as one bag
+    assert all(len(s.split(",")) == 2 for p in rec["predictions"] for s in p["slide_id"])

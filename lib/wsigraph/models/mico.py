@@ -8,6 +8,11 @@ the level; written by :func:`wsigraph.data.clusters.attach_clusters` from the pe
 cache), they are the anchors' clusters; otherwise each slide is clustered inside the model with
 :func:`wsigraph.nn.mil.bag_kmeans`.
 
+It also reads *bags* (no ``level``; every node an instance): the patient bags and slide bags
+of :mod:`wsigraph.train.mico`, which runs the row "MiCo" as its authors did (``anchors="learned"``,
+anchors k-means-initialised per fold on training slides, Lookahead-RAdam, 4 folds of the cases);
+``anchors="slide"`` is our variant "MiCo (per-slide anchors)" (:data:`ROW_CONFIGS`).
+
 For survival, build it (like any registered model) with ``n_classes = n_bins``: the logits are
 the discrete-time hazard logits (:mod:`wsigraph.train.survival`).
 """
