@@ -284,3 +284,16 @@ def test_survival_bags_pool_the_slides_of_a_case(tmp_path):
     tested = [c for p in rec["predictions"] for c in p["case_id"]]
     assert sorted(tested) == sorted(set(cases))  # each case tested once, as one bag
     assert all(len(s.split(",")) == 2 for p in rec["predictions"] for s in p["slide_id"])
+
+
+def test_single_slide_cases_keep_their_cached_clusters():
+    from wsigraph.data.clusters import CLUSTER_KEY
+
+    graphs, _ = cohort(3)
+    for g in graphs:
+        g[CLUSTER_KEY] = torch.where(g.level == 2, torch.arange(g.num_nodes) % 3, -1)
+    bags, _, _ = patient_bags(graphs, ["a", "b", "c"])
+    assert all(torch.equal(b[CLUSTER_KEY], g[CLUSTER_KEY][g.level == 2])
+               for b, g in zip(bags, graphs, strict=True))  # fmt: skip
+    bags, _, _ = patient_bags(graphs, ["a", "a", "c"])  # a two-slide case: clustered in the model
+    assert all(getattr(b, CLUSTER_KEY, None) is None for b in bags)

@@ -21,7 +21,8 @@ Anchors
     clusters the first 20 files of the whole dataset, test slides included (a leak we do not
     copy). Fewer instances than ``K`` give ``K' = N`` anchors (with a warning) and the fold's
     model is built with ``K'``. ``anchors="slide"`` (our per-slide variant) uses the graphs'
-    cached per-slide k-means labels for slide bags and clusters each patient bag in the model.
+    cached per-slide k-means labels (slide bags; patient bags when every case has one slide)
+    and otherwise clusters each patient bag in the model.
 Optimiser and loop
     :func:`wsigraph.train.optim.lookahead_radam` (lr 2e-4, weight decay 1e-5), one bag per step
     and gradients accumulated over ``grad_accumulation = 2`` bags (official ``batch_size: 1``,
@@ -143,7 +144,9 @@ def patient_bags(
         ``(bags, cases, members)``: cases in order of first appearance; ``members[i]`` the
         input indices of case ``i``'s slides. A bag holds ``x [N, F]``, ``bag_slide [N]`` (the
         slide of each instance, ``0 .. n_slides - 1``), ``n_slides [1]``, ``case_id`` and
-        ``slide_ids``.
+        ``slide_ids``; when every case has one slide and every graph carries cached per-slide
+        cluster labels (``mico_cluster``), the bags carry them too (the per-slide-anchor
+        variant then reads them instead of clustering each bag in the model).
 
     Raises:
         ValueError: lengths differ, or the slides of a case have different feature widths
@@ -175,6 +178,12 @@ def patient_bags(
                 slide_ids=[str(getattr(graphs[i], "slide_id", i)) for i in idx],
             )
         )
+    if all(len(idx) == 1 and getattr(graphs[idx[0]], CLUSTER_KEY, None) is not None
+           for idx in order.values()):  # fmt: skip
+        for bag, idx in zip(bags, order.values(), strict=True):  # cached per-slide clusters
+            g = graphs[idx[0]]
+            bag[CLUSTER_KEY] = g[CLUSTER_KEY] if getattr(g, "level", None) is None else (
+                g[CLUSTER_KEY][g.level == level])  # fmt: skip
     return bags, list(order), list(order.values())
 
 
