@@ -803,6 +803,41 @@ MUTATIONS: list[Mutation] = [
         "    s = float(x.std()) if x.size > 1 else 0.0",
         ("tests/test_abignet_features.py::test_voronoi_unit_square_and_centre",),
     ),
+    # ---- MiCo as its authors ran it (train/mico.py, train/optim.py) ------------------------
+    M(
+        "mico-anchor-kmeans-sees-every-slide",
+        "lib/wsigraph/train/mico.py",
+        "        ((sid, j, int(b)) for b in train for j, sid in enumerate(bags[int(b)].slide_ids)),",
+        "        ((sid, j, b) for b in range(len(bags)) for j, sid in enumerate(bags[b].slide_ids)),",
+        ("tests/test_mico_official.py::test_anchor_kmeans_never_sees_a_validation_or_test_slide",),
+    ),
+    M(
+        "mico-threads-not-pinned",
+        "lib/wsigraph/train/mico.py",
+        "    torch.set_num_threads(threads)\n",
+        "    pass\n",
+        (
+            "tests/test_mico_official.py::"
+            "test_two_runs_give_identical_metrics_and_weights_whatever_the_thread_count",
+        ),
+    ),
+    M(
+        "lookahead-slow-weights-skipped",
+        "lib/wsigraph/train/optim.py",
+        "                slow.add_(p - slow, alpha=self.alpha)",
+        "                slow.add_(p - slow, alpha=1.0)",
+        (
+            "tests/test_mico_official.py::"
+            "test_lookahead_radam_matches_the_official_update_written_out",
+        ),
+    ),
+    M(
+        "mico-checkpoint-last-epoch",
+        "lib/wsigraph/train/mico.py",
+        "        if best_state is None or score > best_score:",
+        "        if True:",
+        ("tests/test_selection.py::test_mico_fold_selects_on_validation_and_tests_once",),
+    ),
 ]
 
 

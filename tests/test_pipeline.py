@@ -169,3 +169,5 @@ def test_every_notebook_executes_with_tiny_parameters(tmp_path, monkeypatch):
     assert "97.33 ± 1.15" in abignet and "not run yet" not in abignet
     for fig in ("nuclei_fig2_graphs.png", "nuclei_fig3_importance.png", "abignet_graph.png"):
         assert (results / "figures" / fig).stat().st_size > 10_000
+    mico = (results / "tables" / "mico_table1.md").read_text()
+    assert "| MiCo |" in mico and "| MiCo (per-slide anchors) |" in mico

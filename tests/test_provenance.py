@@ -43,6 +43,8 @@ def test_write_comparisons(tmp_path):
         "h2mil_paper_official_ours.md",
         "higt_paper_official_ours.csv",
         "higt_paper_official_ours.md",
+        "mico_paper_official_ours.csv",
+        "mico_paper_official_ours.md",
         "nuclei_gcn_paper_official_ours.md",
     } <= set(names)
     nuclei = (tmp_path / "nuclei_gcn_paper_official_ours.md").read_text()

@@ -279,6 +279,48 @@ def test_bilevel_selects_on_validation_and_each_side_moves_on_its_own_split(monk
     assert math.isfinite(result.history[-1]["outer_loss"])
 
 
+# MiCo (official protocol: wsigraph.train.mico) ---------------------------------------------------
+@pytest.mark.parametrize("task", ["typing", "survival"])
+def test_mico_fold_selects_on_validation_and_tests_once(monkeypatch, task):
+    """Subtyping keeps the best validation macro-F1, survival the lowest validation loss."""
+    from types import SimpleNamespace
+
+    from wsigraph.train import mico
+
+    graphs, labels = cohort()
+    bags = mico.slide_bags(graphs)
+    for b, g in zip(bags, graphs, strict=True):
+        b.sid = g.sid
+    split = toy_split(labels)
+    targets = {"y": labels}
+    metric = "f1"
+    if task == "survival":
+        surv = synthetic_survival(labels, seed=0, beta=2.0)
+        times, cens = surv["time"].to_numpy(), surv["censorship"].to_numpy()
+        targets = {"y": survival_bins(times, cens, n_bins=2)[0], "time": times, "c": cens}
+        metric = "loss"
+    spy = Spy(split, metric)
+    real_build = mico.build_model
+    monkeypatch.setattr(mico, "build_model", lambda *a, **k: spy.watch(real_build(*a, **k)))
+    scripted = spy.wrap_evaluate(mico._evaluate)
+
+    def evaluate(*a, **k):  # survival: the lowest loss wins, so report minus the script
+        out = scripted(*a, **k)
+        if task == "survival":
+            out["loss"] = -out["loss"]
+        return out
+
+    monkeypatch.setattr(mico, "_evaluate", evaluate)
+    cfg = mico.mico_train_config(dict(dim=8, n_clusters=4, anchors="learned"), EPOCHS, device="cpu")
+    protocol = mico.MiCoProtocol(patience=8)
+    result, model = mico.train_mico_fold(
+        bags, targets, split, cfg, task, 2, protocol, return_model=True
+    )
+    states = spy.check_protocol(EPOCHS)
+    check_selection(SimpleNamespace(**result), states, model)
+    assert result["scores"][metric if task == "typing" else "c_index"] is not None
+
+
 def test_official_abignet_selects_on_validation_and_tests_once(monkeypatch):
     graphs, labels = cohort()
     split = toy_split(labels)

@@ -959,11 +959,291 @@ ABIGNET: tuple[Choice, ...] = (
     ),
 )
 
+
+def _mico(field: str) -> Callable[[], object]:
+    """Our value: a field of MiCo's official protocol as :mod:`wsigraph.train.mico` runs it."""
+
+    def get():
+        from wsigraph.train.mico import OFFICIAL
+
+        return getattr(OFFICIAL, field)
+
+    return get
+
+
+def _mico_model(field: str) -> Callable[[], object]:
+    """Our value: the row "MiCo"'s model setting (its config over :class:`MiCoConfig`)."""
+
+    def get():
+        from wsigraph.models.mico import ROW_CONFIGS, MiCoConfig
+
+        return getattr(MiCoConfig(**ROW_CONFIGS["MiCo"]), field)
+
+    return get
+
+
+def _mico_schedule() -> str:
+    from wsigraph.nn.mico import MiCoMIL
+    from wsigraph.train.mico import OFFICIAL
+
+    net = MiCoMIL(4, n_clusters=OFFICIAL.n_clusters, n_layers=_mico_model("n_layers")(), dim=4)
+    return " -> ".join(map(str, net.schedule))
+
+
+def _mico_optimiser() -> str:
+    from wsigraph.train.optim import LOOKAHEAD_ALPHA, LOOKAHEAD_K
+
+    return f"Lookahead(RAdam), k={LOOKAHEAD_K}, alpha={LOOKAHEAD_ALPHA}"
+
+
+# MiCo: the README of the paper (MICCAI 2025, ``../shared/papers``; its tables were not
+# reachable) and junjianli106/MiCo (models/MiCo.py, run_clustering.py, datasets/, utils/utils.py,
+# MyOptimizer/, Survival/*/MiCo.yaml, Cls/*/MiCo.yaml, splits/).
+_MP = "abstract / README"
+MICO: tuple[Choice, ...] = (
+    Choice(
+        "anchors",
+        f"cluster centroids serve as semantic anchors ({_MP})",
+        "one learnable [64, D] matrix shared by all slides, initialised from a k-means file "
+        "(models/MiCo.py cluster_centers)",
+        _mico_model("anchors"),
+        "official",
+        "the per-slide-centroid design is the row 'MiCo (per-slide anchors)'",
+        value="learned",
+    ),
+    Choice(
+        "k-means scope",
+        "not stated",
+        "first 20 feature files (sorted) of the whole dataset, test slides included "
+        "(run_clustering.py --n_files 20)",
+        fixed("first 20 training slides (sorted) of each fold, recomputed per fold"),
+        "ours",
+        "never a validation or test slide: the official scope lets test features shape the "
+        "initial anchors (a leak we do not copy)",
+    ),
+    Choice(
+        "k-means algorithm",
+        "not stated",
+        "faiss Clustering, 20 iterations, faiss's default init (run_clustering.py)",
+        lambda: f"scikit-learn KMeans (k-means++, seeded), {_mico('kmeans_iters')()} iterations",
+        "ours",
+        "faiss is not installed here; same iteration count, seeded so the fold is reproducible",
+    ),
+    Choice(
+        "clusters (anchors)",
+        "64 in the README's run_clustering.py command",
+        "64 (num_clusters, all configs)",
+        _mico("n_clusters"),
+        "both",
+        "fewer only when the fold's 20 training slides hold fewer instances (then one per "
+        "instance, with a warning)",
+        value=64,
+    ),
+    Choice(
+        "enhancer stages",
+        "not stated",
+        "3 (num_enhancers)",
+        _mico_model("n_layers"),
+        "official",
+        value=3,
+    ),
+    Choice(
+        "similarity",
+        "not stated",
+        "l2: -cdist(patch, anchor) (similarity_method='l2')",
+        _mico_model("similarity"),
+        "official",
+        value="l2",
+    ),
+    Choice(
+        "assignment scale",
+        "not stated",
+        "softmax(sim / similarity_scale), one learnable scalar shared by the 3 stages, init 1",
+        fixed("one learnable scalar per stage, init 1, clamped to >= 1e-2"),
+        "ours",
+        "identical at initialisation (tests/test_mico_official.py ties them to check the "
+        "official forward); per stage lets each stage sharpen on its own",
+    ),
+    Choice(
+        "hard assignment",
+        "not stated",
+        "False (hard=False; straight-through when True)",
+        _mico_model("hard"),
+        "official",
+        value=False,
+    ),
+    Choice(
+        "cluster reducer",
+        "Cluster Reducer consolidates anchors",
+        "MLP over the anchor axis, 64 -> 32 -> 16 -> 8 (ClusterReducer)",
+        _mico_schedule,
+        "official",
+        value="64 -> 32 -> 16 -> 8",
+    ),
+    Choice(
+        "embedding width",
+        "not stated",
+        "512 (embedding_dim)",
+        _mico_model("dim"),
+        "official",
+        "the demo runs 128 (44-d demo features)",
+        value=512,
+    ),
+    Choice("dropout", "not stated", "0.05 (drop)", _mico_model("dropout"), "official", value=0.05),
+    Choice(
+        "pooling",
+        "not stated",
+        "gated attention over all patches and the last 8 anchors, anchors appended once per "
+        "slide of the patient",
+        fixed("gated attention over all patches and the last 8 anchors, once per slide"),
+        "official",
+    ),
+    Choice(
+        "survival bins / loss",
+        "discrete-time survival",
+        "4 bins (n_classes: 4), NLLSurvLoss alpha_surv 0",
+        fixed("4 quantile bins of the uncensored times, NLL, alpha 0"),
+        "official",
+    ),
+    Choice(
+        "bags",
+        "not stated",
+        "survival: all slides of a patient (datasets/prog_data.py); subtyping: one slide "
+        "(datasets/cls_data.py)",
+        fixed("survival: all slides of a case pooled; subtyping: one slide"),
+        "official",
+    ),
+    Choice(
+        "folds",
+        "not stated in the README",
+        "4 fixed folds, train / val / test CSV per fold (splits/4foldcv, splits/4foldcls)",
+        _mico("folds"),
+        "official",
+        value=4,
+    ),
+    Choice(
+        "validation share",
+        "not stated",
+        "~20 % of the non-test cases (TCGA-BRCA fold 0: 153 of 772)",
+        _mico("val_fraction"),
+        "official",
+        value=0.2,
+    ),
+    Choice(
+        "split unit",
+        "not stated",
+        "survival: by case; subtyping: by slide (BRCA fold 0 puts 16 cases in train and test)",
+        fixed("by case, both tasks"),
+        "ours",
+        "a case never straddles train and test; the official subtyping CSVs leak some cases",
+    ),
+    Choice(
+        "checkpoint",
+        "not stated",
+        "best validation macro-F1 (subtyping) / lowest validation loss (survival), "
+        "ModelCheckpoint in utils/utils.py",
+        fixed("best validation macro-F1 (subtyping) / lowest validation loss (survival)"),
+        "official",
+    ),
+    Choice(
+        "early stopping",
+        "not stated",
+        "patience 8 on the checkpoint's monitor",
+        _mico("patience"),
+        "official",
+        value=8,
+    ),
+    Choice(
+        "optimiser",
+        "not stated",
+        "lookahead_radam: Lookahead(RAdam), k=6, alpha=0.5 (MyOptimizer/)",
+        _mico_optimiser,
+        "official",
+        value="Lookahead(RAdam), k=6, alpha=0.5",
+    ),
+    Choice(
+        "learning rate",
+        "not stated",
+        "2e-4",
+        _mico("lr"),
+        "official",
+        "demo only: the demo's 2e-3 on standardised features (train.mico.profile_protocol)",
+        value=2e-4,
+    ),
+    Choice(
+        "weight decay",
+        "not stated",
+        "1e-5, decoupled, none on biases and 1-D parameters (optim_factory.add_weight_decay)",
+        _mico("weight_decay"),
+        "official",
+        value=1e-5,
+    ),
+    Choice(
+        "bags per step",
+        "not stated",
+        "batch_size 1, grad_acc 2",
+        lambda: f"{_mico('batch_size')()} bag, {_mico('grad_accumulation')()} accumulated",
+        "official",
+        value="1 bag, 2 accumulated",
+    ),
+    Choice(
+        "epochs",
+        "not stated",
+        "200 (with early stopping)",
+        profile_value("epochs"),
+        "ours",
+        "the profile's epochs (tcga 50, demo 40) with the official early stopping",
+    ),
+    Choice(
+        "precision",
+        "not stated",
+        "fp16 (precision: 16)",
+        fixed("fp32"),
+        "ours",
+        "fp32 runs the same on CPU and GPU; the model is small",
+    ),
+    Choice(
+        "feature standardisation",
+        "not stated",
+        "none",
+        _mico("standardize"),
+        "official",
+        "demo only: z-scored with the training split's statistics (its features vary by ~0.06)",
+        value=False,
+    ),
+    Choice(
+        "features",
+        "CLAM-pipeline patch features (README 3.1)",
+        "CONCH v1.5, 768-d (dim_in: 768; feats-m20-s448-conch_v1_5)",
+        profile_value("encoder"),
+        "ours",
+        "CONCH weights are not reachable here: the tcga profile's encoder; the demo uses its "
+        "44-d filter-bank features",
+    ),
+    Choice(
+        "determinism",
+        "not stated",
+        "seed 2024, Lightning deterministic=True",
+        fixed("fold seed, one intra-op thread, deterministic algorithms"),
+        "ours",
+        "the thread count changed the last bits and then the checkpoint; now pinned",
+    ),
+    Choice(
+        "paper numbers",
+        "per-cohort tables not reachable (mean c-index 0.680 over 7 cohorts in the summary)",
+        "none",
+        fixed("paper cells stay '-'"),
+        "ours",
+        "never filled from anything but the paper",
+    ),
+)
+
 CHOICES: dict[str, tuple[Choice, ...]] = {
     "H2-MIL": H2MIL,
     "HIGT": HIGT,
     "Nuclei GCN": NUCLEI_GCN,
     "ABiG-Net": ABIGNET,
+    "MiCo": MICO,
 }
 
 # A lead sentence for tables whose "official code" column is not the paper's own code.

@@ -23,7 +23,8 @@ Cache file: a dict ``labels [N] int64, centroids [K', F] float32, n_clusters (re
 k (= K'), level, seed, backend, digest`` (``digest``: blake2b of the float32 feature bytes).
 
 Choices: scikit-learn ``KMeans`` with k-means++ init, ``n_init=1``, ``max_iter=20`` (the
-official Faiss k-means runs 20 iterations from one random init) and ``random_state=seed``; a
+official Faiss k-means runs 20 iterations from one random init), ``random_state=seed`` and one
+OpenMP thread (deterministic whatever the machine's thread count); a
 slide with fewer instances than clusters gets one cluster per instance (``K' = N``); a slide
 whose instances are not all distinct may end with fewer *distinct* clusters (scikit-learn's
 warning about it is silenced; labels stay in ``0 .. K'-1``). The two backends give different
@@ -102,8 +103,11 @@ def kmeans(
         labels = labels.cpu()
     else:
         from sklearn.cluster import KMeans
+        from threadpoolctl import threadpool_limits
 
-        with warnings.catch_warnings():
+        # one OpenMP thread: scikit-learn merges its threads' partial sums in the order they
+        # finish, so more threads can give other centroids (and labels) from run to run
+        with warnings.catch_warnings(), threadpool_limits(1):
             warnings.filterwarnings("ignore", message="Number of distinct clusters")
             km = KMeans(n_clusters=k, n_init=1, max_iter=max_iter, random_state=seed)
             labels = torch.from_numpy(km.fit_predict(x.cpu().double().numpy()).astype(np.int64))

@@ -8,6 +8,11 @@ the level; written by :func:`wsigraph.data.clusters.attach_clusters` from the pe
 cache), they are the anchors' clusters; otherwise each slide is clustered inside the model with
 :func:`wsigraph.nn.mil.bag_kmeans`.
 
+It also reads *bags* (no ``level``; every node an instance): the patient bags and slide bags
+of :mod:`wsigraph.train.mico`, which runs the row "MiCo" as its authors did (``anchors="learned"``,
+anchors k-means-initialised per fold on training slides, Lookahead-RAdam, 4 folds of the cases);
+``anchors="slide"`` is our variant "MiCo (per-slide anchors)" (:data:`ROW_CONFIGS`).
+
 For survival, build it (like any registered model) with ``n_classes = n_bins``: the logits are
 the discrete-time hazard logits (:mod:`wsigraph.train.survival`).
 """
@@ -73,10 +78,18 @@ class MiCo(nn.Module):
         self.net = MiCoMIL(in_dim, n_classes, anchor_init=init, **options)
 
     def inputs(self, data) -> tuple[Tensor, Tensor, int, Tensor | None]:
-        """Instances of ``level``: ``x [N_l, F]``, slide ``[N_l]``, slide count, cluster or ``None``."""
+        """Instances of ``level``: ``x [N_l, F]``, slide ``[N_l]``, slide count, cluster or ``None``.
+
+        A batch of *bags* (:func:`wsigraph.train.mico.patient_bags` / ``slide_bags``: no
+        ``level``) is taken as it is: every node is an instance."""
+        cluster = getattr(data, CLUSTER_KEY, None)
+        if getattr(data, "level", None) is None:
+            batch = getattr(data, "batch", None)
+            if batch is None:
+                batch = torch.zeros(data.num_nodes, dtype=torch.long, device=data.x.device)
+            return data.x, batch, int(getattr(data, "num_graphs", 1)), cluster
         p = from_batch(data)
         keep = p.level == self.config.level
-        cluster = getattr(data, CLUSTER_KEY, None)
         if cluster is not None:
             cluster = cluster[keep]
             if cluster.numel() and int(cluster.min()) < 0:
@@ -87,10 +100,13 @@ class MiCo(nn.Module):
         return p.x[keep], p.batch[keep], p.num_graphs, cluster
 
     def forward(self, data) -> Tensor:
-        return self.net(*self.inputs(data))  # [B, C]
+        return self.outputs(data)["logits"]  # [B, C]
 
     def outputs(self, data) -> dict[str, Tensor]:
-        return self.net.outputs(*self.inputs(data))
+        """:meth:`MiCoMIL.outputs`; a patient bag's last anchors join its tokens once per slide
+        (``n_slides``), as the official survival forward does."""
+        copies = getattr(data, "n_slides", None) if self.config.anchors == "learned" else None
+        return self.net.outputs(*self.inputs(data), copies=copies)
 
     def training_loss(self, data, weight: Tensor | None = None) -> Tensor:
         """Cross-entropy of the logits (MiCo has no auxiliary loss)."""
@@ -103,6 +119,10 @@ class MiCo(nn.Module):
 # What the MiCo notebook (09_mico) runs: table row names of our models, which of our datasets
 # stands in for which column of the paper's tables, and MiCo's size per profile.
 TABLE_ROWS = {"abmil": "ABMIL", "clam-sb": "CLAM-SB", "dsmil": "DS-MIL", "mico": "MiCo"}
+# The two MiCo rows: "MiCo" is the official model (learned anchors shared by every slide,
+# k-means-initialised per fold on training slides, wsigraph.train.mico); the per-slide-centroid
+# design is our variant.
+ROW_CONFIGS = {"MiCo": {"anchors": "learned"}, "MiCo (per-slide anchors)": {"anchors": "slide"}}
 STAND_INS = {
     "mico_table1": {"esca": "nsclc", "kica": "brca"},  # adeno vs squamous ~ LUAD vs LUSC
     "mico_table2": {"kica": "kirp", "esca": None},  # KIRP+KICH ~ KIRP; ESCA not in the paper

@@ -266,8 +266,10 @@ class MiCoMIL(_MIL):
           anchors are each slide's own cluster centroids; ``"learned"`` is the official code.
         * In ``"slide"`` mode the reducer is content-based (Eq. 4, order-invariant); the
           official index-based MLP (Eq. 3) is used in ``"learned"`` mode only.
-        * The official code stacks the patches of all slides of a *patient* before pooling in
-          survival; our unit is the slide (one diagnostic slide per case in our cohorts).
+        * The official survival code routes each slide of a *patient* separately and pools all
+          their tokens; routing is per instance, so a patient bag (all its slides' instances,
+          :func:`wsigraph.train.mico.patient_bags`) with the last anchors appended once per
+          slide (``copies``) is the same computation.
         * Dropout default 0.05 (the official configs' ``drop``); the official attention MLP
           also drops after its tanh/sigmoid branches, kept here.
 
@@ -362,11 +364,20 @@ class MiCoMIL(_MIL):
         return s, mask, cluster
 
     def outputs(
-        self, x: Tensor, batch: Tensor, num_bags: int, cluster: Tensor | None = None
+        self,
+        x: Tensor,
+        batch: Tensor,
+        num_bags: int,
+        cluster: Tensor | None = None,
+        copies: Tensor | None = None,
     ) -> dict[str, Tensor]:
         """``logits [B, C]``; ``attention`` over the tokens ``[N + B K_L]`` (instances first,
         then each bag's last anchors), ``token_batch``, the instance ``cluster [N]`` (-1 with
-        learned anchors) and the first layer's ``assignment [N, K]`` (if ``n_layers > 0``)."""
+        learned anchors) and the first layer's ``assignment [N, K]`` (if ``n_layers > 0``).
+
+        ``copies [B]`` (optional, default 1): how many times each bag's last anchors join its
+        tokens -- the official survival forward runs every slide of a patient separately and
+        appends the (shared) anchors once per slide."""
         s, mask, cluster = self.slide_anchors(x, batch, num_bags, cluster)
         h = self.patch_proj(x)  # [N, D]
         c = self.anchor_proj(s)  # [B, K, D]
@@ -379,8 +390,12 @@ class MiCoMIL(_MIL):
         k_last = c.size(1)
         anchor_batch = torch.arange(num_bags, device=x.device).repeat_interleave(k_last)
         keep = mask.flatten()
-        tokens = torch.cat([h, c.flatten(0, 1)[keep]])  # [T, D]
-        token_batch = torch.cat([batch, anchor_batch[keep]])  # [T]
+        c_tok, c_batch = c.flatten(0, 1)[keep], anchor_batch[keep]
+        if copies is not None:
+            rep = copies.to(x.device).long().view(-1)[c_batch]
+            c_tok, c_batch = c_tok.repeat_interleave(rep, 0), c_batch.repeat_interleave(rep)
+        tokens = torch.cat([h, c_tok])  # [T, D]
+        token_batch = torch.cat([batch, c_batch])  # [T]
         t = self.token_norm(self.token_proj(tokens))
         score = self.attention_w(self.attention_V(t) * self.attention_U(t)).squeeze(-1)  # [T]
         a = softmax(score, token_batch, num_nodes=num_bags)
