@@ -483,3 +483,21 @@ def test_annotated_tiles_without_and_with_the_shared_data(shared_extra):
     assert sorted(every) == sorted(MONUSEG_ORGANS) and "7 organs" in note
     for name, (image, inst) in every.items():
         assert image.shape == (1000, 1000, 3) and inst.shape == (1000, 1000), name
+
+
+def test_rescale_tile_and_segment_at_half_scale():
+    from wsigraph.data.nuclei_seg import rescale_tile
+
+    inst = np.zeros((40, 60), int)
+    inst[disk((20, 20), 8)], inst[disk((20, 42), 8)] = 3, 7
+    image = np.where(inst[..., None] > 0, 40, 230).astype(np.uint8).repeat(3, axis=2)
+    small, small_inst = rescale_tile(image, inst, 0.5)
+    assert small.shape == (20, 30, 3) and small.dtype == np.uint8 and small_inst.shape == (20, 30)
+    assert set(np.unique(small_inst)) == {0, 3, 7}
+    assert ((small.mean(axis=2) < 135) == (small_inst > 0)).mean() > 0.9
+    assert rescale_tile(image, None, 0.5)[1] is None
+    with pytest.raises(ValueError, match="positive"):
+        rescale_tile(image, inst, 0.0)
+    torch.manual_seed(0)
+    model = UNet(UNetConfig(base=4, depth=2, out_channels=4)).eval()
+    assert segment(model, image, tile=32, overlap=8, scale=0.5).shape == (40, 60)

@@ -35,6 +35,7 @@ from wsigraph.data.nuclei_seg import (
     dice,
     f1_at_iou,
     load_unet,
+    rescale_tile,
     save_unet,
     segment,
     train_unet,
@@ -277,6 +278,7 @@ def unet_method(
     seed: int = 0,
     device: str = "auto",
     marker_threshold: float = 0.5,
+    scale: float = 1.0,
 ) -> Method:
     """A UNet trained with :func:`train_unet` (augmentation on, square-root class weights,
     cosine learning rate, ``steps`` steps as 10 epochs of ``steps // 10``), its weights
@@ -288,6 +290,9 @@ def unet_method(
         steps: optimiser steps.
         lr, patch, batch_size, seed, device: as in :func:`train_unet`.
         marker_threshold: for :func:`segment` on 4-output models.
+        scale: the UNet trains and predicts on tiles resized by ``scale`` (``0.5``: 40x
+            tiles seen at 20x, a quarter of the pixels; instances are still cut at full
+            resolution, see :func:`segment`) (default ``1.0``).
     """
     cache = Path(cache_dir)
     epochs = 10 if steps >= 10 else 1
@@ -297,9 +302,11 @@ def unet_method(
         if path.is_file():
             model = load_unet(path, device=device)
         else:
-            names = sorted(train)
+            pairs = [
+                rescale_tile(*train[n], scale) if scale != 1 else train[n] for n in sorted(train)
+            ]
             model = train_unet(
-                [train[n][0] for n in names], [train[n][1] for n in names], cfg,
+                [p[0] for p in pairs], [p[1] for p in pairs], cfg,
                 epochs=epochs, steps_per_epoch=max(1, steps // epochs), lr=lr, patch=patch,
                 batch_size=batch_size, seed=seed, device=device, progress=False,
                 augment=True, class_weights="sqrt", schedule="cosine",
@@ -307,7 +314,7 @@ def unet_method(
             save_unet(model, path)
 
         def run(image: np.ndarray) -> np.ndarray:
-            return segment(model, image, marker_threshold=marker_threshold)
+            return segment(model, image, marker_threshold=marker_threshold, scale=scale)
 
         run.model = model
         run.settings = {"weights": path.name}
