@@ -501,3 +501,30 @@ def test_rescale_tile_and_segment_at_half_scale():
     torch.manual_seed(0)
     model = UNet(UNetConfig(base=4, depth=2, out_channels=4)).eval()
     assert segment(model, image, tile=32, overlap=8, scale=0.5).shape == (40, 60)
+
+
+def test_unet_method_picks_post_processing_on_training_tiles_only(tmp_path, monkeypatch):
+    import wsigraph.data.nuclei_loo as loo
+
+    tiles, organs = _toy_tiles()
+    train = {n: tiles[n] for n in tiles if organs[n] != "c"}
+    scored = []
+
+    def spy_aji(pred, truth):
+        scored.append(truth)
+        return float(pred.max() > 0)
+
+    monkeypatch.setattr(loo, "aji", spy_aji)
+    grid = [{"marker_threshold": 0.5, "min_size": 10}, {"marker_threshold": 0.6, "min_size": 5}]
+    fit = loo.unet_method(
+        tmp_path, UNetConfig(base=4, depth=2, out_channels=4), steps=2, patch=32, device="cpu",
+        scale=0.5, post_grid=grid,
+    )  # fmt: skip
+    seg = fit(train, "c")
+    assert (tmp_path / "unet_c.pt").is_file()
+    assert len(scored) == len(grid) * len(train)
+    assert all(any(t is truth for _, truth in train.values()) for t in scored)
+    assert seg.settings["weights"] == "unet_c.pt" and seg.settings["marker_threshold"] in (0.5, 0.6)
+    assert seg(tiles["t4"][0]).shape == (40, 40)
+    again = fit(train, "c")  # weights read back, not retrained
+    assert again.train_seconds == seg.train_seconds

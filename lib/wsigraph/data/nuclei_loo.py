@@ -34,10 +34,11 @@ from wsigraph.data.nuclei_seg import (
     count_error,
     dice,
     f1_at_iou,
+    instances_from_probabilities,
     load_unet,
+    predict_at_scale,
     rescale_tile,
     save_unet,
-    segment,
     train_unet,
 )
 from wsigraph.io import atomic_path, content_digest, write_text
@@ -268,6 +269,13 @@ def _classical(kwargs: dict) -> Segment:
     return run
 
 
+#: The UNet's post-processing grid: distance level of the watershed markers and the speck
+#: size removed (chosen per fold on the training tiles, like the classical fallback's).
+UNET_POST_GRID: tuple[dict, ...] = tuple(
+    {"marker_threshold": t, "min_size": m} for t in (0.4, 0.55, 0.7) for m in (10, 40, 80)
+)
+
+
 def unet_method(
     cache_dir: str | os.PathLike,
     cfg: UNetConfig,
@@ -277,25 +285,30 @@ def unet_method(
     batch_size: int = 4,
     seed: int = 0,
     device: str = "auto",
-    marker_threshold: float = 0.5,
     scale: float = 1.0,
+    post_grid: Sequence[dict] = UNET_POST_GRID,
 ) -> Method:
     """A UNet trained with :func:`train_unet` (augmentation on, square-root class weights,
     cosine learning rate, ``steps`` steps as 10 epochs of ``steps // 10``), its weights
-    cached per fold as ``<cache_dir>/unet_<fold>.pt``.
+    cached per fold as ``<cache_dir>/unet_<fold>.pt``, and its post-processing chosen from
+    ``post_grid`` on the training tiles.
 
     Args:
         cache_dir: where the fold weights live (use one folder per setting).
         cfg: the :class:`UNetConfig` (``out_channels=4`` for the distance output).
         steps: optimiser steps.
         lr, patch, batch_size, seed, device: as in :func:`train_unet`.
-        marker_threshold: for :func:`segment` on 4-output models.
+        post_grid: keyword sets (``marker_threshold``, ``min_size``) for
+            :func:`instances_from_probabilities`; the one with the best mean AJI on the
+            fold's *training* tiles is used (default :data:`UNET_POST_GRID`; one entry
+            means no choice).
         scale: the UNet trains and predicts on tiles resized by ``scale`` (``0.5``: 40x
             tiles seen at 20x, a quarter of the pixels; instances are still cut at full
             resolution, see :func:`segment`) (default ``1.0``).
     """
     cache = Path(cache_dir)
     epochs = 10 if steps >= 10 else 1
+    grid = list(post_grid)
 
     def fit(train: Tiles, fold: str) -> Segment:
         path = cache / f"unet_{fold}.pt"
@@ -313,11 +326,27 @@ def unet_method(
             )  # fmt: skip
             save_unet(model, path)
 
+        def outputs(image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+            prob = predict_at_scale(model, image, scale)
+            return prob[:3], (prob[3] if len(prob) == 4 else None)
+
+        best = grid[0]
+        if len(grid) > 1:
+            means = np.zeros(len(grid))
+            for name in sorted(train):
+                image, truth = train[name]
+                prob, distance = outputs(image)
+                for k, kwargs in enumerate(grid):
+                    pred = instances_from_probabilities(prob, distance=distance, **kwargs)
+                    means[k] += aji(pred, truth) / len(train)
+            best = grid[int(np.argmax(means))]
+
         def run(image: np.ndarray) -> np.ndarray:
-            return segment(model, image, marker_threshold=marker_threshold, scale=scale)
+            prob, distance = outputs(image)
+            return instances_from_probabilities(prob, distance=distance, **best)
 
         run.model = model
-        run.settings = {"weights": path.name}
+        run.settings = {"weights": path.name, **best}
         run.train_seconds = float(getattr(model, "train_seconds", float("nan")))
         return run
 

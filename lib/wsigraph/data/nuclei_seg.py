@@ -627,18 +627,25 @@ def segment(
     Returns:
         ``[H, W]`` int32 instance labels 1..n, 0 = background.
     """
-    if scale == 1.0:
-        prob = predict_probabilities(model, image, tile=tile, overlap=overlap)
-    else:
-        small, _ = rescale_tile(image, None, scale)
-        prob = predict_probabilities(model, small, tile=tile, overlap=overlap)
-        x = torch.from_numpy(prob)[None]  # [1, C, h, w]
-        prob = F.interpolate(x, size=image.shape[:2], mode="bilinear")[0].numpy()
+    prob = predict_at_scale(model, image, scale, tile=tile, overlap=overlap)
     distance = prob[3] if len(prob) == 4 else None
     return instances_from_probabilities(
         prob[:3], threshold=threshold, min_size=min_size, distance=distance,
         marker_threshold=marker_threshold,
     )  # fmt: skip
+
+
+def predict_at_scale(
+    model: UNet, image: np.ndarray, scale: float = 1.0, tile: int = 512, overlap: int = 64
+) -> np.ndarray:
+    """:func:`predict_probabilities` of the image resized by ``scale`` (:func:`rescale_tile`),
+    resized back (bilinear) to the image's ``[C, H, W]``."""
+    if scale == 1.0:
+        return predict_probabilities(model, image, tile=tile, overlap=overlap)
+    small, _ = rescale_tile(image, None, scale)
+    prob = predict_probabilities(model, small, tile=tile, overlap=overlap)
+    x = torch.from_numpy(prob)[None]  # [1, C, h, w]
+    return F.interpolate(x, size=image.shape[:2], mode="bilinear")[0].numpy()
 
 
 def rescale_tile(
