@@ -426,6 +426,7 @@ def segmentation_stage(
     steps: int,
     folds: Sequence[str] | None = None,
     classical_grid: Sequence[dict] = CLASSICAL_GRID,
+    unet_post_grid: Sequence[dict] = UNET_POST_GRID,
     score_train: bool | int = True,
     seed: int = 0,
     device: str = "auto",
@@ -447,13 +448,22 @@ def segmentation_stage(
     settings = {
         "unet": asdict(unet_cfg), "steps": steps, "seed": seed, "unet_kwargs": unet_kwargs,
         "classical_grid": [dict(g) for g in classical_grid], "tiles": sorted(tiles),
+        "unet_post_grid": [dict(g) for g in unet_post_grid], "version": 2,
         "organs": [organs[n] for n in sorted(tiles)], "score_train": score_train,
     }  # fmt: skip
     cache = Path(work_dir) / f"loo_{content_digest(settings)}"
     cache.mkdir(parents=True, exist_ok=True)
     write_text(cache / "settings.json", json.dumps(settings, indent=1, default=str) + "\n")
     methods = {
-        "UNet": unet_method(cache, unet_cfg, steps, seed=seed, device=device, **unet_kwargs),
+        "UNet": unet_method(
+            cache,
+            unet_cfg,
+            steps,
+            seed=seed,
+            device=device,
+            post_grid=unet_post_grid,
+            **unet_kwargs,
+        ),
         "classical fallback": classical_method(classical_grid),
     }
     rows = leave_one_organ_out(tiles, organs, methods, cache, folds, score_train, progress)
