@@ -838,6 +838,35 @@ MUTATIONS: list[Mutation] = [
         "        if True:",
         ("tests/test_selection.py::test_mico_fold_selects_on_validation_and_tests_once",),
     ),
+    # ---- nuclei segmentation that generalises (issue 16) --------------------------------------
+    M(
+        "nucseg-loo-trains-on-held-out-organ",
+        "lib/wsigraph/data/nuclei_loo.py",
+        "            train = {n: tiles[n] for n in names if organs[n] != organ}",
+        "            train = {n: tiles[n] for n in names}",
+        ("tests/test_nuclei_seg.py::test_leave_one_organ_out_never_trains_on_the_held_out_organ",),
+    ),
+    M(
+        "nucseg-f1-iou-at-least-half",
+        "lib/wsigraph/data/nuclei_seg.py",
+        "    tp = int((inter / union > iou).sum())",
+        "    tp = int((inter / union >= iou).sum())",
+        ("tests/test_nuclei_seg.py::test_f1_and_count_error_hand_computed",),
+    ),
+    M(
+        "nucseg-distance-target-rim-at-zero",
+        "lib/wsigraph/data/nuclei_seg.py",
+        "    edt = ndimage.distance_transform_edt(inside) + (instances > 0)",
+        "    edt = ndimage.distance_transform_edt(inside)",
+        ("tests/test_nuclei_seg.py::test_distance_target_on_a_tiny_square",),
+    ),
+    M(
+        "nucseg-augment-flips-mask-other-axis",
+        "lib/wsigraph/data/nuclei_seg.py",
+        "        img, inst = img[:, ::-1], inst[:, ::-1]",
+        "        img, inst = img[:, ::-1], inst[::-1, :]",
+        ("tests/test_nuclei_seg.py::test_augmented_crop_keeps_image_and_mask_aligned",),
+    ),
 ]
 
 

@@ -126,9 +126,9 @@ ONE_RUN = [
     "typing",
 ]
 QUICK = ["-p", "folds", "2", "-p", "epochs", "2", "-p", "executor", "serial"]
-# 07-09 at toy sizes: a one-epoch UNet, 6 tiles / ROIs per class.
+# 07-09 at toy sizes: a one-epoch UNet of 10 steps, 6 tiles / ROIs per class.
 PAPERS = [
-    "-p", "unet_epochs", "1", "-p", "tiles_per_class", "6",
+    "-p", "unet_epochs", "1", "-p", "unet_steps_per_epoch", "10", "-p", "tiles_per_class", "6",
     "-p", "n_per_class", '{"crc3": 6, "crc2": 6, "melanoma": 6}',
 ]  # fmt: skip
 
@@ -165,6 +165,8 @@ def test_every_notebook_executes_with_tiny_parameters(tmp_path, monkeypatch):
     assert "94.00" in nuclei and "not run yet" not in nuclei  # RSF's BACH accuracy, printed 94%
     seg = pd.read_csv(results / "tables" / "nuclei_segmentation.csv")
     assert set(seg["split"]) == {"train", "held out"} and seg["dice"].between(0, 1).all()
+    assert set(seg["method"]) == {"UNet", "classical fallback"} and seg["chosen"].any()
+    assert "mean over organs" in set(seg["organ"]) and seg["f1"].between(0, 1).all()
     abignet = (results / "tables" / "abignet_table.md").read_text()
     assert "97.33 ± 1.15" in abignet and "not run yet" not in abignet
     for fig in ("nuclei_fig2_graphs.png", "nuclei_fig3_importance.png", "abignet_graph.png"):
