@@ -129,6 +129,8 @@ from skimage.feature import graycomatrix, graycoprops
 from skimage.measure import regionprops_table
 from tqdm.auto import tqdm
 
+from wsigraph.graphs.orientation import check_label_map
+
 __all__ = [
     "CELL_GRAPH_FEATURES",
     "FEATURE_NAMES",
@@ -278,29 +280,12 @@ def nucleus_properties(
         ``[n, 12]`` float64 in the order of :data:`PROPERTY_NAMES`; rows in ascending label
         order.
     """
-    labels = np.asarray(labels)
-    if labels.ndim != 2 or not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(
-            f"'labels' must be a 2-D integer array, got shape {labels.shape} "
-            f"and dtype {labels.dtype}"
-        )
-    if labels.size and labels.min() < 0:
-        raise ValueError(f"labels must be >= 0 (0 = background), got {labels.min()}")
+    labels = check_label_map(labels, "labels")
     grey = None if image is None else _grey(image, labels.shape)
     props = regionprops_table(labels, properties=_REGIONPROPS + ("bbox",))
     n = len(props["label"])
     centroids = np.stack([props["centroid-1"], props["centroid-0"]], 1).reshape(n, 2)
-    columns = [
-        props[k]
-        for k in (
-            "area",
-            "axis_major_length",
-            "axis_minor_length",
-            "perimeter",
-            "eccentricity",
-            "equivalent_diameter_area",
-        )
-    ]
+    columns = [props[k] for k in _REGIONPROPS[2:]]  # the six shape columns
     intensity = np.zeros((n, 6))
     if grey is not None and n:
         index = np.searchsorted(props["label"], labels[labels > 0])

@@ -151,6 +151,24 @@ FEATURE_NAMES = (
 )
 
 
+def check_label_map(labels, name: str = "labels") -> np.ndarray:
+    """``labels`` as an array, checked to be an instance label map: 2-D, integer, >= 0
+    (0 = background).
+
+    Raises:
+        ValueError: naming ``name``, the shape and dtype, or the negative label.
+    """
+    labels = np.asarray(labels)
+    if labels.ndim != 2 or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(
+            f"{name!r} must be a 2-D integer array, got shape {labels.shape} "
+            f"and dtype {labels.dtype}"
+        )
+    if labels.size and labels.min() < 0:
+        raise ValueError(f"{name!r} labels must be >= 0 (0 = background), got {labels.min()}")
+    return labels
+
+
 def nuclei_orientations(instances: np.ndarray) -> pd.DataFrame:
     r"""Returns the position, orientation and shape of every nucleus of an instance mask.
 
@@ -169,14 +187,7 @@ def nuclei_orientations(instances: np.ndarray) -> pd.DataFrame:
     Raises:
         ValueError: If ``instances`` is not a non-negative 2-D integer array.
     """
-    instances = np.asarray(instances)
-    if instances.ndim != 2 or not np.issubdtype(instances.dtype, np.integer):
-        raise ValueError(
-            f"'instances' must be a 2-D integer array, got shape {instances.shape} "
-            f"and dtype {instances.dtype}"
-        )
-    if instances.size and instances.min() < 0:
-        raise ValueError(f"instance labels must be >= 0 (0 = background), got {instances.min()}")
+    instances = check_label_map(instances, "instances")
     props = regionprops_table(
         instances,
         properties=(
