@@ -31,14 +31,17 @@ def block(table_id: str, metric: str, profile: str = "demo") -> str:
 
     df = pd.read_csv(ROOT / "results" / profile / "tables" / f"{table_id}.csv", dtype=str)
     df = df.fillna("")
-    label = f"ours ({profile})"
-    ours = [c for c in df.columns if c.endswith(f" [{label}]")]
-    row_header = df.columns[df.columns.get_loc(ours[0]) - 1]
+    # "[ours (demo)]", or with the run's size in it, e.g. "[ours (demo, 10 it.)]"
+    label = re.compile(rf" \[(ours \({re.escape(profile)}(?:, [^\]]*)?\))\]$")
+    ours = [(c, m) for c in df.columns if (m := label.search(c))]
+    if not ours:
+        raise ValueError(f"{table_id}: no '[ours ({profile}...)]' column in its CSV")
+    row_header = df.columns[df.columns.get_loc(ours[0][0]) - 1]
     out = pd.DataFrame({row_header: df[row_header]})
-    for col in ours:
-        head = col.removesuffix(f" [{label}]")
+    for col, m in ours:
+        head = col[: m.start()]
         if metric == "all" or metric in head.split():
-            out[f"{head}: {label} / paper"] = df[col] + " / " + df[f"{head} [paper]"]
+            out[f"{head}: {m.group(1)} / paper"] = df[col] + " / " + df[f"{head} [paper]"]
     return markdown_grid(out)
 
 

@@ -4,6 +4,8 @@ import importlib.util
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -30,3 +32,18 @@ def test_a_changed_number_is_noticed():
     first = script.BLOCK.search(text)
     stale = text[: first.start(4)] + first.group(4).replace(" / ", " /  ", 1) + text[first.end(4) :]
     assert script.regenerate(stale) == text
+
+
+def test_a_labelled_run_size_is_kept_and_a_table_without_ours_is_named(tmp_path, monkeypatch):
+    script = _script()
+    tables = tmp_path / "results" / "demo" / "tables"
+    tables.mkdir(parents=True)
+    (tables / "t.csv").write_text(
+        'Method,"Acc [ours (demo, 10 it.)]",Acc [paper]\nA,50.00 ± 1.00,97.33 ± 1.15\n'
+    )
+    (tables / "bare.csv").write_text("Method,Acc [paper]\nA,97.33\n")
+    monkeypatch.setattr(script, "ROOT", tmp_path)
+    grid = script.block("t", "all")
+    assert "Acc: ours (demo, 10 it.) / paper" in grid and "50.00 ± 1.00 / 97.33 ± 1.15" in grid
+    with pytest.raises(ValueError, match="bare: no"):
+        script.block("bare", "all")
