@@ -343,3 +343,46 @@ def test_run_all_names_failed_slides_on_the_terminal(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "run_all: 02_tiles_features: slide b failed: b.tif: truncated" in err
     assert "slide a" not in err and "1 slide(s) failed" in err
+
+
+# Slide sizes of the demo cohort ---------------------------------------------------------------
+def test_a_too_small_slide_size_says_the_minimum(tmp_path):
+    from wsigraph.data.synthetic import make_demo_cohort
+    from wsigraph.profiles import get_profile
+
+    demo = get_profile("demo")
+    assert demo.min_slide_side == 64 * 20 // 5  # one 64 px patch at 5x of a 20x slide
+    for size in ([100, 100], [256, 255], (1000, 200)):
+        with pytest.raises(ValueError, match=r"too small: each side must be at least 256 px"):
+            demo.with_demo_size(slide_size=size)
+    for size in ([768], "768", [768.0, 512]):
+        with pytest.raises(ValueError, match=r"slide_size must be \[width, height\]"):
+            demo.with_demo_size(slide_size=size)
+    with pytest.raises(ValueError, match=r"at least 256 px"):  # the API path too
+        make_demo_cohort(demo.with_overrides(slide_size=(100, 100)), tmp_path, progress=False)
+    with pytest.raises(ValueError, match="n_slides must be a whole number >= 4"):
+        demo.with_demo_size(n_slides="abc")
+
+
+def test_the_smallest_slide_size_makes_slides_that_tile(tmp_path):
+    from wsigraph.data.features import plan_slide
+    from wsigraph.data.slides import Slide
+    from wsigraph.data.synthetic import make_demo_cohort
+    from wsigraph.profiles import get_profile
+
+    demo = get_profile("demo")
+    side = demo.min_slide_side
+    tiny = demo.with_demo_size(n_slides=4, slide_size=[side, side])
+    manifest = make_demo_cohort(tiny, tmp_path, progress=False, workers=1)
+    settings = TilingSettings(
+        magnifications=demo.magnifications,
+        patch_size=demo.patch_size,
+        thumbnail_side=demo.thumbnail_side,
+        min_tissue=demo.min_tissue,
+        rgb_var_threshold=demo.rgb_var_threshold,
+    )
+    for path in manifest["path"]:
+        with Slide(path) as s:
+            assert s.dimensions == (side, side)
+            counts = plan_slide(s, settings)[0].counts()
+        assert counts["5x"] == 1 and counts["10x"] >= 1, (path, counts)

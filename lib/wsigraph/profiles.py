@@ -24,6 +24,8 @@ Experiment knobs a reader changes per run live in each notebook's ``parameters``
 
 from __future__ import annotations
 
+import math
+import numbers
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -113,12 +115,17 @@ class Profile:
         """A demo profile with ``n_slides`` per dataset (class ratios kept) and/or a slide size.
 
         Used by notebooks' parameters (``n_slides``, ``slide_size``) for quick runs and tests.
+
+        Raises:
+            ValueError: ``n_slides`` below 4, or a ``slide_size`` the tiling cannot use (see
+                :meth:`check_slide_size`).
         """
         out = self
         if n_slides is not None:
-            if n_slides < 4:
+            if not _whole(n_slides) or n_slides < 4:
                 raise ValueError(
-                    f"n_slides must be >= 4 so both classes of both tasks exist, got {n_slides}"
+                    "n_slides must be a whole number >= 4 so both classes of both tasks exist, "
+                    f"got {n_slides!r}"
                 )
 
             def scaled(k: int, n: int) -> int:
@@ -137,8 +144,34 @@ class Profile:
                 ),
             )
         if slide_size is not None:
-            out = replace(out, slide_size=(int(slide_size[0]), int(slide_size[1])))
+            out = replace(out, slide_size=self.check_slide_size(slide_size))
         return out
+
+    @property
+    def min_slide_side(self) -> int:
+        """Smallest side, in level-0 px, of a synthetic slide the tiling can use: one patch at
+        the coarsest magnification (demo: a 64 px patch at 5x is 256 px of the 20x level 0)."""
+        return math.ceil(self.patch_size * self.slide_base_mag / min(self.magnifications))
+
+    def check_slide_size(self, slide_size) -> tuple[int, int]:
+        """``slide_size`` as ``(width, height)`` after checking it is two whole numbers of at
+        least :attr:`min_slide_side` px (the message says the minimum and why)."""
+        ok = isinstance(slide_size, list | tuple) and len(slide_size) == 2
+        if not ok or not all(_whole(v) for v in slide_size):
+            raise ValueError(
+                f"slide_size must be [width, height] in level-0 px, two whole numbers, got "
+                f"{slide_size!r}"
+            )
+        least = self.min_slide_side
+        if min(slide_size) < least:
+            raise ValueError(
+                f"slide_size {list(slide_size)} is too small: each side must be at least {least} "
+                f"px, one {self.patch_size} px patch at {min(self.magnifications):g}x (the "
+                f"coarsest magnification) on the slides' {self.slide_base_mag:g}x level 0; "
+                f"[{2 * least}, {2 * least}] gives a pyramid of 2 x 2 patches at "
+                f"{min(self.magnifications):g}x"
+            )
+        return int(slide_size[0]), int(slide_size[1])
 
     def with_overrides(self, **values) -> Profile:
         """A copy with some fields replaced; unknown names raise a clear error."""
@@ -147,6 +180,10 @@ class Profile:
             allowed = ", ".join(sorted(self.__dataclass_fields__))
             raise ValueError(f"unknown profile setting(s) {unknown}; allowed: {allowed}")
         return replace(self, **values)
+
+
+def _whole(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 #: The repository's own small real fixtures (origins and licences in ``data/README.md``).

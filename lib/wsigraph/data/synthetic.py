@@ -279,11 +279,16 @@ def make_demo_cohort(
     Slides are rendered by ``workers`` processes (default: one per CPU core). A slide already on
     disk is kept when it opens, decodes and carries the spec's seed; otherwise it is rewritten.
 
+    Raises:
+        ValueError: a ``profile.slide_size`` smaller than the tiling needs (the message says the
+            minimum, :attr:`~wsigraph.profiles.Profile.min_slide_side`).
+
     Returns:
         The manifest: one row per slide with ``slide_id, dataset, path, typing, staging``, the
         class names, and the generator's hidden values (prefixed ``gen_``) for inspection.
     """
     out_dir = Path(out_dir) if out_dir is not None else profile.slides_dir
+    size = profile.check_slide_size(profile.slide_size)
     specs = [
         spec
         for d in profile.demo_datasets
@@ -293,7 +298,7 @@ def make_demo_cohort(
             d.typing_minority,
             d.staging_minority,
             d.seed,
-            size=profile.slide_size,
+            size=size,
             base_mag=profile.slide_base_mag,
             mpp=profile.slide_mpp,
             cell=_lattice_cell(profile),
@@ -402,6 +407,10 @@ def _tumour_map(rng: np.random.Generator, tissue: np.ndarray, spec: SlideSpec) -
     h, w, c = spec.height, spec.width, spec.cell
     gh, gw = -(-h // c), -(-w // c)
     cell_tissue = ndimage.zoom(tissue.astype(float), (gh / h, gw / w), order=1)[:gh, :gw] > 0.5
+    if not cell_tissue.any():  # <= 2 cells a side: the zoom samples only the slide's corners
+        padded = np.pad(tissue, ((0, gh * c - h), (0, gw * c - w)))
+        fraction = padded.reshape(gh, c, gw, c).mean(axis=(1, 3))
+        cell_tissue = fraction >= 0.5 * fraction.max()
     idx = np.flatnonzero(cell_tissue)
     n_tumour = max(1, round(spec.tumour_fraction * len(idx)))
     n_scattered = round(spec.infiltration * n_tumour)
