@@ -65,6 +65,74 @@ def test_list_and_unknown_notebook(fake_notebooks, capsys):
         pipeline.main(["--only", "07"])
 
 
+TYPED = (
+    "profile = 'demo'\nx = 1\nr = 0.5\nflag = False\nnames = ['a']\nopts = {'a': 1}\n"
+    "folds = None\nanything = None\nexpr = list(range(2))"
+)
+
+
+@pytest.mark.parametrize(
+    "name, text, expected",
+    [
+        ("x", "abc", "expects a whole number for x (default 1), got the string 'abc'"),
+        ("x", "2.5", "expects a whole number for x (default 1), got the number 2.5"),
+        ("x", "true", "expects a whole number for x (default 1), got true"),
+        ("r", "fast", "expects a number for r (default 0.5), got the string 'fast'"),
+        ("flag", "1", "expects true or false for flag (default False), got the whole number 1"),
+        ("names", "a", "expects a list (JSON, e.g. [1, 2]) for names (default ['a'])"),
+        ("opts", "[1]", "expects a dict"),
+        ("profile", "3", "expects a string for profile (default 'demo'), got the whole number 3"),
+        ("folds", "two", "expects None (the profile's value) or a whole number for folds"),
+        ("folds", "1", "folds must be at least 2 (notebook 01_a), got 1"),
+    ],
+)
+def test_bad_values_are_refused_before_any_notebook_runs(
+    fake_notebooks, tmp_path, capsys, name, text, expected
+):
+    _notebook(fake_notebooks / "01_a.ipynb", "open('ran', 'w')", params=TYPED)
+    assert pipeline.main(["-p", name, text]) == 2
+    err = capsys.readouterr().err
+    assert f"run_all: -p {name} {text}: " in err and expected in err and "notebook 01_a" in err
+    assert "nothing was run" in err and not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize(
+    "name, text",
+    [("x", "2"), ("r", "2"), ("r", "1e-3"), ("flag", "true"), ("names", '["b", "c"]'),
+     ("opts", '{"b": 2}'), ("folds", "3"), ("folds", "none"), ("anything", "abc"),
+     ("anything", "[1]"), ("expr", "3")],
+)  # fmt: skip
+def test_good_values_pass_the_check(fake_notebooks, capsys, name, text):
+    _notebook(fake_notebooks / "01_a.ipynb", "pass", params=TYPED)
+    assert pipeline.main(["-p", name, text, "--check"]) == 0
+    assert "the -p values suit 01_a" in capsys.readouterr().out
+
+
+def test_the_real_notebooks_refuse_bad_values_up_front(capsys):
+    assert pipeline.main(["-p", "n_slides", "abc", "--check"]) == 2
+    err = capsys.readouterr().err
+    assert "-p n_slides abc: notebook 01_cohort expects None (the profile's value) or a " in err
+    assert "whole number for n_slides (default None), got the string 'abc'" in err
+    assert pipeline.main(["-p", "slide_size", "[100,100]", "--check"]) == 2
+    err = capsys.readouterr().err
+    assert "slide_size [100, 100] is too small: each side must be at least 256 px" in err
+    args = ["-p", "slide_size", "[256, 256]", "-p", "patch_size", "128", "--check"]
+    assert pipeline.main(args) == 2  # 128 px patches at 5x need 512 px
+    assert "at least 512 px, one 128 px patch at 5x" in capsys.readouterr().err
+    assert pipeline.main([*TINY, *ONE_RUN, *QUICK, "--check"]) == 0
+
+
+def test_every_none_default_of_the_notebooks_has_a_type():
+    """A parameter whose default is None needs its type in NONE_DEFAULT_TYPES."""
+    untyped = {
+        f"{nb.stem}: {name}"
+        for nb in pipeline.notebooks()
+        for name, default in pipeline.declared_parameters(nb).items()
+        if default is None and name not in pipeline.NONE_DEFAULT_TYPES
+    }
+    assert not untyped, f"add these to wsigraph.pipeline.NONE_DEFAULT_TYPES: {sorted(untyped)}"
+
+
 @pytest.mark.slow
 def test_failing_notebook_stops_the_run_and_is_named(fake_notebooks, tmp_path, capsys):
     _notebook(fake_notebooks / "01_ok.ipynb", "assert x == 5")

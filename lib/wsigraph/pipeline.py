@@ -7,13 +7,16 @@ Usage::
     ./run_all.sh -p epochs 3 -p folds 2   # override parameters-cell values
     ./run_all.sh --only 01 02             # a subset, by number or name
     ./run_all.sh --list                   # the notebooks and the parameters each accepts
+    ./run_all.sh -p n_slides 8 --check    # check the -p values, run nothing
     ./run_all.sh --jobs 1                 # one notebook at a time (default: one per CPU core)
 
 Each notebook ``notebooks/NN_name.ipynb`` runs with the parameters it declares in its cell
-tagged ``parameters``; ``-p NAME VALUE`` reaches every notebook that declares ``NAME`` (a name
-no notebook declares is an error). Executed copies go to ``results/<profile>/notebooks/`` with
-the resolved parameters beside them as ``NN_name.params.json``; ``04_train`` runs once per table
-run, into ``results/<profile>/runs/`` (see :func:`expand`). The first failing notebook
+tagged ``parameters``; ``-p NAME VALUE`` reaches every notebook that declares ``NAME``. A name no
+notebook declares is an error, and so is a value whose type does not suit the default (checked
+before anything runs: :func:`check_parameters`). Executed copies go to
+``results/<profile>/notebooks/`` with the resolved parameters beside them as
+``NN_name.params.json``; ``04_train`` runs once per table run, into ``results/<profile>/runs/``
+(see :func:`expand`). The first failing notebook
 stops the run with a message naming it and the executed copy that holds the traceback.
 
 Concurrency: the many ``04_train`` runs execute ``--jobs`` at a time (default: one per CPU core
@@ -76,11 +79,153 @@ def declared_parameters(nb: Path) -> dict:
     return {name: _literal(info["default"]) for name, info in pm.inspect_notebook(str(nb)).items()}
 
 
+class Expression(str):
+    """A ``parameters``-cell default that is not a plain literal (its source text)."""
+
+
 def _literal(source: str):
     try:
         return ast.literal_eval(source)
     except (ValueError, SyntaxError):
-        return source
+        return Expression(source)
+
+
+# A default of None ("None means the profile's value") says nothing of a parameter's type, so the
+# types of those parameters are written here (tests/test_pipeline.py checks that every None
+# default of the notebooks is listed). A name missing here accepts any value.
+NONE_DEFAULT_TYPES: dict[str, type] = {
+    # 01_cohort
+    "n_slides": int,
+    "slide_size": list,
+    "pinned_manifest": str,
+    "gdc_url": str,
+    # 02_tiles_features
+    "encoder": str,
+    "weights_path": str,
+    "patch_size": int,
+    "batch_size": int,
+    "num_workers": int,
+    # 03_graphs
+    "draw_slides": list,
+    # 04_train, 06, 07, 08, 09
+    "epochs": int,
+    "folds": int,
+    "repeats": int,
+    "lr": float,
+    "weight_decay": float,
+    "patience": int,
+    "workers": int,
+    "scheduler": str,
+    "unet_epochs": int,
+    "seg_folds": list,
+    "tiles_per_class": int,
+    "segmentation": str,
+    "bach_root": str,
+    "gleason_root": str,
+    "max_images": int,
+    "graph_radius_um": float,
+    "mpp": float,
+    "crc_root": str,
+    "melanoma_root": str,
+    "label_dir": str,
+    "iterations": int,
+    "n_clusters": int,
+    "mico_dim": int,
+    "mico_folds": int,
+    "surv_epochs": int,
+}
+
+_TYPE_WORDS = {
+    bool: "true or false",
+    int: "a whole number",
+    float: "a number",
+    str: "a string",
+    list: "a list (JSON, e.g. [1, 2])",
+    dict: 'a dict (JSON, e.g. {"a": 1})',
+}
+
+# Smallest values that make sense, checked before any notebook runs.
+AT_LEAST = {"folds": 2, "mico_folds": 2, "epochs": 1, "repeats": 1, "n_slides": 4}
+
+
+def expected_type(name: str, default) -> type | None:
+    """The type a ``-p`` value must have for a parameter with this default; ``None``: any."""
+    if default is None:
+        return NONE_DEFAULT_TYPES.get(name)
+    if isinstance(default, Expression):
+        return None
+    if isinstance(default, tuple):
+        return list
+    return type(default) if type(default) in _TYPE_WORDS else None
+
+
+def fits(value, expected: type | None) -> bool:
+    """Whether a parsed ``-p`` value suits ``expected`` (ints count as floats, not as bools)."""
+    if expected is None:
+        return True
+    if isinstance(value, bool) and expected is not bool:
+        return False
+    if expected is float:
+        return isinstance(value, int | float)
+    if expected is list:
+        return isinstance(value, list | tuple)
+    return isinstance(value, expected)
+
+
+def check_parameters(given: dict, texts: dict, declared: dict, profile) -> list[str]:
+    """Problems with the ``-p`` values, each naming the parameter, the notebook, what it expects
+    and the value given; empty when every value suits every notebook that declares it.
+
+    Args:
+        given: parsed values by name; texts: the values as typed; declared: the defaults of the
+            selected notebooks, ``{notebook path: {name: default}}``.
+    """
+    problems = []
+    for name, value in given.items():
+        for nb, params in declared.items():
+            if name not in params:
+                continue
+            default = params[name]
+            want = expected_type(name, default)
+            if value is None and default is None:
+                continue
+            if not fits(value, want):
+                what = "None (the profile's value) or " if default is None else ""
+                problems.append(
+                    f"-p {name} {texts[name]}: notebook {nb.stem} expects {what}"
+                    f"{_TYPE_WORDS[want]} for {name} (default {default!r}), got "
+                    f"{_describe_value(value)}"
+                    + (
+                        f" (to pass it as text, write '\"{texts[name]}\"')"
+                        if want is str
+                        else ""
+                    )
+                )
+                break
+            least = AT_LEAST.get(name)
+            if least is not None and isinstance(value, int | float) and value < least:
+                problems.append(
+                    f"-p {name} {texts[name]}: {name} must be at least {least} "
+                    f"(notebook {nb.stem}), got {value!r}"
+                )
+                break
+    if "slide_size" in given and given["slide_size"] is not None and not problems:
+        patch = given.get("patch_size")
+        tiled = profile.with_overrides(patch_size=patch) if isinstance(patch, int) else profile
+        try:
+            tiled.check_slide_size(given["slide_size"])
+        except ValueError as e:
+            problems.append(f"-p slide_size {texts['slide_size']}: {e}")
+    return problems
+
+
+def _describe_value(value) -> str:
+    if isinstance(value, str):
+        return f"the string {value!r}"
+    if isinstance(value, bool):
+        return str(value).lower()
+    kind = {int: "the whole number", float: "the number", list: "the list", dict: "the dict"}
+    return f"{kind.get(type(value), type(value).__name__)} {value!r}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -91,6 +236,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--only", nargs="+", help="notebook numbers or names to run (default: all)")
     ap.add_argument("--list", action="store_true", help="list notebooks and their parameters")
+    ap.add_argument(
+        "--check", action="store_true", help="check the -p values and exit without running"
+    )
     ap.add_argument(
         "--jobs",
         type=int,
@@ -118,6 +266,14 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    problems = check_parameters(given, dict(args.parameter), declared, profile)
+    if problems:
+        print("\n".join(f"run_all: {p}" for p in problems), file=sys.stderr)
+        print("run_all: nothing was run; fix the value(s) above", file=sys.stderr)
+        return 2
+    if args.check:
+        print(f"run_all: the -p values suit {', '.join(nb.stem for nb in selected)}")
+        return 0
 
     started = time.time()
     jobs = args.jobs or default_jobs()
