@@ -263,9 +263,11 @@ def test_a_truncated_slide_is_named_by_each_stage_and_left_out_of_cv(
     assert "02_tiles_features" in stats.loc["cut", "error"]
     assert "graphs: slide cut skipped" in capsys.readouterr().err
     profile = SimpleNamespace(graphs_dir=graphs)
+    left_out = {}
     with pytest.warns(UserWarning, match=r"cut: no graph file.*03_graphs.*left out of cross-val"):
-        _, labels, kept = load_graphs(profile, manifest, "esca", "typing")
+        _, labels, kept = load_graphs(profile, manifest, "esca", "typing", left_out=left_out)
     assert kept == ["s0", "s1"] and labels.tolist() == [0, 1]
+    assert left_out == {"cut": "no graph file"}
     with pytest.raises(FileNotFoundError, match=r"cut: no graph file.*02_tiles_features"):
         load_graphs(profile, manifest, "esca", "typing", missing_slides="error")
     # a damaged graph file is dropped the same way, naming the file
@@ -386,3 +388,59 @@ def test_the_smallest_slide_size_makes_slides_that_tile(tmp_path):
             assert s.dimensions == (side, side)
             counts = plan_slide(s, settings)[0].counts()
         assert counts["5x"] == 1 and counts["10x"] >= 1, (path, counts)
+
+
+def test_run_all_names_the_slides_a_training_run_left_out(tmp_path, capsys):
+    from wsigraph.pipeline import _report_left_out
+
+    run = tmp_path / "h2mil_table1__h2-mil__esca__typing.ipynb"
+    record = {"meta": {"left_out": {"esca-demo-003": "no graph file"}}}
+    run.with_suffix(".json").write_text(json.dumps(record))
+    _report_left_out(Path("04_train.ipynb"), run)
+    err = capsys.readouterr().err
+    assert "04_train (h2mil_table1__h2-mil__esca__typing): slide esca-demo-003 left out: " in err
+    assert "no graph file" in err and "1 labelled slide(s) left out of cross-validation" in err
+    run.with_suffix(".json").write_text(json.dumps({"meta": {"left_out": {}}}))
+    _report_left_out(Path("04_train.ipynb"), run)
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.slow
+def test_a_truncated_demo_slide_through_notebooks_02_to_04(tmp_path, monkeypatch, capsys):
+    """Issue 20, item 1, through run_all: one labelled demo slide truncated after 01; 02 and 03
+    name it in their tables and on the terminal, 04 trains without it and names it too."""
+    from wsigraph import pipeline
+
+    monkeypatch.setenv("WSIGRAPH_WORK", str(tmp_path / "work"))
+    monkeypatch.setenv("WSIGRAPH_RESULTS", str(tmp_path / "results"))
+    tiny = ["-p", "n_slides", "12", "-p", "slide_size", "[512, 384]"]
+    assert pipeline.main([*tiny, "--only", "01"]) == 0
+    cohort = pd.read_csv(tmp_path / "work" / "demo" / "cohort.csv")
+    cut = cohort[(cohort["dataset"] == "esca") & (cohort["typing"] == 0)].iloc[0]
+    sid = cut["slide_id"]  # of the larger class, so that 2-fold CV still works without it
+    Path(cut["path"]).write_bytes(Path(cut["path"]).read_bytes()[:6000])
+    capsys.readouterr()
+    run = ["-p", "table", "h2mil_table1", "-p", "row", "H2-MIL", "-p", "dataset", "esca"]
+    run += ["-p", "task", "typing", "-p", "folds", "2", "-p", "epochs", "1"]
+    run += ["-p", "executor", "serial", "--only", "02", "03", "04"]
+    assert pipeline.main(run) == 0
+    err = capsys.readouterr().err
+    assert f"02_tiles_features: slide {sid} failed: " in err and f"{sid}.tif" in err
+    assert f"03_graphs: slide {sid} no features: " in err and "02_tiles_features" in err
+    assert f"slide {sid} left out: no graph file" in err
+    tables = tmp_path / "results" / "demo" / "tables"
+    features = pd.read_csv(tables / "features_summary.csv").set_index("slide_id")
+    assert features.loc[sid, "status"] == "failed"
+    assert (features.drop(sid)["status"] == "done").all()
+    graphs = pd.read_csv(tables / "graph_stats.csv").set_index("slide_id")
+    assert graphs.loc[sid, "status"] == "no features"
+    record = tmp_path / "results" / "demo" / "runs" / "h2mil_table1__h2-mil__esca__typing.json"
+    record = json.loads(record.read_text())
+    assert record["meta"]["left_out"] == {sid: "no graph file"}
+    tested = {s for p in record["predictions"] for s in p["slide_id"]}
+    assert len(tested) == 11 and sid not in tested
+    # missing_slides=error makes the missing slide stop 04, naming it and the stages
+    assert pipeline.main([*run[:-4], "-p", "missing_slides", "error", "--only", "04"]) == 1
+    err = capsys.readouterr().err
+    assert "notebook 04_train failed" in err and f"{sid}: no graph file" in err
+    assert "03_graphs" in err and "02_tiles_features" in err

@@ -195,11 +195,7 @@ def check_parameters(given: dict, texts: dict, declared: dict, profile) -> list[
                     f"-p {name} {texts[name]}: notebook {nb.stem} expects {what}"
                     f"{_TYPE_WORDS[want]} for {name} (default {default!r}), got "
                     f"{_describe_value(value)}"
-                    + (
-                        f" (to pass it as text, write '\"{texts[name]}\"')"
-                        if want is str
-                        else ""
-                    )
+                    + (f" (to pass it as text, write '\"{texts[name]}\"')" if want is str else "")
                 )
                 break
             least = AT_LEAST.get(name)
@@ -406,6 +402,7 @@ def _finish(nb: Path, params: dict, output: Path, declared: dict, profile) -> No
     record = {"notebook": nb.name, "profile": profile.name, "parameters": declared | params}
     write_text(output.with_suffix(".params.json"), json.dumps(record, indent=2, default=str) + "\n")
     _report_failed_slides(nb, profile)
+    _report_left_out(nb, output)
 
 
 # The per-slide summary tables of the stages: a slide that failed there is named on the terminal
@@ -437,6 +434,26 @@ def _report_failed_slides(nb: Path, profile) -> None:
             file=sys.stderr,
             flush=True,
         )
+
+
+def _report_left_out(nb: Path, output: Path) -> None:
+    """A training run's labelled slides left out of cross-validation (``meta.left_out`` of the
+    run record beside the executed copy), named on the terminal with the reason."""
+    try:
+        left_out = json.loads(output.with_suffix(".json").read_text())["meta"]["left_out"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    if not isinstance(left_out, dict) or not left_out:
+        return
+    for sid, why in list(left_out.items())[:10]:
+        print(f"run_all: {nb.stem} ({output.stem}): slide {sid} left out: {why}", file=sys.stderr)
+    print(
+        f"run_all: {nb.stem} ({output.stem}): {len(left_out)} labelled slide(s) left out of "
+        "cross-validation (see 02_tiles_features / 03_graphs above; -p missing_slides error "
+        "stops instead)",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def expand(nb: Path, profile, given: dict, declared: dict) -> list[tuple[dict, Path]]:

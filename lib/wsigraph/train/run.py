@@ -67,7 +67,12 @@ META_COLUMNS = ("table", "row", "dataset", "task")
 
 # Loading -------------------------------------------------------------------------------------
 def load_graphs(
-    profile, manifest: pd.DataFrame, dataset: str, task: str, missing_slides: str = "drop"
+    profile,
+    manifest: pd.DataFrame,
+    dataset: str,
+    task: str,
+    missing_slides: str = "drop",
+    left_out: dict | None = None,
 ) -> tuple[list[Data], np.ndarray, list[str]]:
     """The graphs of one dataset's slides that have a label for ``task``, in manifest order.
 
@@ -75,7 +80,8 @@ def load_graphs(
     missing or ``-1`` are dropped. A labelled slide whose graph file is missing or damaged
     (a slide that failed in the features or graphs stage) is dropped from cross-validation
     with a warning naming it and the stage to look at (``missing_slides="drop"``), or stops
-    the run (``missing_slides="error"``).
+    the run (``missing_slides="error"``). Pass a dict as ``left_out`` to receive
+    ``{slide_id: why}`` of the slides dropped (for the run record).
 
     Returns:
         ``(graphs, labels [N] int64, slide_ids)``.
@@ -154,6 +160,8 @@ def load_graphs(
             "stop instead",
             stacklevel=2,
         )
+        if left_out is not None:
+            left_out.update(problems)
         keep = [i for i, g in enumerate(graphs) if g is not None]
         graphs = [graphs[i] for i in keep]
         slide_ids = [slide_ids[i] for i in keep]
