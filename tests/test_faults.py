@@ -444,3 +444,33 @@ def test_a_truncated_demo_slide_through_notebooks_02_to_04(tmp_path, monkeypatch
     err = capsys.readouterr().err
     assert "notebook 04_train failed" in err and f"{sid}: no graph file" in err
     assert "03_graphs" in err and "02_tiles_features" in err
+
+
+def test_nan_features_are_named_by_the_survival_and_mico_runners(tmp_path):
+    """MiCo used to fail in k-means with sklearn's bare "Input contains NaN", the survival
+    runner with "need 3 finite risks"; both now name the slide before training."""
+    from test_mico_official import TINY, cohort
+    from test_survival import _graph
+
+    from wsigraph.train.loop import TrainConfig
+    from wsigraph.train.mico import mico_train_config, run_mico_experiment
+    from wsigraph.train.survival import run_survival_experiment
+
+    graphs, labels = cohort(16)
+    graphs[5].x[-1, 2] = float("nan")
+    cfg = mico_train_config(dict(dim=8, n_clusters=4, anchors="learned"), epochs=1, device="cpu")
+    with pytest.raises(ValueError, match=r"non-finite .*\['s05'\]"):
+        run_mico_experiment("m", graphs, "typing", cfg, tmp_path, labels=labels, protocol=TINY)
+    with pytest.raises(ValueError, match=r"classes 0\.\.2 with every class present"):
+        run_mico_experiment("m", graphs, "typing", cfg, tmp_path, labels=labels * 2)
+    times, cens = np.arange(16) + 1.0, np.arange(16) % 3 == 0
+    with pytest.raises(ValueError, match=r"non-finite .*\['s05'\]"):
+        run_mico_experiment(
+            "m", graphs, "survival", cfg, tmp_path, times=times, censorship=cens, protocol=TINY
+        )
+    graphs = [_graph(i, 2 + i % 3, 0.0) for i in range(20)]
+    graphs[3].x[1, 0] = float("inf")
+    surv_cfg = TrainConfig("abmil", epochs=1, batch_size=4, lr=1e-3, seed=0)
+    times, cens = np.arange(20) + 1.0, (np.arange(20) % 3 == 0).astype(int)
+    with pytest.raises(ValueError, match=r"non-finite .*\['s03'\]"):
+        run_survival_experiment("s", graphs, times, cens, surv_cfg, tmp_path, 2, 1, progress=False)

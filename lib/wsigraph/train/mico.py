@@ -70,7 +70,15 @@ from wsigraph.train.cv import Split, fold_seed, make_splits, write_splits
 from wsigraph.train.loop import TrainConfig, _peak_memory, resolve_device
 from wsigraph.train.metrics import classification_metrics, summarise
 from wsigraph.train.optim import lookahead_radam
-from wsigraph.train.run import _clean, _write_json, git_commit, resume_folds, versions
+from wsigraph.train.run import (
+    _clean,
+    _write_json,
+    check_features,
+    check_inputs,
+    git_commit,
+    resume_folds,
+    versions,
+)
 from wsigraph.train.survival import c_index, risk_scores, survival_bins, survival_loss
 
 TASKS = ("typing", "survival")
@@ -504,6 +512,7 @@ def run_mico_experiment(
     slide_ids = [str(getattr(g, "slide_id", i)) for i, g in enumerate(graphs)]
     case_ids = [str(c) for c in (case_ids if case_ids is not None else slide_ids)]
     if task == "survival":
+        check_features(graphs)
         t = np.asarray(times, dtype=np.float64)
         c = np.asarray(censorship).astype(np.int64)
         bags, cases, members = patient_bags(graphs, case_ids, level)
@@ -524,7 +533,7 @@ def run_mico_experiment(
         ids = [",".join(b.slide_ids) for b in bags]
         extra = {"n_bins": n_bins, "bin_edges": edges.tolist(), "n_cases": len(bags)}
     else:
-        y = np.asarray(labels).astype(np.int64)
+        y = check_inputs(graphs, labels)  # names a slide with NaN features, odd labels, ...
         bags, ids, strata = slide_bags(graphs, level), slide_ids, y
         targets, n_out = {"y": y}, max(2, int(y.max()) + 1)
         splits = case_splits(case_ids, y, folds, protocol.val_fraction, cfg.seed)

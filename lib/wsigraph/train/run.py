@@ -226,6 +226,18 @@ def check_inputs(graphs: Sequence[Data], labels, n_classes: int | None = None) -
             f"{'have no slide' if absent else 'are out of range'}. Map them to 0..C-1 first, "
             "e.g. labels = np.unique(labels, return_inverse=True)[1]"
         )
+    check_features(graphs)
+    return as_int
+
+
+def check_features(graphs: Sequence[Data]) -> None:
+    """Refuse node features that would train silently wrong, naming the slide(s): not 2-D, of
+    another width than the first slide's (naming both), not finite (NaN/inf), or a graph of
+    fewer than 2 nodes. Slides are named by ``graph.slide_id``, else by their index. Used by
+    :func:`check_inputs` and by the survival and MiCo runners."""
+    if len(graphs) == 0:
+        raise ValueError("no graphs to train on")
+    names = [str(getattr(g, "slide_id", f"#{i}")) for i, g in enumerate(graphs)]
     width, first = None, None
     nonfinite, tiny = [], []
     for name, g in zip(names, graphs, strict=True):
@@ -257,7 +269,6 @@ def check_inputs(graphs: Sequence[Data], labels, n_classes: int | None = None) -
             f"{tiny[:5]}; leave those slides out (no tissue patch was kept: see the features "
             "stage's summary)"
         )
-    return as_int
 
 
 # Jobs ----------------------------------------------------------------------------------------

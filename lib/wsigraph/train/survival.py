@@ -63,6 +63,7 @@ from wsigraph.train.metrics import summarise
 from wsigraph.train.run import (
     _clean,
     _write_json,
+    check_features,
     data_digest,
     git_commit,
     model_fingerprint,
@@ -467,6 +468,7 @@ def run_survival_experiment(
     t, c = _check_survival(times, censorship)
     if len(t) != len(graphs):
         raise ValueError(f"{len(graphs)} graphs but {len(t)} survival times")
+    check_features(graphs)
     out_dir, meta = Path(out_dir), dict(meta or {})
     bins, edges = survival_bins(t, c, n_bins)
     splits, strata, strat_name = survival_splits(bins, c, folds, repeats, val_fraction, cfg.seed)
