@@ -867,6 +867,28 @@ MUTATIONS: list[Mutation] = [
         "        img, inst = img[:, ::-1], inst[::-1, :]",
         ("tests/test_nuclei_seg.py::test_augmented_crop_keeps_image_and_mask_aligned",),
     ),
+    # ---- bad values and bad inputs reach the user as errors (issue 20) ---------------------
+    M(
+        "faults-p-bool-counts-as-int",
+        "lib/wsigraph/pipeline.py",
+        "    if isinstance(value, bool) and expected is not bool:\n        return False\n",
+        "",
+        ("tests/test_pipeline.py::test_bad_values_are_refused_before_any_notebook_runs",),
+    ),
+    M(
+        "faults-min-slide-side-at-finest-magnification",
+        "lib/wsigraph/profiles.py",
+        "self.patch_size * self.slide_base_mag / min(self.magnifications)",
+        "self.patch_size * self.slide_base_mag / max(self.magnifications)",
+        ("tests/test_faults.py::test_a_too_small_slide_size_says_the_minimum",),
+    ),
+    M(
+        "faults-mico-skips-input-checks",
+        "lib/wsigraph/train/mico.py",
+        "        y = check_inputs(graphs, labels)",
+        "        y = np.asarray(labels).astype(np.int64)",
+        ("tests/test_faults.py::test_nan_features_are_named_by_the_survival_and_mico_runners",),
+    ),
 ]
 
 
