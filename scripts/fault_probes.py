@@ -668,20 +668,26 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("-k", default="", help="run only the probes whose name contains this")
     args = ap.parse_args(argv)
-    torch.set_num_threads(1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny models: a second thread only adds contention
     rows = []
-    for name, fn in PROBES:
-        if args.k.lower() not in name.lower():
-            continue
-        with tempfile.TemporaryDirectory(prefix="probe-") as tmp:
-            t0 = time.time()
-            try:
-                out = fn(Path(tmp))
-            except Exception:  # noqa: BLE001  (a probe that breaks is a finding too)
-                out = Outcome("PROBE BROKE", traceback.format_exc().strip().splitlines()[-1])
-        first = out.message.strip().splitlines()[0] if out.message.strip() else ""
-        rows.append((name, out.kind, first, time.time() - t0))
-        print(f"{name} | {out.kind} | {first[:160]}", file=sys.stderr, flush=True)
+    try:
+        for name, fn in PROBES:
+            if args.k.lower() not in name.lower():
+                continue
+            with tempfile.TemporaryDirectory(prefix="probe-") as tmp:
+                t0 = time.time()
+                try:
+                    out = fn(Path(tmp))
+                except Exception:  # noqa: BLE001  (a probe that breaks is a finding too)
+                    out = Outcome("PROBE BROKE", traceback.format_exc().strip().splitlines()[-1])
+            first = out.message.strip().splitlines()[0] if out.message.strip() else ""
+            rows.append((name, out.kind, first, time.time() - t0))
+            print(f"{name} | {out.kind} | {first[:160]}", file=sys.stderr, flush=True)
+    finally:
+        torch.set_num_threads(threads)
+        while _SLIDE:
+            shutil.rmtree(_SLIDE.pop().parent, ignore_errors=True)
     print("\n| probe | outcome | message (first line) |\n|---|---|---|")
     for name, kind, first, _ in rows:
         print(f"| {name} | {kind} | {first[:220].replace('|', '/')} |")

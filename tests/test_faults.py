@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import struct
+import sys
 import zipfile
 from pathlib import Path
 
@@ -474,3 +475,22 @@ def test_nan_features_are_named_by_the_survival_and_mico_runners(tmp_path):
     times, cens = np.arange(20) + 1.0, (np.arange(20) % 3 == 0).astype(int)
     with pytest.raises(ValueError, match=r"non-finite .*\['s03'\]"):
         run_survival_experiment("s", graphs, times, cens, surv_cfg, tmp_path, 2, 1, progress=False)
+
+
+@pytest.mark.slow
+def test_the_probe_script_finds_nothing_silent_or_unclear(capsys, monkeypatch):
+    """scripts/fault_probes.py (issue 20's probes, rerun): every probe is a clear error, a
+    recovery or holds."""
+    import importlib.util
+
+    from wsigraph.profiles import REPO_ROOT
+
+    path = REPO_ROOT / "scripts" / "fault_probes.py"
+    spec = importlib.util.spec_from_file_location("fault_probes", path)
+    probes = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "fault_probes", probes)  # dataclasses look it up there
+    spec.loader.exec_module(probes)
+    code = probes.main([])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "| -p n_slides abc | clear error |" in out and "0 not clear or not recovered" in out
