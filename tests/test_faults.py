@@ -409,12 +409,14 @@ def test_run_all_names_the_slides_a_training_run_left_out(tmp_path, capsys):
 @pytest.mark.slow
 def test_a_truncated_demo_slide_through_notebooks_02_to_04(tmp_path, monkeypatch, capsys):
     """Issue 20, item 1, through run_all: one labelled demo slide truncated after 01; 02 and 03
-    name it in their tables and on the terminal, 04 trains without it and names it too."""
+    name it in their tables and on the terminal, 04 trains without it and names it too. The
+    slides have the smallest size the tiling accepts (256 px: one 5x patch), which keeps the
+    test near 50 s on 2 idle cores (four kernel starts make most of it)."""
     from wsigraph import pipeline
 
     monkeypatch.setenv("WSIGRAPH_WORK", str(tmp_path / "work"))
     monkeypatch.setenv("WSIGRAPH_RESULTS", str(tmp_path / "results"))
-    tiny = ["-p", "n_slides", "12", "-p", "slide_size", "[512, 384]"]
+    tiny = ["-p", "n_slides", "12", "-p", "slide_size", "[256, 256]"]
     assert pipeline.main([*tiny, "--only", "01"]) == 0
     cohort = pd.read_csv(tmp_path / "work" / "demo" / "cohort.csv")
     cut = cohort[(cohort["dataset"] == "esca") & (cohort["typing"] == 0)].iloc[0]
