@@ -77,6 +77,7 @@ TYPED = (
         ("x", "abc", "expects a whole number for x (default 1), got the string 'abc'"),
         ("x", "2.5", "expects a whole number for x (default 1), got the number 2.5"),
         ("x", "true", "expects a whole number for x (default 1), got true"),
+        ("x", "none", "expects a whole number for x (default 1), got none"),
         ("r", "fast", "expects a number for r (default 0.5), got the string 'fast'"),
         ("flag", "1", "expects true or false for flag (default False), got the whole number 1"),
         ("names", "a", "expects a list (JSON, e.g. [1, 2]) for names (default ['a'])"),

@@ -16,8 +16,8 @@ notebook declares is an error, and so is a value whose type does not suit the de
 before anything runs: :func:`check_parameters`). Executed copies go to
 ``results/<profile>/notebooks/`` with the resolved parameters beside them as
 ``NN_name.params.json``; ``04_train`` runs once per table run, into ``results/<profile>/runs/``
-(see :func:`expand`). The first failing notebook
-stops the run with a message naming it and the executed copy that holds the traceback.
+(see :func:`expand`). The first failing notebook stops the run with a message naming it and the
+executed copy that holds the traceback.
 
 Concurrency: the many ``04_train`` runs execute ``--jobs`` at a time (default: one per CPU core
 on CPU-only machines, one on a GPU machine), each kernel limited to ``cores / jobs`` threads and,
@@ -216,6 +216,8 @@ def check_parameters(given: dict, texts: dict, declared: dict, profile) -> list[
 
 
 def _describe_value(value) -> str:
+    if value is None:
+        return "none"
     if isinstance(value, str):
         return f"the string {value!r}"
     if isinstance(value, bool):
