@@ -358,6 +358,21 @@ def _execute_concurrently(nb: Path, runs: list, declared: dict, profile, jobs: i
     return failed
 
 
+def _kernel_manager_class() -> type:
+    """A kernel manager that talks to its kernel over local IPC sockets, not TCP.
+
+    The kernel and the pipeline share one machine, so TCP buys nothing; over TCP every kernel
+    warns on the terminal that its traffic is unencrypted. The socket files sit beside the
+    kernel's connection file, in Jupyter's runtime folder.
+    """
+    from jupyter_client.manager import AsyncKernelManager
+
+    class IPCKernelManager(AsyncKernelManager):
+        transport = "ipc"
+
+    return IPCKernelManager
+
+
 def _papermill(nb: str, output: str, params: dict, threads: int | None = None) -> str | None:
     """Execute one notebook with papermill; the error text if a cell failed, else ``None``.
 
@@ -379,6 +394,7 @@ def _papermill(nb: str, output: str, params: dict, threads: int | None = None) -
             cwd=str(NOTEBOOKS_DIR),
             progress_bar=False,
             log_output=False,
+            kernel_manager_class=_kernel_manager_class(),
         )
     except pm.PapermillExecutionError as e:
         return f"cell {e.exec_count}: {e.ename}: {e.evalue}"
