@@ -249,3 +249,70 @@ def test_every_notebook_executes_with_tiny_parameters(tmp_path, monkeypatch, cap
         assert (results / "figures" / fig).stat().st_size > 10_000
     mico = (results / "tables" / "mico_table1.md").read_text()
     assert "| MiCo |" in mico and "| MiCo (per-slide anchors) |" in mico
+
+
+def _two_notebooks(nbdir):
+    _notebook(nbdir / "01_a.ipynb", "open(f'a-{x}', 'w')", params="profile = 'demo'\nx = 1")
+    _notebook(nbdir / "07_b.ipynb", "pass", params="profile = 'demo'\nx = 1\nlr = 0.5")
+
+
+def test_scoped_parameter_reaches_only_its_notebook(fake_notebooks, monkeypatch):
+    _two_notebooks(fake_notebooks)
+    seen = []
+    monkeypatch.setattr(
+        pipeline, "_execute", lambda nb, params, *a, **k: seen.append((nb.stem, params)) or True
+    )
+    assert pipeline.main(["-p", "07.x", "5", "-p", "07_b.lr", "0.1"]) == 0
+    assert seen == [
+        ("01_a", {"profile": "demo"}),
+        ("07_b", {"profile": "demo", "x": 5, "lr": 0.1}),
+    ]
+    seen.clear()
+    assert pipeline.main(["-p", "x", "3", "-p", "01.x", "4"]) == 0  # the scoped value wins
+    assert seen == [("01_a", {"profile": "demo", "x": 4}), ("07_b", {"profile": "demo", "x": 3})]
+
+
+def test_unscoped_parameter_says_which_notebooks_it_reaches(fake_notebooks, capsys):
+    _two_notebooks(fake_notebooks)
+    assert pipeline.main(["-p", "x", "3", "-p", "lr", "0.2", "--check"]) == 0
+    out = capsys.readouterr().out
+    assert "-p x reaches 01_a, 07_b (scope it, e.g. -p 01.x)" in out
+    assert "-p lr reaches 07_b\n" in out
+    assert pipeline.main(["--list"]) == 0
+    out = capsys.readouterr().out
+    assert "  x: 01, 07" in out and "  lr:" not in out
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["-p", "09.x", "1"], "-p 09.x 1: '09' names no notebook of this run; scope a parameter"
+         " by number or name, one of: 01_a, 07_b"),
+        (["-p", "01.lr", "1"], "-p 01.lr 1: notebook 01_a does not declare 'lr'; it accepts: "
+         "profile, x"),
+        (["-p", "07.x", "abc"], "-p 07.x abc: notebook 07_b expects a whole number for x"),
+        (["-p", "07.lr", "fast"], "-p 07.lr fast: notebook 07_b expects a number for lr"),
+    ],
+)  # fmt: skip
+def test_bad_scoped_parameters_are_refused(fake_notebooks, tmp_path, capsys, args, expected):
+    _two_notebooks(fake_notebooks)
+    assert pipeline.main(args) == 2
+    assert expected in capsys.readouterr().err
+    assert not (tmp_path / "results").exists()
+
+
+def test_scoped_values_meet_the_minimums(fake_notebooks, capsys):
+    _notebook(fake_notebooks / "07_b.ipynb", "pass", params="profile = 'demo'\nfolds = 5")
+    assert pipeline.main(["-p", "07.folds", "1", "--check"]) == 2
+    assert (
+        "-p 07.folds 1: folds must be at least 2 (notebook 07_b), got 1" in capsys.readouterr().err
+    )
+
+
+@pytest.mark.parametrize("label", ["profile", "01.profile"])
+def test_profile_parameter_contradicting_the_option_is_refused(fake_notebooks, capsys, label):
+    _two_notebooks(fake_notebooks)
+    assert pipeline.main(["--profile", "demo", "-p", label, "tcga", "--check"]) == 2
+    err = capsys.readouterr().err
+    assert f"-p {label} tcga contradicts --profile demo" in err
+    assert pipeline.main(["-p", label, "demo", "--check"]) == 0

@@ -172,16 +172,21 @@ def fits(value, expected: type | None) -> bool:
     return isinstance(value, expected)
 
 
-def check_parameters(given: dict, texts: dict, declared: dict, profile) -> list[str]:
+def check_parameters(
+    given: dict, texts: dict, declared: dict, profile, shown: dict | None = None
+) -> list[str]:
     """Problems with the ``-p`` values, each naming the parameter, the notebook, what it expects
     and the value given; empty when every value suits every notebook that declares it.
 
     Args:
         given: parsed values by name; texts: the values as typed; declared: the defaults of the
-            selected notebooks, ``{notebook path: {name: default}}``.
+            selected notebooks, ``{notebook path: {name: default}}``; shown: the name as typed
+            when it differs (a scoped ``07.lr``), by name.
     """
+    shown = shown or {}
     problems = []
     for name, value in given.items():
+        label = shown.get(name, name)
         for nb, params in declared.items():
             if name not in params:
                 continue
@@ -192,7 +197,7 @@ def check_parameters(given: dict, texts: dict, declared: dict, profile) -> list[
             if not fits(value, want):
                 what = "None (the profile's value) or " if default is None else ""
                 problems.append(
-                    f"-p {name} {texts[name]}: notebook {nb.stem} expects {what}"
+                    f"-p {label} {texts[name]}: notebook {nb.stem} expects {what}"
                     f"{_TYPE_WORDS[want]} for {name} (default {default!r}), got "
                     f"{_describe_value(value)}"
                     + (f" (to pass it as text, write '\"{texts[name]}\"')" if want is str else "")
@@ -201,7 +206,7 @@ def check_parameters(given: dict, texts: dict, declared: dict, profile) -> list[
             least = AT_LEAST.get(name)
             if least is not None and isinstance(value, int | float) and value < least:
                 problems.append(
-                    f"-p {name} {texts[name]}: {name} must be at least {least} "
+                    f"-p {label} {texts[name]}: {name} must be at least {least} "
                     f"(notebook {nb.stem}), got {value!r}"
                 )
                 break
@@ -211,7 +216,8 @@ def check_parameters(given: dict, texts: dict, declared: dict, profile) -> list[
         try:
             tiled.check_slide_size(given["slide_size"])
         except ValueError as e:
-            problems.append(f"-p slide_size {texts['slide_size']}: {e}")
+            label = shown.get("slide_size", "slide_size")
+            problems.append(f"-p {label} {texts['slide_size']}: {e}")
     return problems
 
 
@@ -224,6 +230,81 @@ def _describe_value(value) -> str:
         return str(value).lower()
     kind = {int: "the whole number", float: "the number", list: "the list", dict: "the dict"}
     return f"{kind.get(type(value), type(value).__name__)} {value!r}"
+
+
+def _matches(nb: Path, scope: str) -> bool:
+    return scope in (nb.stem[:2], nb.stem)
+
+
+def split_parameters(pairs: list, declared: dict) -> tuple[dict, dict, dict, list[str]]:
+    """The ``-p NAME VALUE`` pairs split into unscoped and scoped (``-p 07.lr 0.01``) values.
+
+    A name without a dot reaches every selected notebook that declares it; ``NN.name`` or
+    ``NN_stem.name`` reaches that notebook only. Returns ``(given, texts, scoped, problems)``:
+    ``given`` the parsed unscoped values by name, ``texts`` the values as typed, ``scoped``
+    ``{notebook path: {name: (value, text, "07.lr")}}`` and the problems (unknown names, a scope
+    naming no selected notebook, a notebook that does not declare the name), each a sentence.
+    """
+    given, texts, scoped, problems = {}, {}, {}, []
+    declared_names = sorted({k for p in declared.values() for k in p})
+    stems = ", ".join(nb.stem for nb in declared)
+    for label, text in pairs:
+        scope, dot, name = label.rpartition(".")
+        if not dot:
+            if name not in declared_names:
+                problems.append(
+                    f"unknown parameter {name!r} (-p {label} {text}); the notebooks accept: "
+                    f"{', '.join(declared_names)}"
+                )
+                continue
+            given[name] = parse_value(text)
+            texts[name] = text
+            continue
+        hits = [nb for nb in declared if _matches(nb, scope)]
+        if not hits:
+            problems.append(
+                f"-p {label} {text}: {scope!r} names no notebook of this run; "
+                f"scope a parameter by number or name, one of: {stems}"
+            )
+            continue
+        nb = hits[0]
+        if name not in declared[nb]:
+            accepts = ", ".join(declared[nb]) or "nothing"
+            problems.append(
+                f"-p {label} {text}: notebook {nb.stem} does not declare {name!r}; "
+                f"it accepts: {accepts}"
+            )
+            continue
+        scoped.setdefault(nb, {})[name] = (parse_value(text), text, label)
+    return given, texts, scoped, problems
+
+
+def _contradicted_profile(profile: str, given: dict, texts: dict, scoped: dict) -> list[str]:
+    """``-p profile X`` (scoped or not) that contradicts ``--profile``."""
+    values = [("profile", given["profile"], texts["profile"])] if "profile" in given else []
+    for entries in scoped.values():
+        if "profile" in entries:
+            value, text, label = entries["profile"]
+            values.append((label, value, text))
+    return [
+        f"-p {label} {text} contradicts --profile {profile}; give the profile once, "
+        f"with --profile {value}"
+        for label, value, text in values
+        if value != profile
+    ]
+
+
+def reach_lines(given: dict, declared: dict) -> list[str]:
+    """For each unscoped ``-p`` name, which notebooks it reaches (said on the terminal, so a
+    value reaching several notebooks is never a surprise)."""
+    lines = []
+    for name in given:
+        reached = [nb.stem for nb, params in declared.items() if name in params]
+        if name == "profile":
+            continue
+        tip = f" (scope it, e.g. -p {reached[0][:2]}.{name})" if len(reached) > 1 else ""
+        lines.append(f"-p {name} reaches {', '.join(reached)}{tip}")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -253,22 +334,41 @@ def main(argv: list[str] | None = None) -> int:
     if args.list:
         for nb, params in declared.items():
             print(f"{nb.stem}: " + ", ".join(f"{k}={v!r}" for k, v in params.items()))
+        shared = {}
+        for nb, params in declared.items():
+            for name in params:
+                if name != "profile":
+                    shared.setdefault(name, []).append(nb.stem[:2])
+        shared = {k: v for k, v in shared.items() if len(v) > 1}
+        if shared:
+            print(
+                "\n-p NAME reaches every notebook that declares NAME; -p NN.NAME only notebook NN:"
+            )
+            for name, where in sorted(shared.items()):
+                print(f"  {name}: {', '.join(where)}")
         return 0
 
-    given = {name: parse_value(value) for name, value in args.parameter}
-    unknown = sorted(set(given) - {k for p in declared.values() for k in p})
-    if unknown:
-        allowed = sorted({k for p in declared.values() for k in p})
-        print(
-            f"run_all: unknown parameter(s) {unknown}; the notebooks accept: {', '.join(allowed)}",
-            file=sys.stderr,
-        )
+    given, texts, scoped, problems = split_parameters(args.parameter, declared)
+    if problems:
+        print("\n".join(f"run_all: {p}" for p in problems), file=sys.stderr)
         return 2
-    problems = check_parameters(given, dict(args.parameter), declared, profile)
+    problems = check_parameters(given, texts, declared, profile)
+    for nb, values in scoped.items():
+        problems += check_parameters(
+            {name: v for name, (v, _, _) in values.items()},
+            {name: t for name, (_, t, _) in values.items()},
+            {nb: declared[nb]},
+            profile,
+            shown={name: label for name, (_, _, label) in values.items()},
+        )
+    if not problems:
+        problems = _contradicted_profile(args.profile, given, texts, scoped)
     if problems:
         print("\n".join(f"run_all: {p}" for p in problems), file=sys.stderr)
         print("run_all: nothing was run; fix the value(s) above", file=sys.stderr)
         return 2
+    for line in reach_lines(given, declared):
+        print(f"run_all: {line}")
     if args.check:
         print(f"run_all: the -p values suit {', '.join(nb.stem for nb in selected)}")
         return 0
@@ -277,9 +377,10 @@ def main(argv: list[str] | None = None) -> int:
     jobs = args.jobs or default_jobs()
     total = 0
     for nb in selected:
-        runs = expand(nb, profile, given, declared[nb])
+        values = given | {name: v for name, (v, _, _) in scoped.get(nb, {}).items()}
+        runs = expand(nb, profile, values, declared[nb])
         if len(runs) > 1 and jobs > 1:
-            if "executor" in declared[nb] and "executor" not in given:
+            if "executor" in declared[nb] and "executor" not in values:
                 runs = [(params | {"executor": "serial"}, out) for params, out in runs]
             failed = _execute_concurrently(nb, runs, declared[nb], profile, jobs)
         else:
