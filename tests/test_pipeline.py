@@ -316,3 +316,24 @@ def test_profile_parameter_contradicting_the_option_is_refused(fake_notebooks, c
     err = capsys.readouterr().err
     assert f"-p {label} tcga contradicts --profile demo" in err
     assert pipeline.main(["-p", label, "demo", "--check"]) == 0
+
+
+def test_help_explains_every_option_with_examples_in_plain_text(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        pipeline.main(["--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    helps = {
+        "--profile": "synthetic slides",
+        "--parameter": "NN.NAME",
+        "--only": "notebook numbers",
+        "--list": "tables and rows",
+        "--check": "without running",
+        "--jobs": "at a time",
+    }
+    for option, words in helps.items():
+        text = " ".join(out.split(option, 1)[1].split("\n  -", 1)[0].split())
+        assert words in text, f"{option}: no help text"
+    assert "examples:" in out and "-p 07.lr 0.01" in out
+    assert "``" not in out and ":func:" not in out  # no raw RST
+    assert max(len(ln) for ln in out.splitlines()) <= 100

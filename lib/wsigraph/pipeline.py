@@ -11,8 +11,9 @@ Usage::
     ./run_all.sh --jobs 1                 # one notebook at a time (default: one per CPU core)
 
 Each notebook ``notebooks/NN_name.ipynb`` runs with the parameters it declares in its cell
-tagged ``parameters``; ``-p NAME VALUE`` reaches every notebook that declares ``NAME``. A name no
-notebook declares is an error, and so is a value whose type does not suit the default (checked
+tagged ``parameters``; ``-p NAME VALUE`` reaches every notebook that declares ``NAME`` (the
+start line says which), ``-p 07.NAME VALUE`` only notebook 07 (:func:`split_parameters`). A name
+no notebook declares is an error, and so is a value whose type does not suit the default (checked
 before anything runs: :func:`check_parameters`). Executed copies go to
 ``results/<profile>/notebooks/`` with the resolved parameters beside them as
 ``NN_name.params.json``; ``04_train`` runs once per table run, into ``results/<profile>/runs/``
@@ -35,6 +36,7 @@ import json
 import multiprocessing
 import os
 import sys
+import textwrap
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
@@ -44,6 +46,25 @@ from wsigraph.profiles import PROFILES, REPO_ROOT, get_profile
 
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 KERNEL = "wsigraph"
+
+
+DESCRIPTION = textwrap.fill(
+    "Execute the numbered notebooks (notebooks/NN_name.ipynb) in order with papermill; the "
+    "executed copies, tables and figures go to results/<profile>/, with results/<profile>/"
+    "index.html linking them all.",
+    width=79,
+)
+
+EXAMPLES = """examples:
+  ./run_all.sh                          demo profile, every notebook
+  ./run_all.sh --profile tcga           the real cohorts
+  ./run_all.sh -p epochs 3 -p folds 2   override values in every notebook that declares them
+  ./run_all.sh -p 07.lr 0.01            a value for notebook 07 only
+  ./run_all.sh --only 01 02             a subset, by number or name
+  ./run_all.sh --only 04 -p table h2mil_table1 -p row H2-MIL   one table row
+  ./run_all.sh --list                   notebooks, parameters, tables and rows
+  ./run_all.sh -p n_slides 8 --check    check the -p values, run nothing
+"""
 
 
 def parse_value(text: str):
@@ -308,19 +329,46 @@ def reach_lines(given: dict, declared: dict) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="run_all.sh", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--profile", default="demo", choices=sorted(PROFILES))
-    ap.add_argument(
-        "-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE")
+    ap = argparse.ArgumentParser(
+        prog="run_all.sh",
+        description=DESCRIPTION,
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    ap.add_argument("--only", nargs="+", help="notebook numbers or names to run (default: all)")
-    ap.add_argument("--list", action="store_true", help="list notebooks and their parameters")
+    ap.add_argument(
+        "--profile",
+        default="demo",
+        choices=sorted(PROFILES),
+        help="demo: synthetic slides, CPU, minutes (default); tcga: the real cohorts "
+        "(network, GPU, KimiaNet weights)",
+    )
+    ap.add_argument(
+        "-p",
+        "--parameter",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("NAME", "VALUE"),
+        help="set a parameters-cell value (repeatable); VALUE is JSON (3, 0.5, true, none, "
+        "[1, 2]) or else text; NAME reaches every notebook that declares it, NN.NAME (e.g. "
+        "07.lr) only notebook NN; values are checked against the type of the default",
+    )
+    ap.add_argument(
+        "--only", nargs="+", metavar="NN", help="notebook numbers or names to run (default: all)"
+    )
+    ap.add_argument(
+        "--list",
+        action="store_true",
+        help="list the notebooks, their parameters with defaults and comments, and the tables "
+        "and rows of 04_train",
+    )
     ap.add_argument(
         "--check", action="store_true", help="check the -p values and exit without running"
     )
     ap.add_argument(
         "--jobs",
         type=int,
+        metavar="N",
         default=None,
         help="04_train runs executed at a time (default: CPU cores without a GPU, else 1)",
     )
