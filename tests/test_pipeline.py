@@ -332,7 +332,8 @@ def test_help_explains_every_option_with_examples_in_plain_text(capsys):
         "--jobs": "at a time",
     }
     for option, words in helps.items():
-        text = " ".join(out.split(option, 1)[1].split("\n  -", 1)[0].split())
+        options = out.split("\noptions:", 1)[1]
+        text = " ".join(options.split(option, 1)[1].split("\n  -", 1)[0].split())
         assert words in text, f"{option}: no help text"
     assert "examples:" in out and "-p 07.lr 0.01" in out
     assert "``" not in out and ":func:" not in out  # no raw RST
