@@ -60,7 +60,8 @@ def test_unknown_parameter_is_refused_with_the_allowed_names(fake_notebooks, cap
 def test_list_and_unknown_notebook(fake_notebooks, capsys):
     _notebook(fake_notebooks / "01_a.ipynb", "pass")
     assert pipeline.main(["--list"]) == 0
-    assert "01_a: profile='demo', x=1" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "01_a:\n  profile='demo'\n  x=1\n" in out
     with pytest.raises(SystemExit, match="no notebook 07"):
         pipeline.main(["--only", "07"])
 
@@ -338,3 +339,41 @@ def test_help_explains_every_option_with_examples_in_plain_text(capsys):
     assert "examples:" in out and "-p 07.lr 0.01" in out
     assert "``" not in out and ":func:" not in out  # no raw RST
     assert max(len(ln) for ln in out.splitlines()) <= 100
+
+
+def test_list_shows_the_comments_of_the_parameters_cell(fake_notebooks, capsys):
+    params = "profile = 'demo'  # demo or tcga\nlr = 0.5  # the learning rate\nx = 1"
+    _notebook(fake_notebooks / "01_a.ipynb", "pass", params=params)
+    assert pipeline.main(["--list"]) == 0
+    out = capsys.readouterr().out
+    assert "  profile='demo'  # demo or tcga\n  lr=0.5          # the learning rate\n  x=1\n" in out
+
+
+def test_list_shows_the_tables_and_rows_of_04_train(capsys):
+    from wsigraph.tables import TABLES, implemented_runs
+
+    assert pipeline.main(["--list", "--only", "04"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    for table, row, _, _ in implemented_runs():
+        assert f"{table} ({TABLES[table].paper} Table {TABLES[table].number})" in out
+        assert row in out
+    assert "H2-MIL | " in out
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["-p", "row", "Foo"], "-p row Foo: no runnable row 'Foo'; rows: MIL-CNN, "),
+        (["-p", "04.row", "Foo"], "-p row Foo: no runnable row 'Foo'; rows: "),
+        (["-p", "table", "h2mil_table1", "-p", "row", "HIGT (Ours)"],
+         "no runnable row 'HIGT (Ours)' of table h2mil_table1; rows: MIL-CNN, MinMax,"),
+        (["-p", "table", "nope"], "-p table nope: unknown table; tables: h2mil_table1, "),
+        (["-p", "row", "H2-MIL", "-p", "dataset", "brca"],
+         "-p dataset brca: no runnable dataset 'brca'; datasets: esca, kica"),
+    ],
+)  # fmt: skip
+def test_unknown_table_or_row_lists_the_valid_ones_before_anything_runs(capsys, args, expected):
+    assert pipeline.main([*args, "--only", "04"]) == 2
+    err = capsys.readouterr().err
+    assert expected in err and "nothing was run" in err
+    assert pipeline.main(["-p", "row", "H2-MIL", "-p", "task", "staging", "--check"]) == 0

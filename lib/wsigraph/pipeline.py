@@ -100,6 +100,13 @@ def declared_parameters(nb: Path) -> dict:
     return {name: _literal(info["default"]) for name, info in pm.inspect_notebook(str(nb)).items()}
 
 
+def parameter_comments(nb: Path) -> dict[str, str]:
+    """The inline comment (``# ...`` after the value) of each parameter of the notebook."""
+    import papermill as pm
+
+    return {name: info.get("help") or "" for name, info in pm.inspect_notebook(str(nb)).items()}
+
+
 class Expression(str):
     """A ``parameters``-cell default that is not a plain literal (its source text)."""
 
@@ -253,6 +260,55 @@ def _describe_value(value) -> str:
     return f"{kind.get(type(value), type(value).__name__)} {value!r}"
 
 
+TRAIN = "04_train"
+
+
+def table_listing() -> str:
+    """The table ids and row names that ``-p table`` / ``-p row`` of ``04_train`` accept (rows
+    with a model; the others are printed in the tables as "not run yet")."""
+    from wsigraph.tables import TABLES, implemented_runs
+
+    runnable = {(t, r) for t, r, _, _ in implemented_runs()}
+    lines = ["  -p table / -p row accept (04_train runs every row below unless narrowed):"]
+    for tid, table in TABLES.items():
+        rows = [r.name for r in table.rows if (tid, r.name) in runnable]
+        left = len(table.rows) - len(rows)
+        more = f" ({left} row(s) without a model: not run)" if left else ""
+        lines.append(f"    {tid} ({table.paper} Table {table.number}){more}:")
+        lines += [
+            "      " + line
+            for line in textwrap.wrap(" | ".join(rows), width=90, break_on_hyphens=False)
+        ]
+    return "\n".join(lines)
+
+
+def check_runs(values: dict) -> list[str]:
+    """``-p table/row/dataset/task`` of ``04_train`` that match no runnable table run, each
+    problem listing the valid values (checked before anything runs)."""
+    from wsigraph.tables import TABLES, implemented_runs
+
+    runs = implemented_runs()
+    problems = []
+    table = values.get("table")
+    if table is not None and table not in TABLES:
+        return [f"-p table {table}: unknown table; tables: {', '.join(TABLES)}"]
+    if table is not None:
+        runs = [r for r in runs if r[0] == table]
+    where = f" of table {table}" if table is not None else ""
+    for i, key in enumerate(("row", "dataset", "task"), start=1):
+        if key not in values:
+            continue
+        valid = list(dict.fromkeys(r[i] for r in runs))
+        if values[key] not in valid:
+            problems.append(
+                f"-p {key} {values[key]}: no runnable {key} {values[key]!r}{where}; "
+                f"{key}s: {', '.join(valid)}"
+            )
+            return problems
+        runs = [r for r in runs if r[i] == values[key]]
+    return problems
+
+
 def _matches(nb: Path, scope: str) -> bool:
     return scope in (nb.stem[:2], nb.stem)
 
@@ -381,7 +437,14 @@ def main(argv: list[str] | None = None) -> int:
     declared = {nb: declared_parameters(nb) for nb in selected}
     if args.list:
         for nb, params in declared.items():
-            print(f"{nb.stem}: " + ", ".join(f"{k}={v!r}" for k, v in params.items()))
+            print(f"{nb.stem}:")
+            comments = parameter_comments(nb)
+            width = max((len(f"{k}={v!r}") for k, v in params.items()), default=0)
+            for k, v in params.items():
+                note = f"  # {comments[k]}" if comments.get(k) else ""
+                print(f"  {f'{k}={v!r}':<{width}}{note}".rstrip())
+            if nb.stem == TRAIN:
+                print(table_listing())
         shared = {}
         for nb, params in declared.items():
             for name in params:
@@ -411,6 +474,10 @@ def main(argv: list[str] | None = None) -> int:
         )
     if not problems:
         problems = _contradicted_profile(args.profile, given, texts, scoped)
+    for nb in declared:
+        if nb.stem == TRAIN and not problems:
+            values = given | {name: v for name, (v, _, _) in scoped.get(nb, {}).items()}
+            problems = check_runs(values)
     if problems:
         print("\n".join(f"run_all: {p}" for p in problems), file=sys.stderr)
         print("run_all: nothing was run; fix the value(s) above", file=sys.stderr)
