@@ -377,3 +377,17 @@ def test_unknown_table_or_row_lists_the_valid_ones_before_anything_runs(capsys, 
     err = capsys.readouterr().err
     assert expected in err and "nothing was run" in err
     assert pipeline.main(["-p", "row", "H2-MIL", "-p", "task", "staging", "--check"]) == 0
+
+
+def test_a_successful_run_ends_with_the_report_page(fake_notebooks, tmp_path, monkeypatch, capsys):
+    _two_notebooks(fake_notebooks)
+    monkeypatch.setattr(pipeline, "_execute", lambda *a, **k: True)
+    (tmp_path / "results" / "demo" / "figures").mkdir(parents=True)
+    (tmp_path / "results" / "demo" / "figures" / "f.png").write_bytes(b"png")
+    assert pipeline.main([]) == 0
+    index = tmp_path / "results" / "demo" / "index.html"
+    assert 'src="figures/f.png"' in index.read_text()
+    assert f"run_all: report: {index}" in capsys.readouterr().out
+    index.unlink()
+    monkeypatch.setattr(pipeline, "_execute", lambda *a, **k: False)
+    assert pipeline.main([]) == 1 and not index.exists()  # a failed run writes no page

@@ -19,6 +19,8 @@ before anything runs: :func:`check_parameters`). Executed copies go to
 ``NN_name.params.json``; ``04_train`` runs once per table run, into ``results/<profile>/runs/``
 (see :func:`expand`). The first failing notebook stops the run with a message naming it and the
 executed copy that holds the traceback.
+A successful run ends by writing ``results/<profile>/index.html``, a static page linking every
+executed notebook (rendered to HTML), table and figure (:func:`wsigraph.report.write_index`).
 
 Concurrency: the many ``04_train`` runs execute ``--jobs`` at a time (default: one per CPU core
 on CPU-only machines, one on a GPU machine), each kernel limited to ``cores / jobs`` threads and,
@@ -507,6 +509,14 @@ def main(argv: list[str] | None = None) -> int:
         if failed:
             return 1
         total += len(runs)
+    from wsigraph.report import write_index
+
+    try:
+        index = write_index(profile.results_dir)
+    except Exception as e:  # the runs succeeded; say what failed, and fail the command
+        print(f"run_all: the report page could not be written: {e}", file=sys.stderr)
+        return 1
+    print(f"run_all: report: {_rel(index)} (open it in a browser; no server needed)")
     print(
         f"run_all: {total} notebook run(s) on profile '{profile.name}' in {time.time() - started:.0f} s"
     )
