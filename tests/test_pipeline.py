@@ -257,8 +257,9 @@ def _two_notebooks(nbdir):
     _notebook(nbdir / "07_b.ipynb", "pass", params="profile = 'demo'\nx = 1\nlr = 0.5")
 
 
-def test_scoped_parameter_reaches_only_its_notebook(fake_notebooks, monkeypatch):
+def test_scoped_parameter_reaches_only_its_notebook(fake_notebooks, tmp_path, monkeypatch):
     _two_notebooks(fake_notebooks)
+    (tmp_path / "results" / "demo").mkdir(parents=True)  # as the executed notebooks would
     seen = []
     monkeypatch.setattr(
         pipeline, "_execute", lambda nb, params, *a, **k: seen.append((nb.stem, params)) or True
