@@ -591,10 +591,25 @@ def _kernel_manager_class() -> type:
     warns on the terminal that its traffic is unencrypted. The socket files sit beside the
     kernel's connection file, in Jupyter's runtime folder.
     """
+    import uuid
+
     from jupyter_client.manager import AsyncKernelManager
+    from jupyter_core.paths import jupyter_runtime_dir
+    from traitlets import default
 
     class IPCKernelManager(AsyncKernelManager):
         transport = "ipc"
+
+        @default("ip")
+        def _unique_ipc_path(self) -> str:
+            # jupyter_client's default, read before the connection file is named, is the
+            # relative "kernel-ipc": concurrent kernels (--jobs) in one cwd then pick the same
+            # socket files and read each other's messages ("Invalid Signature").
+            if self.connection_file:
+                return os.path.splitext(self.connection_file)[0] + "-ipc"
+            folder = jupyter_runtime_dir()
+            os.makedirs(folder, exist_ok=True)
+            return os.path.join(folder, f"kernel-{uuid.uuid4().hex[:12]}-ipc")
 
     return IPCKernelManager
 
