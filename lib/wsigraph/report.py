@@ -72,12 +72,14 @@ def _links(pages: list[tuple[str, str]]) -> str:
     return f'<ul class="list">\n{items}</ul>'
 
 
-def write_index(results_dir: str | os.PathLike) -> Path:
+def write_index(results_dir: str | os.PathLike, runs: bool = True) -> Path:
     """Render the executed notebooks of ``results_dir`` to HTML and write ``index.html``.
 
     Args:
         results_dir: one profile's results folder (``results/<profile>``), holding
             ``notebooks/``, ``runs/``, ``tables/`` and ``figures/`` (any may be missing).
+        runs: also render and link the training runs (``runs/*.ipynb``; on the demo about
+            100 pages of ~0.4 MB each, nbconvert's CSS included in every page).
 
     Returns:
         The path of ``index.html``.
@@ -86,7 +88,7 @@ def write_index(results_dir: str | os.PathLike) -> Path:
     if not results.is_dir():
         raise FileNotFoundError(f"no results folder {results}; run ./run_all.sh first")
     notebooks = _render_all(results, "notebooks")
-    runs = _render_all(results, "runs")
+    runs = _render_all(results, "runs") if runs else []
 
     tables: dict[str, list[str]] = {}
     for path in sorted((results / "tables").glob("*")):
