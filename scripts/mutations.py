@@ -889,6 +889,31 @@ MUTATIONS: list[Mutation] = [
         "        y = np.asarray(labels).astype(np.int64)",
         ("tests/test_faults.py::test_nan_features_are_named_by_the_survival_and_mico_runners",),
     ),
+    # ---- the command line and the report page (issue 18, items 8-9) -----------------------
+    M(
+        "cli-scoped-parameters-ignored",
+        "lib/wsigraph/pipeline.py",
+        "        values = given | {name: v for name, (v, _, _) in scoped.get(nb, {}).items()}\n"
+        "        runs = expand",
+        "        values = given\n        runs = expand",
+        ("tests/test_pipeline.py::test_scoped_parameter_reaches_only_its_notebook",),
+    ),
+    M(
+        "cli-profile-contradiction-let-through",
+        "lib/wsigraph/pipeline.py",
+        "        if value != profile",
+        "        if value is None",
+        ("tests/test_pipeline.py::test_profile_parameter_contradicting_the_option_is_refused",),
+    ),
+    M(
+        "report-links-the-notebook-not-its-page",
+        "lib/wsigraph/report.py",
+        "        pages.append((nb.stem, page.relative_to(results).as_posix()))",
+        "        pages.append((nb.stem, nb.relative_to(results).as_posix()))",
+        (
+            "tests/test_report.py::test_index_renders_every_notebook_and_links_every_table_and_figure",
+        ),
+    ),
 ]
 
 

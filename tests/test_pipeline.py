@@ -214,6 +214,9 @@ def test_every_notebook_executes_with_tiny_parameters(tmp_path, monkeypatch, cap
     assert pipeline.main([*TINY, *ONE_RUN, *QUICK, *PAPERS]) == 0
     assert "without encryption" not in capfd.readouterr().err
     results = tmp_path / "results" / "demo"
+    index = (results / "index.html").read_text()  # the report page of the run
+    assert 'href="html/notebooks/09_mico.html"' in index and 'src="figures/' in index
+    assert (results / "html" / "notebooks" / "09_mico.html").exists()
     names = ("01_cohort", "02_tiles_features", "03_graphs", "05_tables", "06_figures")
     for name in (*names, "07_nuclei_graph", "08_abignet", "09_mico"):
         executed = (results / "notebooks" / f"{name}.ipynb").read_text()
