@@ -512,7 +512,9 @@ def main(argv: list[str] | None = None) -> int:
     from wsigraph.report import write_index
 
     try:
-        index = write_index(profile.results_dir)
+        # the numbered notebooks only: the ~100 training runs would add ~40 MB of HTML on demo
+        # (their executed notebooks stay linked from results/<profile>/runs/)
+        index = write_index(profile.results_dir, runs=False)
     except Exception as e:  # the runs succeeded; say what failed, and fail the command
         print(f"run_all: the report page could not be written: {e}", file=sys.stderr)
         return 1
