@@ -425,28 +425,27 @@ def _download(tmp: Path, edit, check, *names: str, workers: int = 2) -> Outcome:
             return out
 
 
-@probe('GDC: file_size "12abc"')
-def _(tmp):
+def _bad_file_size(tmp, index: int, value):
+    """One file of the cohort with a broken ``file_size``: that file fails, the others arrive."""
+
     def edit(gdc):
-        gdc.files[1]["file_size"] = "12abc"
+        gdc.files[index]["file_size"] = value
         return "TCGA-ESCA"
 
     def check(report, slides, gdc):
         return len(report.downloaded) + len(report.skipped) == len(slides) - 1
 
-    return _download(tmp, edit, check, "file_size '12abc'", "uuid-1")
+    return _download(tmp, edit, check, f"file_size {value!r}", f"uuid-{index}")
+
+
+@probe('GDC: file_size "12abc"')
+def _(tmp):
+    return _bad_file_size(tmp, 1, "12abc")
 
 
 @probe("GDC: negative file_size")
 def _(tmp):
-    def edit(gdc):
-        gdc.files[2]["file_size"] = -5
-        return "TCGA-ESCA"
-
-    def check(report, slides, gdc):
-        return len(report.downloaded) + len(report.skipped) == len(slides) - 1
-
-    return _download(tmp, edit, check, "file_size -5", "uuid-2")
+    return _bad_file_size(tmp, 2, -5)
 
 
 @probe("GDC: X.svs and X.svs.part, 2 workers")
