@@ -914,6 +914,35 @@ MUTATIONS: list[Mutation] = [
             "tests/test_report.py::test_index_renders_every_notebook_and_links_every_table_and_figure",
         ),
     ),
+    # ---- MiCo demo cohort and control rows (issue 17) ---------------------------------------
+    M(
+        "mico-demo-label-one-type",
+        "lib/wsigraph/data/synthetic_mico.py",
+        """    label = int((x_type == "A'") ^ (y_type == "B'"))""",
+        """    label = int(x_type == "A'")""",
+        ("tests/test_synthetic_mico.py",),
+    ),
+    M(
+        "mico-demo-second-type-never-placed",
+        "lib/wsigraph/data/synthetic_mico.py",
+        "        t = TYPES.index(x_type if j % 2 == 0 else y_type)",
+        "        t = TYPES.index(x_type)",
+        ("tests/test_synthetic_mico.py",),
+    ),
+    M(
+        "mico-demo-hazard-ignores-pairing",
+        "lib/wsigraph/data/synthetic_mico.py",
+        '        signal = (2 * truth["pairing"] - 1) * truth["share"] / ((lo + hi) / 2)',
+        '        signal = truth["share"] / ((lo + hi) / 2)',
+        ("tests/test_synthetic_mico.py",),
+    ),
+    M(
+        "mico-control-fits-on-test-cases",
+        "lib/wsigraph/train/mico.py",
+        "        fit = np.sort(np.concatenate([s.train, s.val])).astype(np.int64)",
+        "        fit = np.sort(np.concatenate([s.train, s.val, s.test])).astype(np.int64)",
+        ("tests/test_synthetic_mico.py",),
+    ),
 ]
 
 

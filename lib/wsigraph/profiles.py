@@ -265,6 +265,10 @@ _DEMO = Profile(
         # 08_abignet: the official ABiG-Net's alternating iterations (official 200; the demo
         # ROIs are few and small, the notebook must run in minutes).
         "abignet": {"iterations": 10},
+        # 09_mico: the synthetic co-occurrence columns (wsigraph.data.synthetic_mico), slides
+        # per column, folds of the baselines (MiCo: the official 4) and epochs of every row
+        # (MiCo keeps its official early stopping); sized so 09 runs in minutes on 2 cores.
+        "mico": {"n_slides": 160, "folds": 4, "epochs": 10, "surv_epochs": 10},
     },
 )
 

@@ -1192,7 +1192,7 @@ MICO: tuple[Choice, ...] = (
         "200 (with early stopping)",
         profile_value("epochs"),
         "ours",
-        "the profile's epochs (tcga 50, demo 40) with the official early stopping",
+        "the profile's epochs (tcga 50; demo: extra['mico']) with the official early stopping",
     ),
     Choice(
         "precision",
@@ -1217,8 +1217,8 @@ MICO: tuple[Choice, ...] = (
         "CONCH v1.5, 768-d (dim_in: 768; feats-m20-s448-conch_v1_5)",
         profile_value("encoder"),
         "ours",
-        "CONCH weights are not reachable here: the tcga profile's encoder; the demo uses its "
-        "44-d filter-bank features",
+        "CONCH weights are not reachable here: the tcga profile's encoder; the demo's are "
+        "synthetic 32-d patch features (wsigraph.data.synthetic_mico: tissue prototypes + noise)",
     ),
     Choice(
         "determinism",
@@ -1227,6 +1227,15 @@ MICO: tuple[Choice, ...] = (
         fixed("fold seed, one intra-op thread, deterministic algorithms"),
         "ours",
         "the thread count changed the last bits and then the checkpoint; now pinned",
+    ),
+    Choice(
+        "demo cohorts",
+        "TCGA-BRCA, TCGA-NSCLC (subtyping); seven TCGA cohorts (survival)",
+        "the same",
+        fixed("demo: synthetic co-occurrence cohorts nsclc, brca, kirp (synthetic_mico)"),
+        "ours",
+        "no TCGA data on demo: the label is which dispersed tissue types co-occur, the quantity "
+        "MiCo says it models; controls on the slide mean must fail (issue 17)",
     ),
     Choice(
         "paper numbers",

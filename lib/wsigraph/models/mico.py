@@ -124,8 +124,11 @@ TABLE_ROWS = {"abmil": "ABMIL", "clam-sb": "CLAM-SB", "dsmil": "DS-MIL", "mico":
 # design is our variant.
 ROW_CONFIGS = {"MiCo": {"anchors": "learned"}, "MiCo (per-slide anchors)": {"anchors": "slide"}}
 STAND_INS = {
-    "mico_table1": {"esca": "nsclc", "kica": "brca"},  # adeno vs squamous ~ LUAD vs LUSC
-    "mico_table2": {"kica": "kirp", "esca": None},  # KIRP+KICH ~ KIRP; ESCA not in the paper
+    # tcga: adeno vs squamous ~ LUAD vs LUSC; demo: the synthetic columns of the same names
+    # (wsigraph.data.synthetic_mico.DEMO_SPECS)
+    "mico_table1": {"esca": "nsclc", "kica": "brca", "nsclc": "nsclc", "brca": "brca"},
+    # tcga: KIRP+KICH ~ KIRP, ESCA not in the paper; demo: the synthetic survival column
+    "mico_table2": {"kica": "kirp", "esca": None, "kirp": "kirp"},
 }
 
 

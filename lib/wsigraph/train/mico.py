@@ -57,6 +57,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -585,7 +586,141 @@ def run_mico_experiment(
     return _clean(record)
 
 
+# Controls ---------------------------------------------------------------------------------------
+#: The control rows of the MiCo tables (issue 17): the simplest models that ignore MiCo's
+#: mechanism, a linear model on the slide-mean patch feature.
+CONTROL_ROWS = {"typing": "mean-pool + LR (control)", "survival": "mean-pool + Cox (control)"}
+
+
+def _mean_features(graphs: Sequence[Data], level: int) -> np.ndarray:
+    return np.stack([_instances(g, level).double().mean(0).numpy() for g in graphs])
+
+
+def _fit_control(task: str, x: np.ndarray, fit: np.ndarray, targets: dict, seed: int,
+                 n_components: int, penalizer: float):  # fmt: skip
+    """Fit the control on rows ``fit`` of ``x``; returns a function ``x -> score``."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    if task == "typing":
+        model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+        model.fit(x[fit], targets["y"][fit])
+        return model.predict_proba
+    from lifelines import CoxPHFitter
+    from sklearn.decomposition import PCA
+
+    k = max(1, min(n_components, x.shape[1], len(fit) - 2))
+    reduce = make_pipeline(StandardScaler(), PCA(k, random_state=seed)).fit(x[fit])
+    cols = [f"pc{i}" for i in range(k)]
+    frame = pd.DataFrame(reduce.transform(x[fit]), columns=cols)
+    frame["time"], frame["event"] = targets["time"][fit], 1 - targets["c"][fit]
+    cox = CoxPHFitter(penalizer=penalizer).fit(frame, "time", "event")
+    return lambda z: cox.predict_partial_hazard(pd.DataFrame(reduce.transform(z), columns=cols))
+
+
+def run_mean_pool_control(
+    name: str,
+    graphs: Sequence[Data],
+    task: str,
+    out_dir: str | Path,
+    *,
+    labels=None,
+    times=None,
+    censorship=None,
+    case_ids: Sequence[str] | None = None,
+    folds: int = OFFICIAL.folds,
+    seed: int = 0,
+    n_bins: int = 4,
+    level: int = 2,
+    n_components: int = 8,
+    penalizer: float = 0.1,
+    meta: dict | None = None,
+) -> dict:
+    """The control row of a MiCo table on the *same* test folds as the row "MiCo".
+
+    Each slide (survival: each case, its slides' means averaged) becomes the mean of its
+    ``level`` patch features. Subtyping: standardise, then scikit-learn's
+    ``LogisticRegression`` (C = 1). Survival: standardise, PCA to ``n_components`` (fitted on
+    the training cases), then lifelines' ``CoxPHFitter(penalizer)``; the risk is the partial
+    hazard. The splits are :func:`case_splits` with ``folds``, the protocol's validation
+    fraction and ``seed`` -- exactly those of :func:`run_mico_experiment` with the same
+    arguments -- and the control fits on training and validation cases together (it selects
+    nothing). Writes ``out_dir/<name>.json``; returns a record with ``summary`` (mean / std /
+    n per metric), ``folds`` (long format) and ``predictions``, like the other rows.
+    """
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+    start = time.perf_counter()
+    slide_ids = [str(getattr(g, "slide_id", i)) for i, g in enumerate(graphs)]
+    case_ids = [str(c) for c in (case_ids if case_ids is not None else slide_ids)]
+    x = _mean_features(graphs, level)
+    if not np.isfinite(x).all():
+        raise ValueError(f"{name}: non-finite slide-mean features")
+    if task == "survival":
+        t = np.asarray(times, dtype=np.float64)
+        c = np.asarray(censorship).astype(np.int64)
+        _, cases, members = patient_bags(graphs, case_ids, level)
+        x = np.stack([x[idx].mean(0) for idx in members])
+        first = [idx[0] for idx in members]
+        t, c = t[first], c[first]
+        bins, _ = survival_bins(t, c, n_bins)
+        joint = np.unique(bins * 2 + c, return_inverse=True)[1]
+        try:
+            splits = case_splits(cases, joint, folds, OFFICIAL.val_fraction, seed)
+        except ValueError:
+            splits = case_splits(cases, c, folds, OFFICIAL.val_fraction, seed)
+        targets = {"time": t, "c": c}
+        ids = [",".join(slide_ids[i] for i in idx) for idx in members]
+    else:
+        y = check_inputs(graphs, labels)
+        splits = case_splits(case_ids, y, folds, OFFICIAL.val_fraction, seed)
+        targets, ids = {"y": y}, slide_ids
+    meta = dict(meta or {})
+    context = {k: meta.get(k) for k in ("table", "row", "dataset", "task")}
+    rows, predictions, per_fold = [], [], []
+    for s in splits:
+        fit = np.sort(np.concatenate([s.train, s.val])).astype(np.int64)
+        score = _fit_control(task, x, fit, targets, seed, n_components, penalizer)(x[s.test])
+        if task == "typing":
+            prob = np.asarray(score, dtype=np.float64)
+            scores = classification_metrics(targets["y"][s.test], prob)
+            scores = {k: scores[k] for k in ("acc", "auc", "f1")}
+            predictions.append({"repeat": s.repeat, "fold": s.fold,
+                                "slide_id": [ids[i] for i in s.test],
+                                "label": targets["y"][s.test].tolist(),
+                                "prob": prob.tolist()})  # fmt: skip
+        else:
+            risk = np.asarray(score, dtype=np.float64).ravel()
+            scores = {"c_index": c_index(t[s.test], risk, c[s.test])}
+            predictions.append({"repeat": s.repeat, "fold": s.fold,
+                                "slide_id": [ids[i] for i in s.test],
+                                "case_id": [cases[i] for i in s.test],
+                                "time": t[s.test].tolist(), "censorship": c[s.test].tolist(),
+                                "risk": risk.tolist()})  # fmt: skip
+        per_fold.append(scores)
+        rows += [context | {"repeat": s.repeat, "fold": s.fold, "seed": seed, "metric": m,
+                            "value": v} for m, v in scores.items()]  # fmt: skip
+    summary = {}
+    for m in per_fold[0]:
+        mean, std = summarise(f[m] for f in per_fold)
+        summary[m] = {"mean": mean, "std": std, "n": len(per_fold)}
+    record = {
+        "name": name, "meta": meta, "task": task,
+        "config": {"model": "logistic regression" if task == "typing" else "Cox PH",
+                   "features": f"mean of the level-{level} patch features",
+                   "n_components": n_components if task == "survival" else None,
+                   "penalizer": penalizer if task == "survival" else None},
+        "cv": {"folds": folds, "repeats": 1, "val_fraction": OFFICIAL.val_fraction,
+               "seed": seed, "split_by": "case", "fit_on": "train + val"},
+        "folds": rows, "summary": summary, "predictions": predictions,
+        "timings": {"total_seconds": time.perf_counter() - start},
+    }  # fmt: skip
+    _write_json(Path(out_dir) / f"{name}.json", _clean(record))
+    return _clean(record)
+
+
 __all__ = [
-    "OFFICIAL", "MiCoProtocol", "case_splits", "deterministic", "fold_anchors", "profile_protocol",
-    "mico_train_config", "patient_bags", "run_mico_experiment", "slide_bags", "train_mico_fold",
+    "CONTROL_ROWS", "OFFICIAL", "MiCoProtocol", "case_splits", "deterministic", "fold_anchors", "profile_protocol",
+    "mico_train_config", "patient_bags", "run_mean_pool_control", "run_mico_experiment", "slide_bags", "train_mico_fold",
 ]  # fmt: skip
