@@ -424,6 +424,12 @@ def main(argv: list[str] | None = None) -> int:
         "--check", action="store_true", help="check the -p values and exit without running"
     )
     ap.add_argument(
+        "--all-rows",
+        action="store_true",
+        help="04_train: train every row of every table, not only the profile's run set (the "
+        "demo trains the rows that test each paper's mechanism, see README)",
+    )
+    ap.add_argument(
         "--jobs",
         type=int,
         metavar="N",
@@ -495,7 +501,7 @@ def main(argv: list[str] | None = None) -> int:
     total = 0
     for nb in selected:
         values = given | {name: v for name, (v, _, _) in scoped.get(nb, {}).items()}
-        runs = expand(nb, profile, values, declared[nb])
+        runs = expand(nb, profile, values, declared[nb], all_rows=args.all_rows)
         if len(runs) > 1 and jobs > 1:
             if "executor" in declared[nb] and "executor" not in values:
                 runs = [(params | {"executor": "serial"}, out) for params, out in runs]
@@ -717,10 +723,14 @@ def _report_left_out(nb: Path, output: Path) -> None:
     )
 
 
-def expand(nb: Path, profile, given: dict, declared: dict) -> list[tuple[dict, Path]]:
+def expand(
+    nb: Path, profile, given: dict, declared: dict, all_rows: bool = False
+) -> list[tuple[dict, Path]]:
     """The executions of one notebook: ``(parameters, output path)`` pairs.
 
-    ``04_train`` runs once per table run that has a model (``wsigraph.tables``), into
+    ``04_train`` runs once per table run that has a model (``wsigraph.tables``) and that the
+    profile's run set keeps (:func:`wsigraph.tables.run_set`; every row with ``all_rows`` or
+    an explicit ``-p row``), into
     ``results/<profile>/runs/<run name>.ipynb``; runs that are the same experiment under another
     table (equal config key, e.g. H2-MIL in Table 1 and "L = 2" in Table 4) run once, and the
     tables reuse their record. ``-p table/row/dataset/task`` narrow the runs. Every other
@@ -733,7 +743,8 @@ def expand(nb: Path, profile, given: dict, declared: dict) -> list[tuple[dict, P
 
     wanted = {k: given[k] for k in ("table", "row", "dataset", "task") if k in given}
     seen, out = set(), []
-    for table, row, dataset, task in implemented_runs():
+    limit = None if all_rows or "row" in wanted else profile
+    for table, row, dataset, task in implemented_runs(profile=limit):
         run = {"table": table, "row": row, "dataset": dataset, "task": task}
         key = config_key(get_row(table, row), dataset, task)
         if any(run[k] != v for k, v in wanted.items()) or key in seen:
