@@ -362,6 +362,9 @@ def test_list_shows_the_tables_and_rows_of_04_train(capsys):
         assert f"{table} ({TABLES[table].paper} Table {TABLES[table].number})" in out
         assert row in out
     assert "H2-MIL | " in out
+    # demo (the default profile): rows outside its run set are starred, --all-rows named
+    assert "MinMax* | " in out and "| H2-MIL |" in out.replace("H2-MIL*", "")
+    assert "--all-rows runs every row" in out
 
 
 @pytest.mark.parametrize(

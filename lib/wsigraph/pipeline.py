@@ -64,6 +64,7 @@ EXAMPLES = """examples:
   ./run_all.sh -p 07.lr 0.01            a value for notebook 07 only
   ./run_all.sh --only 01 02             a subset, by number or name
   ./run_all.sh --only 04 -p table h2mil_table1 -p row H2-MIL   one table row
+  ./run_all.sh --only 04 --all-rows     every table row, not only the demo's run set
   ./run_all.sh --list                   notebooks, parameters, tables and rows
   ./run_all.sh -p n_slides 8 --check    check the -p values, run nothing
 """
@@ -265,15 +266,27 @@ def _describe_value(value) -> str:
 TRAIN = "04_train"
 
 
-def table_listing() -> str:
+def table_listing(profile=None) -> str:
     """The table ids and row names that ``-p table`` / ``-p row`` of ``04_train`` accept (rows
-    with a model; the others are printed in the tables as "not run yet")."""
-    from wsigraph.tables import TABLES, implemented_runs
+    with a model; the others are printed in the tables as "not run yet"); with ``profile``,
+    rows outside its run set are marked ``*``."""
+    from wsigraph.tables import TABLES, implemented_runs, skipped_rows
 
     runnable = {(t, r) for t, r, _, _ in implemented_runs()}
-    lines = ["  -p table / -p row accept (04_train runs every row below unless narrowed):"]
+    head = "04_train runs every row below unless narrowed"
+    if profile is not None and profile.extra.get("runs") is not None:
+        head = (
+            f"on {profile.name}, 04_train runs the rows without * unless narrowed; "
+            "--all-rows runs every row"
+        )
+    lines = [f"  -p table / -p row accept ({head}):"]
     for tid, table in TABLES.items():
-        rows = [r.name for r in table.rows if (tid, r.name) in runnable]
+        skipped = set(skipped_rows(profile, tid)) if profile is not None else set()
+        rows = [
+            r.name + ("*" if r.name in skipped else "")
+            for r in table.rows
+            if (tid, r.name) in runnable
+        ]
         left = len(table.rows) - len(rows)
         more = f" ({left} row(s) without a model: not run)" if left else ""
         lines.append(f"    {tid} ({table.paper} Table {table.number}){more}:")
@@ -452,7 +465,7 @@ def main(argv: list[str] | None = None) -> int:
                 note = f"  # {comments[k]}" if comments.get(k) else ""
                 print(f"  {f'{k}={v!r}':<{width}}{note}".rstrip())
             if nb.stem == TRAIN:
-                print(table_listing())
+                print(table_listing(profile))
         shared = {}
         for nb, params in declared.items():
             for name in params:
