@@ -253,6 +253,7 @@ def test_every_notebook_executes_with_tiny_parameters(tmp_path, monkeypatch, cap
         assert (results / "figures" / fig).stat().st_size > 10_000
     mico = (results / "tables" / "mico_table1.md").read_text()
     assert "| MiCo |" in mico and "| MiCo (per-slide anchors) |" in mico
+    assert "| mean-pool + LR (control) |" in mico and "co-occur" in mico  # demo: synthetic_mico
 
 
 def _two_notebooks(nbdir):
