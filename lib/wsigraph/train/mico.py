@@ -673,9 +673,9 @@ def run_mean_pool_control(
         targets = {"time": t, "c": c}
         ids = [",".join(slide_ids[i] for i in idx) for idx in members]
     else:
-        y = check_inputs(graphs, labels)
-        splits = case_splits(case_ids, y, folds, OFFICIAL.val_fraction, seed)
-        targets, ids = {"y": y}, slide_ids
+        y_ctl = check_inputs(graphs, labels)  # names odd labels, NaN features
+        splits = case_splits(case_ids, y_ctl, folds, OFFICIAL.val_fraction, seed)
+        targets, ids = {"y": y_ctl}, slide_ids
     meta = dict(meta or {})
     context = {k: meta.get(k) for k in ("table", "row", "dataset", "task")}
     rows, predictions, per_fold = [], [], []
