@@ -200,6 +200,7 @@ QUICK = ["-p", "folds", "2", "-p", "epochs", "2", "-p", "executor", "serial"]
 PAPERS = [
     "-p", "unet_epochs", "1", "-p", "unet_steps_per_epoch", "10", "-p", "tiles_per_class", "6",
     "-p", "n_per_class", '{"crc3": 6, "crc2": 6, "melanoma": 6}',
+    "-p", "mico_executor", "serial",
 ]  # fmt: skip
 
 
