@@ -164,6 +164,9 @@ NONE_DEFAULT_TYPES: dict[str, type] = {
     "mico_dim": int,
     "mico_folds": int,
     "surv_epochs": int,
+    "cls_datasets": list,
+    "surv_dataset": str,
+    "mico_executor": str,
 }
 
 _TYPE_WORDS = {
