@@ -126,9 +126,9 @@ from scipy.sparse import csgraph
 from scipy.spatial import Delaunay, QhullError, Voronoi, cKDTree
 from scipy.spatial.distance import cdist, pdist
 from skimage.feature import graycomatrix, graycoprops
-from skimage.measure import regionprops_table
 from tqdm.auto import tqdm
 
+from wsigraph.graphs.label_props import glcm_table, region_table
 from wsigraph.graphs.orientation import check_label_map
 
 __all__ = [
@@ -282,7 +282,7 @@ def nucleus_properties(
     """
     labels = check_label_map(labels, "labels")
     grey = None if image is None else _grey(image, labels.shape)
-    props = regionprops_table(labels, properties=_REGIONPROPS + ("bbox",))
+    props = region_table(labels)  # = regionprops_table(labels, _REGIONPROPS + ("bbox",))
     n = len(props["label"])
     centroids = np.stack([props["centroid-1"], props["centroid-0"]], 1).reshape(n, 2)
     columns = [props[k] for k in _REGIONPROPS[2:]]  # the six shape columns
@@ -291,8 +291,7 @@ def nucleus_properties(
         index = np.searchsorted(props["label"], labels[labels > 0])
         sums = np.bincount(index, grey[labels > 0].astype(np.float64), minlength=n)
         intensity[:, 0] = sums / props["area"]
-        boxes = zip(*(props[f"bbox-{j}"] for j in range(4)), strict=True)
-        intensity[:, 1:] = _glcm_values(grey, labels, props["label"], list(boxes))
+        intensity[:, 1:] = glcm_table(grey, labels, props)  # = _glcm_values, vectorised
     out = np.column_stack([np.stack(columns, 1).reshape(n, 6), intensity])
     return centroids.astype(np.float64), out.astype(np.float64)
 
