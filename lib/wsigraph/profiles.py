@@ -287,7 +287,7 @@ _DEMO = Profile(
         # nuclei of a 64 px patch); the nuclei are the generator's ground-truth masks.
         "abignet": {
             "iterations": 10,
-            "n_per_class": {"crc3": 20, "crc2": 24, "melanoma": 24},
+            "n_per_class": {"crc3": 16, "crc2": 20, "melanoma": 20},
             "official_patch_size": 64,
             "min_nuclei": 8,
             "cell_radius": 20.0,
