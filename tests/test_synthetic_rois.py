@@ -87,3 +87,27 @@ def test_deterministic_and_errors():
         relation_rois("bach", 1)
     with pytest.raises(ValueError, match="equal style groups"):
         relation_rois("crc3", 1, grid=3)
+
+
+def test_mean_std_lr_control_fits_on_train_and_val_only():
+    import torch
+    from torch_geometric.data import Data
+
+    from wsigraph.train.cv import make_splits
+    from wsigraph.train.probe import mean_std_lr
+
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1], 20)
+    splits = make_splits(y, 4, 1, 0.25, seed=0)
+    test0 = splits[0].test
+    sign = np.where(np.isin(np.arange(40), test0), -1.0, 1.0)  # the test fold's rule is flipped
+    graphs = [
+        Data(x=torch.tensor(rng.normal(sign[i] * (2 * y[i] - 1), 0.3, (8, 3)), dtype=torch.float32))
+        for i in range(40)
+    ]
+    folds = mean_std_lr(graphs, y, splits[:1])
+    assert folds[0].metrics["acc"] == 0.0 and folds[0].metrics["auc"] == 0.0  # never saw them
+    assert (folds[0].repeat, folds[0].fold) == (splits[0].repeat, splits[0].fold)
+    x = roi_mean_std([g.x for g in graphs[:2]])
+    np.testing.assert_allclose(x[0, :3], graphs[0].x.numpy().mean(0), rtol=1e-6)
+    np.testing.assert_allclose(x[0, 3:], graphs[0].x.numpy().std(0), rtol=1e-5)
