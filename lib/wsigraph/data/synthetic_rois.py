@@ -13,8 +13,13 @@ Derivation (ABiG-Net, arXiv 2510.13188, abstract)
     * No ROI-level first-order signal. Within an ROI the multiset of styles and the multiset of
       marks are drawn by the same process in every class; only their *pairing* with each other
       differs. Among a few random candidate pairings, the one whose patch-level correlation
-      between style and mark is smallest is kept (every class alike), so the per-ROI mean and
-      standard deviation of any feature carry (almost) no class information.
+      between style and mark is smallest is kept (every class alike), so the per-ROI mean of
+      any feature has the same expectation in every class. The per-ROI standard deviation is
+      matched only where a feature responds to style and mark additively: where they interact
+      (a clumped fraction changes the neighbour counts more at high density), a consistent ROI,
+      whose 4 (style, mark) pairs are one draw, has a slightly smaller within-ROI spread than a
+      shuffled one, which holds every pairing. This residual leak is weak (the tests bound a
+      mean/std logistic regression at chance + 10 points on 80-90 ROIs) but it is there.
     * No local signal. Each style is carried by ``P / K`` patches scattered at random over the
       ``g x g`` grid, so grid neighbours rarely share a style.
     * The signal. *Style* (the nucleus density of a patch) changes almost every patch feature,
