@@ -966,6 +966,13 @@ MUTATIONS: list[Mutation] = [
         ("tests/test_synthetic_rois.py::test_mean_std_lr_control_fits_on_train_and_val_only",),
     ),
     M(
+        "abignet-features-voronoi-cell-not-closed",
+        "lib/wsigraph/graphs/abignet_features.py",
+        "    nxt = start[owner] + (pos + 1) % sizes[owner]",
+        "    nxt = start[owner] + np.minimum(pos + 1, sizes[owner] - 1)",
+        ("tests/test_abignet_features.py",),
+    ),
+    M(
         "label-props-glcm-not-symmetric",
         "lib/wsigraph/graphs/label_props.py",
         "    p = (p + p.transpose(0, 2, 1)).astype(np.float64)",
