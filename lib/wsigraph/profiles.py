@@ -279,9 +279,22 @@ _DEMO = Profile(
             "tiles_per_class": 20,
             "epochs": 30,
         },
-        # 08_abignet: the official ABiG-Net's alternating iterations (official 200; the demo
-        # ROIs are few and small, the notebook must run in minutes).
-        "abignet": {"iterations": 10},
+        # 08_abignet: the official ABiG-Net's alternating iterations (official 200; the
+        # notebook must run in ~4 minutes on 2 cores). Demo ROIs (wsigraph.data.synthetic_rois):
+        # 8 x 8 patches of 64 px holding 10-40 small nuclei each, so the official features run
+        # on 64 px patches with more than 8 nuclei (official: >64 nuclei per patch of unstated
+        # size) and a 20 px cell-graph radius (official 64 px, which would join every pair of
+        # nuclei of a 64 px patch); the nuclei are the generator's ground-truth masks.
+        "abignet": {
+            "iterations": 10,
+            "n_per_class": {"crc3": 16, "crc2": 20, "melanoma": 20},
+            "official_patch_size": 64,
+            "min_nuclei": 8,
+            "cell_radius": 20.0,
+            "patch_size": 64,
+            "radius": 20.0,
+            "segmenter": "ground_truth",
+        },
         # 09_mico: the synthetic co-occurrence columns (wsigraph.data.synthetic_mico), slides
         # per column, folds of the baselines (MiCo: the official 4) and epochs of every row
         # (MiCo keeps its official early stopping); sized so 09 runs in minutes on 2 cores.
@@ -313,7 +326,15 @@ _TCGA = Profile(
     # retrained on every tile, its weights kept in the work folder).
     extra={
         "nuclei": {"unet_epochs": 8, "epochs": 50},
-        "abignet": {"iterations": 200},  # the official code's default
+        "abignet": {  # the official code's defaults; patch size ours (module abignet_features)
+            "iterations": 200,
+            "official_patch_size": 1024,
+            "min_nuclei": 64,
+            "cell_radius": 64.0,
+            "patch_size": 128,
+            "radius": 40.0,
+            "segmenter": "classical",
+        },
     },
 )
 
