@@ -167,6 +167,13 @@ NONE_DEFAULT_TYPES: dict[str, type] = {
     "cls_datasets": list,
     "surv_dataset": str,
     "mico_executor": str,
+    # 08_abignet (demo values in the profile)
+    "n_per_class": dict,
+    "segmenter": str,
+    "official_patch_size": int,
+    "min_nuclei": int,
+    "cell_radius": float,
+    "radius": float,
 }
 
 _TYPE_WORDS = {
