@@ -71,3 +71,15 @@ def linear_probe(
                     }
                 )
     return pd.DataFrame(rows)
+
+
+def with_concatenated_levels(
+    pooled: dict[str, dict[int, np.ndarray]], n_levels: int
+) -> dict[str, dict[int, np.ndarray]]:
+    """``pooled`` plus, under key ``n_levels``, the vectors of levels ``0..n_levels-1``
+    concatenated: the slide-level control of issue 17 (a logistic regression on every level's
+    slide mean and std at once), scored by :func:`linear_probe` like one more level."""
+    return {
+        sid: levels | {n_levels: np.concatenate([levels[lv] for lv in range(n_levels)])}
+        for sid, levels in pooled.items()
+    }
