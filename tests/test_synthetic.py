@@ -208,3 +208,16 @@ def test_concatenated_levels_are_every_level_in_order():
     out = with_concatenated_levels(pooled, 3)
     np.testing.assert_array_equal(out["s"][3], [1.0, 2.0, 3.0, 4.0])
     assert set(out["s"]) == {0, 1, 2, 3} and "s" in pooled and 3 not in pooled["s"]
+
+
+def test_chance_auc_std_matches_random_scores():
+    from sklearn.metrics import roc_auc_score
+
+    from wsigraph.train.probe import chance_auc_std
+
+    rng = np.random.default_rng(0)
+    y = np.r_[np.ones(30), np.zeros(70)]
+    aucs = [roc_auc_score(y, rng.random(100)) for _ in range(4000)]
+    assert abs(np.std(aucs) / chance_auc_std(30, 70) - 1) < 0.05
+    with pytest.raises(ValueError, match="each class"):
+        chance_auc_std(0, 5)

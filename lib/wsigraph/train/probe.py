@@ -83,3 +83,12 @@ def with_concatenated_levels(
         sid: levels | {n_levels: np.concatenate([levels[lv] for lv in range(n_levels)])}
         for sid, levels in pooled.items()
     }
+
+
+def chance_auc_std(n_pos: int, n_neg: int) -> float:
+    """Standard deviation of the ROC AUC of a score unrelated to the label: the Mann-Whitney
+    statistic's null std, ``sqrt((n_pos + n_neg + 1) / (12 n_pos n_neg))``. How far above 0.5 a
+    control's AUC may land by chance on a cohort of this size."""
+    if n_pos < 1 or n_neg < 1:
+        raise ValueError(f"need at least one slide of each class, got {n_pos} and {n_neg}")
+    return float(np.sqrt((n_pos + n_neg + 1) / (12 * n_pos * n_neg)))
