@@ -12,9 +12,9 @@ Where the class signal is: a relation *across* scales (issue 17)
 graph over the pyramid because "pathologists comprehensively observe the tissue-level
 information (e.g., vessels and glands) from low-resolution WSI and cellular-level information
 (e.g., nucleus and micro-environment) from high-resolution WSI"; its *scaling* edges join "patches
-with different resolutions at the same location", and it argues that concatenating the levels'
-features or pooling them globally (max, average) is "inherently flat and incapable of capturing
-hierarchical structure information". HIGT (Guo et al., MICCAI 2023) puts "nucleus and chromatin
+with different resolutions at the same location", and it argues that features of different
+resolutions "simply concatenated or linked" learn suboptimally and that global max or average
+pooling is "inherently flat and incapable of capturing hierarchical structure information". HIGT (Guo et al., MICCAI 2023) puts "nucleus and chromatin
 morphology" at high resolution and tissue layout ("the extent of tumor-immune localization") at
 low resolution, and its Bidirectional Interaction block passes each region node (a 5x patch) to
 the patch nodes linked to it (its 10x children, Eq. 5) and the MEAN of those children back to the
