@@ -839,6 +839,35 @@ MUTATIONS: list[Mutation] = [
         "        img, inst = img[:, ::-1], inst[::-1, :]",
         ("tests/test_nuclei_seg.py::test_augmented_crop_keeps_image_and_mask_aligned",),
     ),
+    # ---- controls and demo checks (issue 17) ----------------------------------------------
+    M(
+        "control-mean-of-all-levels",
+        "lib/wsigraph/models/slide_mean.py",
+        "            keep = batch.level == lv",
+        "            keep = batch.level >= 0",
+        ("tests/test_controls.py",),
+    ),
+    M(
+        "control-bound-inverted",
+        "lib/wsigraph/tables.py",
+        '        line["control fails"] = max(values.values()) <= 100 * bound',
+        '        line["control fails"] = min(values.values()) <= 100 * bound',
+        ("tests/test_controls.py",),
+    ),
+    M(
+        "ordering-sign-ignored",
+        "lib/wsigraph/tables.py",
+        "        agree = sum((a[1] - b[1]) * (a[2] - b[2]) > 0 for a, b in pairs)",
+        "        agree = sum((a[1] - b[1]) * (a[2] - b[2]) != 0 for a, b in pairs)",
+        ("tests/test_controls.py",),
+    ),
+    M(
+        "run-set-ignored",
+        "lib/wsigraph/pipeline.py",
+        '    limit = None if all_rows or "row" in wanted else profile',
+        "    limit = None",
+        ("tests/test_controls.py",),
+    ),
     # ---- bad values and bad inputs reach the user as errors (issue 20) ---------------------
     M(
         "faults-p-bool-counts-as-int",
@@ -885,6 +914,42 @@ MUTATIONS: list[Mutation] = [
         (
             "tests/test_report.py::test_index_renders_every_notebook_and_links_every_table_and_figure",
         ),
+    ),
+    # ---- issue 17: ABiG-Net demo generator, mean/std control, vectorised region properties ----
+    M(
+        "abignet-demo-normal-class-shuffled",
+        "lib/wsigraph/data/synthetic_rois.py",
+        "    if label == 0:\n        return np.ones(k, bool)",
+        "    if label == 0:\n        return np.zeros(k, bool)",
+        ("tests/test_synthetic_rois.py",),
+    ),
+    M(
+        "abignet-demo-shuffled-marks-drawn-afresh",
+        "lib/wsigraph/data/synthetic_rois.py",
+        "        marks[shuffled] = marks[shuffled][rng.permutation(int(shuffled.sum()))]",
+        "        marks[shuffled] = rng.uniform(0, 1, int(shuffled.sum()))",
+        ("tests/test_synthetic_rois.py",),
+    ),
+    M(
+        "abignet-meanstd-control-fits-on-test-fold",
+        "lib/wsigraph/train/probe.py",
+        "        fit = np.concatenate([s.train, s.val])",
+        "        fit = np.concatenate([s.train, s.val, s.test])",
+        ("tests/test_synthetic_rois.py::test_mean_std_lr_control_fits_on_train_and_val_only",),
+    ),
+    M(
+        "abignet-features-voronoi-cell-not-closed",
+        "lib/wsigraph/graphs/abignet_features.py",
+        "    nxt = start[owner] + (pos + 1) % sizes[owner]",
+        "    nxt = start[owner] + np.minimum(pos + 1, sizes[owner] - 1)",
+        ("tests/test_abignet_features.py",),
+    ),
+    M(
+        "label-props-glcm-not-symmetric",
+        "lib/wsigraph/graphs/label_props.py",
+        "    p = (p + p.transpose(0, 2, 1)).astype(np.float64)",
+        "    p = (p + p).astype(np.float64)",
+        ("tests/test_label_props.py",),
     ),
     # ---- synthetic demo slides (issue 17, 2a): the label only in the hierarchy ---------------
     M(

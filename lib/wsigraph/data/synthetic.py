@@ -709,3 +709,11 @@ def hierarchy_oracle_auc(manifest: pd.DataFrame, features_dir: str | Path) -> pd
                 {"dataset": dataset, "task": task, "slides": int(ok.sum()), "oracle AUC": auc}
             )
     return pd.DataFrame(out)
+
+
+#: One sentence on the demo cohort's task, for the captions of the demo tables.
+DEMO_TASK = (
+    "Demo task: each label depends on where a fine texture visible only at 10x lies relative "
+    "to the tissue architecture seen at 5x (a relation across scales), so no single level's "
+    "slide mean carries it"
+)
