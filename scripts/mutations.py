@@ -632,34 +632,6 @@ MUTATIONS: list[Mutation] = [
     ),
     # ---- synthetic generators: the class signal ----------------------------------------------
     M(
-        "synthetic-typing-signal-in-both-classes",
-        "lib/wsigraph/data/synthetic.py",
-        "    q_all = np.where(typing == 1, 0.1 + 0.40 * u_q, 0.5 + 0.40 * u_q)",
-        "    q_all = np.where(typing == 1, 0.5 + 0.40 * u_q, 0.5 + 0.40 * u_q)",
-        ("tests/test_synthetic.py::test_class_is_recoverable_from_rendered_slides",),
-    ),
-    M(
-        "synthetic-chromatin-texture-on-smooth-nuclei",
-        "lib/wsigraph/data/synthetic.py",
-        "    texture = spec.speckle_amplitude * checker * _whole_blocks(nuclei_speckled * clean, 4) + (",
-        "    texture = spec.speckle_amplitude * checker * _whole_blocks(nuclei_smooth * clean, 4) + (",
-        ("tests/test_synthetic.py::test_class_is_recoverable_from_rendered_slides",),
-    ),
-    M(
-        "synthetic-stroma-reaction-ignored",
-        "lib/wsigraph/data/synthetic.py",
-        "    reactive = rng.random((-(-h // c)) * (-(-w // c))) < spec.stroma_reaction",
-        "    reactive = rng.random((-(-h // c)) * (-(-w // c))) < 0.5",
-        ("tests/test_synthetic.py::test_class_is_recoverable_from_rendered_slides",),
-    ),
-    M(
-        "synthetic-infiltration-ignored-in-render",
-        "lib/wsigraph/data/synthetic.py",
-        "    n_scattered = round(spec.infiltration * n_tumour)",
-        "    n_scattered = round(0.5 * n_tumour)",
-        ("tests/test_synthetic.py::test_staging_architecture_is_pure_at_10x_and_mixed_at_5x",),
-    ),
-    M(
         "nuclei-bach-same-layout-for-both-classes",
         "lib/wsigraph/data/synthetic_nuclei.py",
         '        "bach": (_ducts, _cords),',
@@ -1007,6 +979,38 @@ MUTATIONS: list[Mutation] = [
         "    p = (p + p.transpose(0, 2, 1)).astype(np.float64)",
         "    p = (p + p).astype(np.float64)",
         ("tests/test_label_props.py",),
+    ),
+    # ---- synthetic demo slides (issue 17, 2a): the label only in the hierarchy ---------------
+    M(
+        "synthetic-more-textured-cells-in-typing-class-1",
+        "lib/wsigraph/data/synthetic.py",
+        "TYPING_TEXTURE_IN_MIXED[spec.typing], spec.texture_share",
+        "TYPING_TEXTURE_IN_MIXED[spec.typing], spec.texture_share * (1 + spec.typing)",
+        ("tests/test_synthetic.py::test_slide_means_carry_no_signal_and_the_hierarchy_does",),
+    ),
+    M(
+        "synthetic-chromatin-texture-survives-at-5x",
+        "lib/wsigraph/data/synthetic.py",
+        "    rows, cols = (np.arange(c) // 2) % 2, (np.arange(c) // 2) % 2",
+        "    rows, cols = (np.arange(c) // 4) % 2, (np.arange(c) // 4) % 2",
+        (
+            "tests/test_synthetic.py::test_fine_textures_are_visible_at_10x_and_cancel_at_5x",
+            "tests/test_synthetic.py::test_slide_means_carry_no_signal_and_the_hierarchy_does",
+        ),
+    ),
+    M(
+        "synthetic-typing-texture-ignores-architecture",
+        "lib/wsigraph/data/synthetic.py",
+        "TYPING_TEXTURE_IN_MIXED = (True, False)",
+        "TYPING_TEXTURE_IN_MIXED = (True, True)",
+        ("tests/test_synthetic.py::test_slide_means_carry_no_signal_and_the_hierarchy_does",),
+    ),
+    M(
+        "synthetic-nuclei-cross-cell-borders",
+        "lib/wsigraph/data/synthetic.py",
+        "    nuclei = _stamp(shape, cy, cx, lambda dy, dx: dy**2 + dx**2 <= r**2, 7, cell=c)",
+        "    nuclei = _stamp(shape, cy, cx, lambda dy, dx: dy**2 + dx**2 <= r**2, 7)",
+        ("tests/test_synthetic.py::test_nuclei_stay_inside_their_cells",),
     ),
 ]
 

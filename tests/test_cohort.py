@@ -364,7 +364,7 @@ def test_class_count_table_compares_like_with_like():
 
 
 def test_demo_cohort_follows_the_corrected_names():
-    """The demo ESCA keeps H2-MIL's ratio, squamous 86 / adenocarcinoma 49, at 40 slides."""
+    """The demo ESCA keeps H2-MIL's ratio, squamous 86 / adenocarcinoma 49, at 200 slides."""
     demo = {d.name: d for d in get_profile("demo").demo_datasets}
     for name, d in demo.items():
         n0, c0, n1, c1 = C.PAPER_COUNTS[("H2-MIL", name, "typing")]
@@ -372,4 +372,4 @@ def test_demo_cohort_follows_the_corrected_names():
         assert d.typing_minority == round(c1 * d.n_slides / (c0 + c1))
         _, s0, _, s1 = C.PAPER_COUNTS[("H2-MIL", name, "staging")]
         assert d.staging_minority == round(s1 * d.n_slides / (s0 + s1))
-    assert demo["esca"].n_slides == 40 and demo["esca"].typing_minority == 15
+    assert demo["esca"].n_slides == 200 and demo["esca"].typing_minority == 73

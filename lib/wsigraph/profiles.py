@@ -222,8 +222,8 @@ def real_fixture_slide() -> Path:
 
 # Demo: ratios of H2-MIL's cohorts (ESCA typing squamous 86 / adenocarcinoma 49, staging 80/55;
 # KICA typing KIRP 192 / KICH 83, staging 205/70; class names by the data, as in
-# wsigraph.data.cohort.PAPER_COUNTS: both papers swap the ESCA names) scaled to 40 and 48 slides
-# so 5-fold CV with a 25 % validation split keeps at least 7 minority slides per training split.
+# wsigraph.data.cohort.PAPER_COUNTS: both papers swap the ESCA names) scaled to 200 slides each,
+# so that a 5-fold test fold holds 40 slides (issue 17: enough slides to read differences).
 _CONTROLS = [
     "LR on slide means (Thu.)",
     "LR on slide means (Mid.)",
@@ -245,16 +245,16 @@ _DEMO = Profile(
     name="demo",
     datasets=("esca", "kica"),
     demo_datasets=(
-        DemoDataset("esca", 40, ("squamous", "adenocarcinoma"), 15, 16, seed=1),
-        DemoDataset("kica", 48, ("KIRP", "KICH"), 14, 12, seed=2),
+        DemoDataset("esca", 200, ("squamous", "adenocarcinoma"), 73, 81, seed=1),
+        DemoDataset("kica", 200, ("KIRP", "KICH"), 60, 51, seed=2),
     ),
     include_real_slide=True,
-    slide_size=(2048, 1536),
+    slide_size=(1280, 1024),  # 4 x 4 blocks of 2 x 2 10x patches of tissue + a glass column
     slide_base_mag=20.0,
     slide_mpp=0.5,
     magnifications=(5.0, 10.0),
     patch_size=64,
-    thumbnail_side=512,
+    thumbnail_side=256,  # the tissue mask: 5 level-0 px per mask px on a demo slide
     min_tissue=0.5,
     rgb_var_threshold=20.0,
     encoder="demo",

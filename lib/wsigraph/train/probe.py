@@ -75,6 +75,27 @@ def linear_probe(
     return pd.DataFrame(rows)
 
 
+def with_concatenated_levels(
+    pooled: dict[str, dict[int, np.ndarray]], n_levels: int
+) -> dict[str, dict[int, np.ndarray]]:
+    """``pooled`` plus, under key ``n_levels``, the vectors of levels ``0..n_levels-1``
+    concatenated: the slide-level control of issue 17 (a logistic regression on every level's
+    slide mean and std at once), scored by :func:`linear_probe` like one more level."""
+    return {
+        sid: levels | {n_levels: np.concatenate([levels[lv] for lv in range(n_levels)])}
+        for sid, levels in pooled.items()
+    }
+
+
+def chance_auc_std(n_pos: int, n_neg: int) -> float:
+    """Standard deviation of the ROC AUC of a score unrelated to the label: the Mann-Whitney
+    statistic's null std, ``sqrt((n_pos + n_neg + 1) / (12 n_pos n_neg))``. How far above 0.5 a
+    control's AUC may land by chance on a cohort of this size."""
+    if n_pos < 1 or n_neg < 1:
+        raise ValueError(f"need at least one slide of each class, got {n_pos} and {n_neg}")
+    return float(np.sqrt((n_pos + n_neg + 1) / (12 * n_pos * n_neg)))
+
+
 @dataclass
 class ProbeFold:
     """One fold of :func:`mean_std_lr` (the attributes :func:`wsigraph.train.bilevel.fold_table`
