@@ -230,12 +230,14 @@ _CONTROLS = [
     "LR on slide means (Bot.)",
     "LR on slide means (all levels)",
 ]
-_DEMO_H2MIL = ["MIL-CNN", "MS-DA-MIL", "DS-MIL", "GCN + IHPool", "RAConv + GAP", "H2-MIL"]
+# One graph ablation (GCN + IHPool) and no "L = 1": on the demo task the other ablations and
+# depths reach the same ~100 % as H2-MIL (measured with --all-rows) and cost most of the time.
+_DEMO_H2MIL = ["MIL-CNN", "MS-DA-MIL", "DS-MIL", "GCN + IHPool", "H2-MIL"]
 _DEMO_RUNS = {
     "h2mil_table1": _CONTROLS + _DEMO_H2MIL,
     "h2mil_table2": _CONTROLS + _DEMO_H2MIL,
     "h2mil_table3": _CONTROLS + ["Thu. + Mid.", "Thu. + Bot.", "Thu. + Mid. + Bot."],
-    "h2mil_table4": _CONTROLS + ["L = 1", "L = 2"],
+    "h2mil_table4": _CONTROLS + ["L = 2"],
     "higt_table1": _CONTROLS + ["ABMIL", "H2-MIL", "HIGT (Ours)"],
     "higt_table2": _CONTROLS + ["ABMIL", "H2-MIL", "HIGT (Ours)"],
     "higt_table3": _CONTROLS + ["Ours w/o BI", "HIGT (Ours)"],
@@ -262,9 +264,11 @@ _DEMO = Profile(
     num_workers=1,
     folds=5,
     repeats=1,
-    # 24 training slides per fold make 3 optimiser steps per epoch, so the demo trains longer
-    # and with a larger step than the papers' grid: 40 epochs at lr 2e-3 (demo only).
-    epochs=40,
+    # 120 training slides per fold make 15 optimiser steps per epoch; the demo's methods that
+    # can solve its task do so within ~10 epochs at lr 2e-3 (H2-MIL's validation AUC reaches
+    # 1.0 at epoch 9 on ESCA typing), so the demo trains 20 epochs (the papers: 50, lr in
+    # {5e-4, 1e-4, 5e-5}; demo only).
+    epochs=20,
     lr=2e-3,
     extra={
         # 07_nuclei_graph: synthetic Table II tiles. Segmenters scored leaving out one organ
