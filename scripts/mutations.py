@@ -867,6 +867,35 @@ MUTATIONS: list[Mutation] = [
         "        img, inst = img[:, ::-1], inst[::-1, :]",
         ("tests/test_nuclei_seg.py::test_augmented_crop_keeps_image_and_mask_aligned",),
     ),
+    # ---- controls and demo checks (issue 17) ----------------------------------------------
+    M(
+        "control-mean-of-all-levels",
+        "lib/wsigraph/models/slide_mean.py",
+        "            keep = batch.level == lv",
+        "            keep = batch.level >= 0",
+        ("tests/test_controls.py",),
+    ),
+    M(
+        "control-bound-inverted",
+        "lib/wsigraph/tables.py",
+        '        line["control fails"] = max(values.values()) <= 100 * bound',
+        '        line["control fails"] = min(values.values()) <= 100 * bound',
+        ("tests/test_controls.py",),
+    ),
+    M(
+        "ordering-sign-ignored",
+        "lib/wsigraph/tables.py",
+        "        agree = sum((a[1] - b[1]) * (a[2] - b[2]) > 0 for a, b in pairs)",
+        "        agree = sum((a[1] - b[1]) * (a[2] - b[2]) != 0 for a, b in pairs)",
+        ("tests/test_controls.py",),
+    ),
+    M(
+        "run-set-ignored",
+        "lib/wsigraph/pipeline.py",
+        '    limit = None if all_rows or "row" in wanted else profile',
+        "    limit = None",
+        ("tests/test_controls.py",),
+    ),
     # ---- bad values and bad inputs reach the user as errors (issue 20) ---------------------
     M(
         "faults-p-bool-counts-as-int",

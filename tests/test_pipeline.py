@@ -362,15 +362,18 @@ def test_list_shows_the_tables_and_rows_of_04_train(capsys):
         assert f"{table} ({TABLES[table].paper} Table {TABLES[table].number})" in out
         assert row in out
     assert "H2-MIL | " in out
+    # demo (the default profile): rows outside its run set are starred, --all-rows named
+    assert "MinMax* | " in out and "| H2-MIL |" in out.replace("H2-MIL*", "")
+    assert "--all-rows runs every row" in out
 
 
 @pytest.mark.parametrize(
     "args, expected",
     [
-        (["-p", "row", "Foo"], "-p row Foo: no runnable row 'Foo'; rows: MIL-CNN, "),
+        (["-p", "row", "Foo"], "-p row Foo: no runnable row 'Foo'; rows: LR on slide means (Thu.), "),
         (["-p", "04.row", "Foo"], "-p row Foo: no runnable row 'Foo'; rows: "),
         (["-p", "table", "h2mil_table1", "-p", "row", "HIGT (Ours)"],
-         "no runnable row 'HIGT (Ours)' of table h2mil_table1; rows: MIL-CNN, MinMax,"),
+         "no runnable row 'HIGT (Ours)' of table h2mil_table1; rows: LR on slide means (Thu.), "),
         (["-p", "table", "nope"], "-p table nope: unknown table; tables: h2mil_table1, "),
         (["-p", "row", "H2-MIL", "-p", "dataset", "brca"],
          "-p dataset brca: no runnable dataset 'brca'; datasets: esca, kica"),

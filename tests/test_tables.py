@@ -87,18 +87,31 @@ def test_sources_quote_the_printed_row():
     assert "row 'ABMIL [9]'" in value("higt_table1", "ABMIL", "esca", "typing", "auc").source
 
 
+CONTROLS = list(T.CONTROL_ROWS)
+
+
+def paper_rows(table):
+    """The rows the paper prints (every table also starts with our control rows)."""
+    return [r for r in table.rows if r.group != "Control"]
+
+
 def test_row_names_as_printed():
-    assert T.get_table("h2mil_table1").row_names == H2MIL_ROWS
-    assert T.get_table("h2mil_table2").row_names == H2MIL_ROWS
-    assert T.get_table("h2mil_table3").row_names == [
+    for table in T.TABLES.values():  # every table starts with the controls, then the paper's
+        assert table.row_names[: len(CONTROLS)] == CONTROLS
+        assert {r.group for r in table.rows[: len(CONTROLS)]} == {"Control"}
+        assert all(r.group != "Control" for r in table.rows[len(CONTROLS) :])
+    names = {t: T.get_table(t).row_names[len(CONTROLS) :] for t in T.TABLES}
+    assert names["h2mil_table1"] == H2MIL_ROWS
+    assert names["h2mil_table2"] == H2MIL_ROWS
+    assert names["h2mil_table3"] == [
         "Thu. + Mid.",
         "Thu. + Bot.",
         "Thu. + Mid. + Bot.",
     ]
-    assert T.get_table("h2mil_table4").row_names == ["L = 1", "L = 2", "L = 3", "L = 4"]
-    assert T.get_table("higt_table1").row_names == HIGT_ROWS
-    assert T.get_table("higt_table2").row_names == HIGT_ROWS
-    assert T.get_table("higt_table3").row_names == [
+    assert names["h2mil_table4"] == ["L = 1", "L = 2", "L = 3", "L = 4"]
+    assert names["higt_table1"] == HIGT_ROWS
+    assert names["higt_table2"] == HIGT_ROWS
+    assert names["higt_table3"] == [
         "H2-MIL + HIViT",
         "Ours w/o SSA",
         "Ours w/o BI",
@@ -113,6 +126,9 @@ def test_every_cell_filled_from_the_paper(table_id):
     mean_only = table_id in ("h2mil_table3", "h2mil_table4")
     for row in table.rows:
         assert set(row.paper) == set(table.columns)
+        if row.group == "Control":  # ours: no paper prints it
+            assert all(v is None for v in row.paper.values()) and row.model == "slide-mean-lr"
+            continue
         for cell, v in row.paper.items():
             assert 0 < v.mean <= 100, (row.name, cell)
             assert (v.std is None) == mean_only, (row.name, cell)
@@ -129,7 +145,7 @@ def test_every_row_appears_verbatim_in_the_paper(table_id, shared_extra):
     table = T.get_table(table_id)
     path = shared_extra(f"../papers/{PAPERS[table.paper]}")
     text = _normalised(path.read_text())
-    for row in table.rows:
+    for row in paper_rows(table):
         cells = [row.paper[c] for c in table.columns]
         numbers = " ".join(
             f"{v.mean:.2f}" if v.std is None else f"{v.mean:.2f}±{v.std:.2f}" for v in cells
@@ -143,7 +159,9 @@ def test_every_row_appears_verbatim_in_the_paper(table_id, shared_extra):
 def test_misspelt_names_list_the_allowed_ones():
     with pytest.raises(ValueError) as e:
         T.get_row("h2mil_table1", "H2MIL")
-    assert str(e.value) == "unknown row 'H2MIL' of h2mil_table1; rows: " + ", ".join(H2MIL_ROWS)
+    assert str(e.value) == "unknown row 'H2MIL' of h2mil_table1; rows: " + ", ".join(
+        CONTROLS + H2MIL_ROWS
+    )
     with pytest.raises(ValueError, match=r"unknown table 'h2mil_table5'; tables: h2mil_table1, "):
         T.get_table("h2mil_table5")
     with pytest.raises(ValueError, match=r"unknown row 'RAConv\+GAP' of h2mil_table1"):
@@ -206,7 +224,11 @@ def test_models_and_configs():
     assert T.config_key(hipt, "kica", "typing") != T.config_key(
         T.Row(**{**hipt.__dict__, "train": {}}), "kica", "typing"
     )
-    assert len(T.implemented_runs(["h2mil_table3"])) == 3 * 2 * 2
+    assert len(T.implemented_runs(["h2mil_table3"])) == (3 + len(CONTROLS)) * 2 * 2
+    assert T.get_row("higt_table3", "LR on slide means (Mid.)").config == {"levels": (1,)}
+    assert T.get_row("h2mil_table1", "LR on slide means (all levels)").config == {
+        "levels": (0, 1, 2)
+    }
     with pytest.raises(ValueError, match="no model"):
         T.config_key(T.Row("x", "SOTA", None, {}, {}), "esca", "typing")
 
@@ -236,10 +258,18 @@ def test_shared_runs_have_one_config_key():
             expected.append(
                 sorted([(higt, "HIGT (Ours)", d, t), ("higt_table3", "HIGT (Ours)", d, t)])
             )
+        # every control runs once per cell, whichever tables list it
+        tables = [cohort, "h2mil_table3", "h2mil_table4", higt] + (
+            ["higt_table3"] if d == "kica" else []
+        )
+        for name in CONTROLS:
+            expected.append(sorted((tid, name, d, t) for tid in tables))
     assert shared == sorted(expected)
     # ... and the paper prints the same AUC for each shared run, which supports the choice.
     # (HIGT re-ran H2-MIL and DS-MIL on its own, larger cohorts, so only H2-MIL's tables agree.)
     for group in shared:
+        if T.get_row(*group[0][:2]).group == "Control":  # ours: no paper value
+            continue
         own = [(tid, row, d, t) for tid, row, d, t in group if tid.startswith("h2mil")]
         assert len({value(tid, row, d, t, "auc").mean for tid, row, d, t in own}) <= 1
 
@@ -278,7 +308,8 @@ def test_render_puts_ours_beside_paper():
     assert len(extra) == 6 + 4 and extra == list(df.columns[-len(extra) :])
     assert "ESCA Typing ACC [ours (tcga), official code's acc_thr]" in extra
     assert len(df.columns) == 2 + 6 * 3 + len(extra)
-    assert df["Method"].tolist() == H2MIL_ROWS
+    assert df["Method"].tolist() == CONTROLS + H2MIL_ROWS
+    assert (df.loc[df["group"] == "Control", "ESCA Typing AUC [paper]"] == "–").all()
     ours = df.set_index("Method").loc["H2-MIL"]
     assert ours["ESCA Typing AUC [ours (tcga)]"] == "95.00 ± 1.00"
     assert ours["ESCA Typing AUC [paper]"] == "96.40 ± 0.59"
@@ -291,6 +322,13 @@ def test_render_puts_ours_beside_paper():
     assert minmax["ESCA Typing ACC [ours (tcga)]"] == T.NOT_RUN
     # Never a number where we have none: every unfilled "ours" and "diff" cell has no digit.
     ours_cols = [c for c in df.columns if "[ours (tcga)" in c]
+    others = df[df["Method"] != "H2-MIL"][ours_cols]
+    assert not others.apply(lambda s: s.str.contains(r"\d")).any().any()
+    # Rows a profile's run set leaves out say so, rather than "not run yet".
+    skipped = T.render("h2mil_table1", records, label="ours (demo)", skipped=["MinMax"])
+    assert skipped.set_index("Method").loc["MinMax", "ESCA Typing AUC [ours (demo)]"] == (
+        "not run on demo"
+    )
     others = df[df["Method"] != "H2-MIL"][ours_cols]
     assert not others.apply(lambda s: s.str.contains(r"\d")).any().any()
     # Demo numbers are never subtracted from the paper's.
@@ -367,16 +405,28 @@ def test_cell_values_and_the_ours_vs_paper_figure():
     records = {T.run_name("higt_table2", "ABMIL", "kica", "typing"): record(auc=0.9, std=0.02)}
     values = T.cell_values("higt_table2", records, "kica", "typing", "auc")
     assert [row.name for row, _, _ in values] == T.get_table("higt_table2").row_names
+    controls, values = values[: len(CONTROLS)], values[len(CONTROLS) :]
+    assert all(paper is None and ours is None for _, ours, paper in controls)
     (abmil, ours, paper), *rest = values
     assert abmil.name == "ABMIL" and ours == pytest.approx((90.0, 2.0))
     assert paper.mean == 97.76 and all(o is None for _, o, _ in rest)
     with pytest.raises(ValueError, match="not 'f1'"):
         T.cell_values("higt_table2", records, "kica", "typing", "f1")
     fig, ax = plt.subplots()
-    ours_vs_paper(ax, "higt_table2", records, "kica", "typing", groups=("SOTA",))
+    ours_vs_paper(ax, "higt_table2", records, "kica", "typing", "auc", "ours (tcga)", ("SOTA",))
     labels = [t.get_text() for t in ax.get_yticklabels()]
     assert labels[0] == "ABMIL" and labels[-1] == "HIPT (not run)" and len(labels) == 7
     assert ax.get_legend() is not None
+    plt.close(fig)
+    # On demo: only the rows we ran, controls in their own colour, the control bound drawn.
+    control = T.run_name("higt_table2", "LR on slide means (Bot.)", "kica", "typing")
+    records[control] = record(auc=0.55, std=0.03)
+    fig, ax = plt.subplots()
+    ours_vs_paper(ax, "higt_table2", records, "kica", "typing")
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert labels == ["LR on slide means (Bot.)", "ABMIL"]
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "ours (demo) (control)" in legend and "control bound" in legend
     plt.close(fig)
 
 
@@ -419,6 +469,7 @@ def test_render_results_beside_the_paper_and_errors(tmp_path):
         "abignet_table", {"ABiG-Net, fixed k-NN graph": {"crc2": (1.0, 0.0)}}
     )
     assert missing.iloc[1]["Ext. CRC binary ACC [paper]"] == "–"  # no published value
+    assert list(missing.columns[:2]) == ["group", "Method"]
     with pytest.raises(ValueError, match="unknown rows"):
         T.render_results("nuclei_table2", {"GCN": {}})
     with pytest.raises(ValueError, match="unknown columns"):
@@ -429,7 +480,14 @@ def test_render_results_beside_the_paper_and_errors(tmp_path):
         T.get_result_table("nuclei_table9")
     md, csv = T.write_results_table("nuclei_table2", ours, tmp_path)
     assert "Nuclei-GCN Table II" in md.read_text() and "demo" in md.read_text()
-    assert pd.read_csv(csv).shape == (
-        4,
-        5,
-    )  # per dataset: ours and the paper (no difference on demo)
+    # group, method, per dataset: ours and the paper (no difference on demo)
+    assert pd.read_csv(csv).shape == (4, 6)
+    md, _ = T.write_results_table(
+        "nuclei_table2", ours, tmp_path, demo_note="Demo task: arrangement only."
+    )
+    caption = md.read_text().split("\n\n")[0]
+    assert (
+        "values. Demo task: arrangement only. Paper caption:"
+        in caption.replace("(no difference to the paper is computed). ", "values. ")
+        or "computed). Demo task: arrangement only. Paper caption:" in caption
+    )

@@ -64,6 +64,7 @@ EXAMPLES = """examples:
   ./run_all.sh -p 07.lr 0.01            a value for notebook 07 only
   ./run_all.sh --only 01 02             a subset, by number or name
   ./run_all.sh --only 04 -p table h2mil_table1 -p row H2-MIL   one table row
+  ./run_all.sh --only 04 --all-rows     every table row, not only the demo's run set
   ./run_all.sh --list                   notebooks, parameters, tables and rows
   ./run_all.sh -p n_slides 8 --check    check the -p values, run nothing
 """
@@ -265,15 +266,27 @@ def _describe_value(value) -> str:
 TRAIN = "04_train"
 
 
-def table_listing() -> str:
+def table_listing(profile=None) -> str:
     """The table ids and row names that ``-p table`` / ``-p row`` of ``04_train`` accept (rows
-    with a model; the others are printed in the tables as "not run yet")."""
-    from wsigraph.tables import TABLES, implemented_runs
+    with a model; the others are printed in the tables as "not run yet"); with ``profile``,
+    rows outside its run set are marked ``*``."""
+    from wsigraph.tables import TABLES, implemented_runs, skipped_rows
 
     runnable = {(t, r) for t, r, _, _ in implemented_runs()}
-    lines = ["  -p table / -p row accept (04_train runs every row below unless narrowed):"]
+    head = "04_train runs every row below unless narrowed"
+    if profile is not None and profile.extra.get("runs") is not None:
+        head = (
+            f"on {profile.name}, 04_train runs the rows without * unless narrowed; "
+            "--all-rows runs every row"
+        )
+    lines = [f"  -p table / -p row accept ({head}):"]
     for tid, table in TABLES.items():
-        rows = [r.name for r in table.rows if (tid, r.name) in runnable]
+        skipped = set(skipped_rows(profile, tid)) if profile is not None else set()
+        rows = [
+            r.name + ("*" if r.name in skipped else "")
+            for r in table.rows
+            if (tid, r.name) in runnable
+        ]
         left = len(table.rows) - len(rows)
         more = f" ({left} row(s) without a model: not run)" if left else ""
         lines.append(f"    {tid} ({table.paper} Table {table.number}){more}:")
@@ -424,6 +437,12 @@ def main(argv: list[str] | None = None) -> int:
         "--check", action="store_true", help="check the -p values and exit without running"
     )
     ap.add_argument(
+        "--all-rows",
+        action="store_true",
+        help="04_train: train every row of every table, not only the profile's run set (the "
+        "demo trains the rows that test each paper's mechanism, see README)",
+    )
+    ap.add_argument(
         "--jobs",
         type=int,
         metavar="N",
@@ -446,7 +465,7 @@ def main(argv: list[str] | None = None) -> int:
                 note = f"  # {comments[k]}" if comments.get(k) else ""
                 print(f"  {f'{k}={v!r}':<{width}}{note}".rstrip())
             if nb.stem == TRAIN:
-                print(table_listing())
+                print(table_listing(profile))
         shared = {}
         for nb, params in declared.items():
             for name in params:
@@ -495,7 +514,7 @@ def main(argv: list[str] | None = None) -> int:
     total = 0
     for nb in selected:
         values = given | {name: v for name, (v, _, _) in scoped.get(nb, {}).items()}
-        runs = expand(nb, profile, values, declared[nb])
+        runs = expand(nb, profile, values, declared[nb], all_rows=args.all_rows)
         if len(runs) > 1 and jobs > 1:
             if "executor" in declared[nb] and "executor" not in values:
                 runs = [(params | {"executor": "serial"}, out) for params, out in runs]
@@ -717,10 +736,14 @@ def _report_left_out(nb: Path, output: Path) -> None:
     )
 
 
-def expand(nb: Path, profile, given: dict, declared: dict) -> list[tuple[dict, Path]]:
+def expand(
+    nb: Path, profile, given: dict, declared: dict, all_rows: bool = False
+) -> list[tuple[dict, Path]]:
     """The executions of one notebook: ``(parameters, output path)`` pairs.
 
-    ``04_train`` runs once per table run that has a model (``wsigraph.tables``), into
+    ``04_train`` runs once per table run that has a model (``wsigraph.tables``) and that the
+    profile's run set keeps (:func:`wsigraph.tables.run_set`; every row with ``all_rows`` or
+    an explicit ``-p row``), into
     ``results/<profile>/runs/<run name>.ipynb``; runs that are the same experiment under another
     table (equal config key, e.g. H2-MIL in Table 1 and "L = 2" in Table 4) run once, and the
     tables reuse their record. ``-p table/row/dataset/task`` narrow the runs. Every other
@@ -733,7 +756,8 @@ def expand(nb: Path, profile, given: dict, declared: dict) -> list[tuple[dict, P
 
     wanted = {k: given[k] for k in ("table", "row", "dataset", "task") if k in given}
     seen, out = set(), []
-    for table, row, dataset, task in implemented_runs():
+    limit = None if all_rows or "row" in wanted else profile
+    for table, row, dataset, task in implemented_runs(profile=limit):
         run = {"table": table, "row": row, "dataset": dataset, "task": task}
         key = config_key(get_row(table, row), dataset, task)
         if any(run[k] != v for k, v in wanted.items()) or key in seen:

@@ -60,7 +60,8 @@ import json
 import math
 import os
 import re
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
@@ -70,8 +71,9 @@ from wsigraph.io import atomic_path
 DATASETS = {"esca": "ESCA", "kica": "KICA"}
 TASKS = {"typing": "Typing", "staging": "Staging"}
 METRICS = {"acc": "ACC", "auc": "AUC", "f1": "F1"}
-GROUPS = ("SOTA", "Ablation", "Ours", "Scheme", "Setting")
+GROUPS = ("Control", "SOTA", "Ablation", "Ours", "Scheme", "Setting")
 NOT_RUN = "not run yet"
+NOT_IN_RUN_SET = "not run on {profile}"
 NOT_MEASURED = "not measured"
 PAPER_NOTE = "paper numbers as published; ours measured by this repository"
 
@@ -94,10 +96,11 @@ class Row:
 
     Args:
         name: canonical row name (as printed; see the module docstring for the few choices).
-        group: "SOTA", "Ablation", "Ours", "Scheme" or "Setting".
+        group: "Control", "SOTA", "Ablation", "Ours", "Scheme" or "Setting".
         model: name for :func:`wsigraph.models.build_model`; ``None`` = not implemented yet.
         config: keyword arguments of the model for every cell of the row.
-        paper: ``(dataset, task, metric) -> PaperValue``.
+        paper: ``(dataset, task, metric) -> PaperValue``, or ``None`` where the paper prints
+            no number (the control rows).
         printed: the name exactly as printed in this table (the registry always sets it).
         cell_config: ``(dataset, task) -> overrides`` of ``config`` for single cells
             (default: none). Use :func:`run_config` to get the config of one run.
@@ -475,10 +478,37 @@ def _build() -> dict[str, Table]:
         "Ablation analysis on KICA dataset",
         "Ablation analysis on KICA dataset.",
     )
-    tables = {t.id: t for t in (t1, t2, t3, t4, h1, h2, h3)}
+    tables = {t.id: _with_controls(t) for t in (t1, t2, t3, t4, h1, h2, h3)}
     for table in tables.values():
         _check(table)
     return tables
+
+
+#: The control rows of every slide-level table (issue 17): logistic regression on the slide-mean
+#: patch features of one pyramid level, and of all levels side by side (``slide-mean-lr``).
+#: They ignore the graph and the hierarchy; no paper prints them.
+CONTROL_ROWS = {
+    "LR on slide means (Thu.)": (0,),
+    "LR on slide means (Mid.)": (1,),
+    "LR on slide means (Bot.)": (2,),
+    "LR on slide means (all levels)": (0, 1, 2),
+}
+
+
+def _with_controls(table: Table) -> Table:
+    """``table`` with the :data:`CONTROL_ROWS` first, in the group "Control"."""
+    controls = tuple(
+        Row(
+            name,
+            "Control",
+            "slide-mean-lr",
+            {"levels": levels},
+            dict.fromkeys(table.columns),
+            name,
+        )
+        for name, levels in CONTROL_ROWS.items()
+    )
+    return replace(table, rows=controls + table.rows)
 
 
 def _check(table: Table) -> None:
@@ -559,14 +589,16 @@ def config_key(row: Row, dataset: str, task: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def implemented_runs(table_ids=None) -> list[tuple[str, str, str, str]]:
-    """Every ``(table_id, row_name, dataset, task)`` whose row has a model, in table order."""
+def implemented_runs(table_ids=None, profile=None) -> list[tuple[str, str, str, str]]:
+    """Every ``(table_id, row_name, dataset, task)`` whose row has a model, in table order;
+    with ``profile``, only the rows of its run set (:func:`run_set`)."""
     ids = list(TABLES) if table_ids is None else [get_table(t).id for t in table_ids]
+    chosen = {tid: run_set(profile, tid) for tid in ids} if profile is not None else {}
     return [
         (tid, row.name, d, t)
         for tid in ids
         for row in TABLES[tid].rows
-        if row.model is not None
+        if row.model is not None and (chosen.get(tid) is None or row.name in chosen[tid])
         for d in TABLES[tid].datasets
         for t in TABLES[tid].tasks
     ]
@@ -716,7 +748,40 @@ def cell_values(
     return out
 
 
-def render(table_id: str, records: dict, label: str = "ours (demo)") -> pd.DataFrame:
+def label_profile(label: str) -> str:
+    """The profile a column label names: ``"ours (demo, 10 it.)"`` -> ``"demo"``."""
+    m = re.search(r"\(([A-Za-z0-9_-]+)", label)
+    return m[1] if m else label
+
+
+def run_set(profile, table_id: str) -> list[str] | None:
+    """The rows of ``table_id`` that ``./run_all.sh`` trains by default on ``profile``
+    (``profile.extra["runs"]``), or ``None`` for every row with a model."""
+    runs = profile.extra.get("runs")
+    if runs is None:
+        return None
+    table = get_table(table_id)
+    rows = list(runs.get(table_id, []))
+    unknown = sorted(set(rows) - set(table.row_names))
+    if unknown:
+        raise ValueError(
+            f"profile {profile.name!r}: run set of {table_id} names unknown rows {unknown}; "
+            f"rows: {table.row_names}"
+        )
+    return rows
+
+
+def skipped_rows(profile, table_id: str) -> list[str]:
+    """Rows of ``table_id`` with a model that ``profile``'s run set leaves out."""
+    chosen = run_set(profile, table_id)
+    if chosen is None:
+        return []
+    return [r.name for r in get_table(table_id).rows if r.model and r.name not in chosen]
+
+
+def render(
+    table_id: str, records: dict, label: str = "ours (demo)", skipped: Sequence[str] = ()
+) -> pd.DataFrame:
     """Our numbers beside the paper's, one row per paper row.
 
     Args:
@@ -725,6 +790,8 @@ def render(table_id: str, records: dict, label: str = "ours (demo)") -> pd.DataF
             ``record["summary"][metric] = {"mean": .., "std": ..}``. A run missing under its own
             name is taken from an identical run (same :func:`config_key`) of another table.
         label: the name of our column group, e.g. ``"ours (demo)"`` or ``"ours (tcga)"``.
+        skipped: rows the profile's run set leaves out (:func:`skipped_rows`): without a
+            record they read "not run on <profile>" rather than "not run yet".
 
     Returns:
         A frame with ``group`` and the row header, then for every cell three string columns
@@ -745,13 +812,17 @@ def render(table_id: str, records: dict, label: str = "ours (demo)") -> pd.DataF
             ours = None if rec is None else _ours(rec, metric)
             paper = row.paper[(dataset, task, metric)]
             c_ours, c_paper, *c_diff = column_names(table, dataset, task, metric, label)
-            if ours is None:
+            if ours is None and rec is None and row.name in skipped:
+                line[c_ours] = NOT_IN_RUN_SET.format(profile=label_profile(label))
+            elif ours is None:
                 line[c_ours] = NOT_RUN if rec is None else NOT_MEASURED
             else:
                 line[c_ours] = _fmt(*ours)
-            line[c_paper] = str(paper)
+            line[c_paper] = "–" if paper is None else str(paper)
             if c_diff:
-                line[c_diff[0]] = "" if ours is None else _diff(ours[0], paper.mean)
+                line[c_diff[0]] = (
+                    "" if ours is None or paper is None else _diff(ours[0], paper.mean)
+                )
             for kind, col in extra_column_names(table, dataset, task, metric, label).items():
                 extra[col] = _extra(rec, metric, kind, table.paper)
         lines.append(line | extra)
@@ -761,8 +832,11 @@ def render(table_id: str, records: dict, label: str = "ours (demo)") -> pd.DataF
     return df
 
 
-def to_markdown(df: pd.DataFrame, table: Table, label: str | None = None) -> str:
-    """A Markdown table with a caption naming the table, our label and where numbers come from."""
+def to_markdown(
+    df: pd.DataFrame, table: Table, label: str | None = None, demo_note: str | None = None
+) -> str:
+    """A Markdown table with a caption naming the table, our label and where numbers come from;
+    ``demo_note`` (demo labels only) says what the demo task is and how the controls did."""
     label = label or df.attrs.get("label", "ours")
     compared = f", `[{label} - paper]` the difference in points" if compares(label) else ""
     caption = (
@@ -778,9 +852,12 @@ def to_markdown(df: pd.DataFrame, table: Table, label: str | None = None) -> str
         )
     if "demo" in label:
         caption += (
-            " Demo numbers come from the small synthetic demo cohort and check that the "
-            "pipeline runs; they are not a reproduction of the paper's values."
+            " Demo numbers come from a synthetic demo task built so that only the paper's "
+            "mechanism can solve it; they test the mechanism and are not a reproduction of the "
+            "paper's values (no difference to the paper is computed)."
         )
+        if demo_note:
+            caption += " " + demo_note.strip()
     caption += f' Paper caption: "{table.caption}"'
     shown = df.drop(columns=[c for c in df.attrs.get("extra_columns", []) if c in df.columns])
     return caption + "\n\n" + markdown_grid(shown)
@@ -799,18 +876,27 @@ def markdown_grid(df: pd.DataFrame) -> str:
 
 
 def write_table(
-    table_id: str, records: dict, out_dir: str | os.PathLike, label: str = "ours (demo)"
+    table_id: str,
+    records: dict,
+    out_dir: str | os.PathLike,
+    label: str = "ours (demo)",
+    skipped: Sequence[str] = (),
+    demo_note: str | None = None,
 ) -> tuple[Path, Path]:
-    """Render ``table_id`` and write ``<out_dir>/<table_id>.md`` and ``.csv`` atomically."""
-    return _write_rendered(render(table_id, records, label), get_table(table_id), out_dir, label)
+    """Render ``table_id`` and write ``<out_dir>/<table_id>.md`` and ``.csv`` atomically
+    (``skipped`` as in :func:`render`, ``demo_note`` as in :func:`to_markdown`)."""
+    df = render(table_id, records, label, skipped)
+    return _write_rendered(df, get_table(table_id), out_dir, label, demo_note)
 
 
-def _write_rendered(df: pd.DataFrame, table, out_dir: str | os.PathLike, label: str):
+def _write_rendered(
+    df: pd.DataFrame, table, out_dir: str | os.PathLike, label: str, demo_note=None
+):
     """``<out_dir>/<table.id>.md`` (:func:`to_markdown`) and ``.csv``, each written atomically."""
     out_dir = Path(out_dir)
     md, csv = out_dir / f"{table.id}.md", out_dir / f"{table.id}.csv"
     with atomic_path(md) as tmp:
-        tmp.write_text(to_markdown(df, table, label), encoding="utf-8")
+        tmp.write_text(to_markdown(df, table, label, demo_note), encoding="utf-8")
     with atomic_path(csv) as tmp:
         df.to_csv(tmp, index=False, encoding="utf-8")
     return md, csv
@@ -1042,7 +1128,7 @@ def render_results(table_id: str, ours: dict, label: str = "ours (demo)") -> pd.
         label: the name of our column group.
 
     Returns:
-        A frame with the row header, then per column ``"<header> [<label>]"``,
+        A frame with ``group`` and the row header, then per column ``"<header> [<label>]"``,
         ``"<header> [paper]"`` ("–" where the paper reports nothing) and, unless ``label`` is
         a demo label, ``"<header> [<label> - paper]"``.
     """
@@ -1056,7 +1142,7 @@ def render_results(table_id: str, ours: dict, label: str = "ours (demo)") -> pd.
         bad = set(cells) - set(table.column_keys)
         if bad:
             raise ValueError(f"{table_id} row {row.name!r}: unknown columns {sorted(bad)}")
-        line = {table.row_header: row.name}
+        line = {"group": row.group, table.row_header: row.name}
         for key, header in table.columns:
             value, paper = cells.get(key), row.paper.get(key)
             ours_text, diff = NOT_RUN, ""
@@ -1078,8 +1164,169 @@ def render_results(table_id: str, ours: dict, label: str = "ours (demo)") -> pd.
 
 
 def write_results_table(
-    table_id: str, ours: dict, out_dir: str | os.PathLike, label: str = "ours (demo)"
+    table_id: str,
+    ours: dict,
+    out_dir: str | os.PathLike,
+    label: str = "ours (demo)",
+    demo_note: str | None = None,
 ) -> tuple[Path, Path]:
-    """Render a :class:`ResultTable` and write ``<out_dir>/<table_id>.md`` and ``.csv``."""
+    """Render a :class:`ResultTable` and write ``<out_dir>/<table_id>.md`` and ``.csv``;
+    ``demo_note`` (demo labels only) ends the caption: what the demo task is and which
+    controls fail, written from the numbers just measured."""
     df = render_results(table_id, ours, label)
-    return _write_rendered(df, get_result_table(table_id), out_dir, label)
+    return _write_rendered(df, get_result_table(table_id), out_dir, label, demo_note)
+
+
+# ----------------------------------------------------------------------------------------
+# Demo checks (issue 17): do the controls fail, are the headline rows precise, which of the
+# paper's orderings hold?
+# ----------------------------------------------------------------------------------------
+
+#: Issue 17's bound for the slide-level controls on the demo cohort: a control AUC above it
+#: means the demo task leaks its label to a model without the mechanism.
+CONTROL_AUC_BOUND = 0.65
+#: Issue 17's bound on the headline rows' fold std (points).
+HEADLINE_STD_BOUND = 5.0
+#: The row of each slide-level table that is the paper's own method.
+HEADLINE = {
+    "h2mil_table1": "H2-MIL",
+    "h2mil_table2": "H2-MIL",
+    "h2mil_table3": "Thu. + Mid. + Bot.",
+    "h2mil_table4": "L = 2",
+    "higt_table1": "HIGT (Ours)",
+    "higt_table2": "HIGT (Ours)",
+    "higt_table3": "HIGT (Ours)",
+}
+
+
+def _cells(table: Table, metric: str = "auc") -> list[tuple[str, str]]:
+    return [(d, t) for d, t, m in table.columns if m == metric]
+
+
+def control_check(table_id: str, records: dict, bound: float = CONTROL_AUC_BOUND) -> pd.DataFrame:
+    """Per cell of ``table_id``: each control row's AUC (percent) and whether the highest one
+    stays at or below ``bound``; cells without a control record are left out."""
+    table = get_table(table_id)
+    by_key = _records_by_config_key(records)
+    out = []
+    for dataset, task in _cells(table):
+        line = {"table": table_id, "dataset": dataset, "task": task}
+        values = {}
+        for row in table.rows:
+            if row.group != "Control":
+                continue
+            rec = _find_record(records, by_key, table, row, dataset, task)
+            ours = None if rec is None else _ours(rec, "auc")
+            if ours is not None:
+                values[row.name] = ours[0]
+        if not values:
+            continue
+        line.update(values)
+        line["highest control AUC"] = max(values.values())
+        line["bound"] = 100 * bound
+        line["control fails"] = max(values.values()) <= 100 * bound
+        out.append(line)
+    return pd.DataFrame(out)
+
+
+def headline_check(
+    table_id: str, records: dict, bound: float = HEADLINE_STD_BOUND, metric: str = "auc"
+) -> pd.DataFrame:
+    """Per cell: the headline row's (:data:`HEADLINE`) mean and fold std (percent) and whether
+    the std is at most ``bound`` points; cells without its record are left out."""
+    table = get_table(table_id)
+    row = get_row(table_id, HEADLINE[table_id])
+    by_key = _records_by_config_key(records)
+    out = []
+    for dataset, task in _cells(table, metric):
+        rec = _find_record(records, by_key, table, row, dataset, task)
+        ours = None if rec is None else _ours(rec, metric)
+        if ours is None:
+            continue
+        mean, std = ours
+        out.append(
+            {
+                "table": table_id,
+                "row": row.name,
+                "dataset": dataset,
+                "task": task,
+                f"{metric.upper()} mean": mean,
+                "fold std": std,
+                "std within bound": std is not None and std <= bound,
+            }
+        )
+    return pd.DataFrame(out)
+
+
+def ordering_check(table_id: str, records: dict, metric: str = "auc") -> pd.DataFrame:
+    """Which of the paper's orderings hold in our numbers, per cell: over every pair of rows
+    that both have a paper value and our value and differ in the paper, the share we order the
+    same way; and whether the paper's best row is also our best among those rows.
+
+    Only rows with a published value take part (controls and our variants have none). A pair
+    whose paper values tie is skipped; our ties count as not holding.
+    """
+    table = get_table(table_id)
+    by_key = _records_by_config_key(records)
+    out = []
+    for dataset, task in _cells(table, metric):
+        both = []
+        for row in table.rows:
+            paper = row.paper[(dataset, task, metric)]
+            rec = _find_record(records, by_key, table, row, dataset, task)
+            ours = None if rec is None else _ours(rec, metric)
+            if paper is not None and ours is not None:
+                both.append((row.name, paper.mean, ours[0]))
+        if len(both) < 2:
+            continue
+        pairs = [(a, b) for i, a in enumerate(both) for b in both[i + 1 :] if a[1] != b[1]]
+        agree = sum((a[1] - b[1]) * (a[2] - b[2]) > 0 for a, b in pairs)
+        paper_best = max(both, key=lambda r: r[1])[0]
+        top = max(r[2] for r in both)
+        ours_top = [r[0] for r in both if round(r[2], 2) == round(top, 2)]
+        ours_best = " = ".join(ours_top)
+        out.append(
+            {
+                "table": table_id,
+                "dataset": dataset,
+                "task": task,
+                "rows compared": len(both),
+                "pairs ordered as in the paper": f"{agree}/{len(pairs)}",
+                "share": agree / len(pairs) if pairs else float("nan"),
+                "paper's best": paper_best,
+                "our best": ours_best,
+                # "tied": the paper's best shares our top value with another row
+                "best holds": (
+                    "tied"
+                    if paper_best in ours_top and len(ours_top) > 1
+                    else bool(paper_best == ours_best)
+                ),
+            }
+        )
+    return pd.DataFrame(out)
+
+
+def demo_note(table_id: str, records: dict, task_text: str) -> str:
+    """The demo caption's last sentences for ``table_id``, from the numbers just measured:
+    ``task_text`` (what the demo task is), then how high the controls reached against the bound
+    and how the headline row's fold std compares with its bound."""
+    parts = [task_text.strip().rstrip(".") + "."]
+    controls = control_check(table_id, records)
+    if not controls.empty:
+        worst = controls.loc[controls["highest control AUC"].idxmax()]
+        verdict = "all stay" if controls["control fails"].all() else "NOT all stay"
+        parts.append(
+            f"Controls (logistic regression on slide means, no graph): highest AUC "
+            f"{worst['highest control AUC']:.1f} ({DATASETS[worst['dataset']]} "
+            f"{TASKS[worst['task']].lower()}); {verdict} at or below the bound "
+            f"{100 * CONTROL_AUC_BOUND:.0f}."
+        )
+    head = headline_check(table_id, records)
+    if not head.empty:
+        verdict = "within" if head["std within bound"].all() else "NOT all within"
+        parts.append(
+            f"{HEADLINE[table_id]}: fold std of AUC {head['fold std'].min():.1f}–"
+            f"{head['fold std'].max():.1f} points, {verdict} the bound of "
+            f"{HEADLINE_STD_BOUND:.0f}."
+        )
+    return " ".join(parts)

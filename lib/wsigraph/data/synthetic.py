@@ -568,3 +568,11 @@ def _box_half(img: np.ndarray) -> np.ndarray:
     h, w = (img.shape[0] // 2) * 2, (img.shape[1] // 2) * 2
     x = img[:h, :w].astype(np.float32).reshape(h // 2, 2, w // 2, 2, -1).mean(axis=(1, 3))
     return np.round(x).astype(np.uint8)
+
+
+#: One sentence on the demo cohort's task, for the captions of the demo tables.
+DEMO_TASK = (
+    "Demo task: each label depends on where a fine texture visible only at 10x lies relative "
+    "to the tissue architecture seen at 5x (a relation across scales), so no single level's "
+    "slide mean carries it"
+)

@@ -41,7 +41,15 @@ def build_model(name: str, in_dim: int, n_classes: int, **config) -> nn.Module:
 
 def _import_all() -> None:
     # Importing the model modules registers them.
-    from wsigraph.models import abignet, baselines, higt, mean_mlp, mico, nuclei_gcn  # noqa: F401
+    from wsigraph.models import (  # noqa: F401
+        abignet,
+        baselines,
+        higt,
+        mean_mlp,
+        mico,
+        nuclei_gcn,
+        slide_mean,
+    )
 
     try:
         from wsigraph.models import h2mil  # noqa: F401

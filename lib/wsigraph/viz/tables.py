@@ -5,7 +5,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 
-from wsigraph.tables import DATASETS, METRICS, TASKS, cell_values, get_table
+from wsigraph.tables import CONTROL_AUC_BOUND, DATASETS, METRICS, TASKS, cell_values, get_table
 
 
 def ours_vs_paper(
@@ -18,38 +18,46 @@ def ours_vs_paper(
     label: str = "ours (demo)",
     groups: tuple[str, ...] | None = None,
 ) -> None:
-    """One table cell as a dot plot: a row per method, our mean ± std (filled, with a bar) and
-    the paper's (open diamond, with its printed std), in percent. Rows not run yet show only
-    the paper's value and are marked so in their label."""
+    """One table cell as a dot plot: a row per method, our mean ± std (filled, with a bar;
+    control rows in red) and the paper's (open diamond, with its printed std), in percent. Rows
+    not run yet show only the paper's value and are marked so in their label; with a demo
+    label, rows we did not run are left out and the controls' bound is drawn as a dashed line.
+    """
+    demo = "demo" in label
     rows = [
         (row, ours, paper)
         for row, ours, paper in cell_values(table_id, records, dataset, task, metric)
-        if groups is None or row.group in groups
+        if (groups is None or row.group in groups) and not (demo and ours is None)
     ]
     y = np.arange(len(rows))[::-1]
-    for yi, (_, ours, paper) in zip(y, rows, strict=True):
-        ax.errorbar(
-            paper.mean,
-            yi + 0.15,
-            xerr=paper.std,
-            fmt="D",
-            mfc="white",
-            color="tab:gray",
-            ms=5,
-            capsize=2,
-            label="paper" if yi == y[0] else None,
-        )
+    seen: set[str] = set()
+    for yi, (row, ours, paper) in zip(y, rows, strict=True):
+        if paper is not None:
+            ax.errorbar(
+                paper.mean,
+                yi + 0.15,
+                xerr=paper.std,
+                fmt="D",
+                mfc="white",
+                color="tab:gray",
+                ms=5,
+                capsize=2,
+                label=_once(seen, "paper"),
+            )
         if ours is not None:
+            control = row.group == "Control"
             ax.errorbar(
                 ours[0],
                 yi - 0.15,
                 xerr=ours[1],
                 fmt="o",
-                color="tab:blue",
+                color="tab:red" if control else "tab:blue",
                 ms=5,
                 capsize=2,
-                label=label if yi == y[0] else None,
+                label=_once(seen, label + (" (control)" if control else "")),
             )
+    if demo and metric == "auc":
+        ax.axvline(100 * CONTROL_AUC_BOUND, color="tab:red", ls="--", lw=0.8, label="control bound")
     names = [row.name + ("" if ours is not None else " (not run)") for row, ours, _ in rows]
     ax.set_yticks(y, names, fontsize=8)
     ax.set_xlim(min(40.0, ax.get_xlim()[0]), 102)
@@ -60,6 +68,14 @@ def ours_vs_paper(
         f"{table.paper} Table {table.number}: {DATASETS[dataset]} {TASKS[task]}", fontsize=10
     )
     ax.legend(fontsize=7, loc="lower left")
+
+
+def _once(seen: set, label: str) -> str | None:
+    """``label`` the first time (for the legend), ``None`` after."""
+    if label in seen:
+        return None
+    seen.add(label)
+    return label
 
 
 def cost_scatter(
