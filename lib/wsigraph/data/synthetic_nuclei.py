@@ -10,25 +10,48 @@ never overlap).
 What is held equal across classes (both functions)
     The background and stain model (per-image stain strength +-10 %), the nucleus size / shape
     / colour distribution (semi-axes, intensity, texture), and the number of nuclei per image
-    (the ``i``-th image of every class gets the same target count; each arrangement offers more
-    candidate positions than needed, accepted at the minimum distance until the target is
-    reached). Per-class mean counts and mean nucleus areas differ by less than 3 % (tested).
+    (the ``i``-th image of every class gets the same target count, reached by accepting
+    uniform candidate positions at the minimum distance). Per-class mean counts and mean
+    nucleus areas differ by less than 3 % (tested).
 
 :func:`arrangement_tiles` -- nuclei-graph GCN (Sureka et al. 2020), Table II demo
-    384 x 384 px tiles, 110-170 nuclei of 8-12 px diameter at random orientation; the class
-    signal is in the nucleus *positions* only.
+    What the paper's convolution can see. Its graph (Sec. III.B, Eq. 1) joins nuclei closer
+    than 100 px (42 µm) with weight ``1 - d/r``; its RSF convolution (Eq. 2) is
+    ``V_out = sum_i H_i V^i + b`` with ``H_i = h_i0 I + sum_j h_ij A_j``: each nucleus's output
+    mixes its *own* features with the edge-weighted sum of its *neighbours'* features, and the
+    pooling ``A_out = S^T A S`` (Eq. 3) carries that to groups of nuclei. The paper picked BACH
+    because in situ and invasive carcinoma "differ in the spatial arrangement of nuclei even
+    though the nuclei themselves share similar morphologies", and its occlusion / attention
+    maps light up the nuclei lining the gland boundary (in situ, Gleason 3) against all tumour
+    nuclei (invasive, Gleason 4). The quantity the convolution reaches and a tile summary
+    cannot is therefore the *joint* of a nucleus's features and its neighbours' features --
+    which kind of nucleus sits next to which -- not how many nuclei there are, how many
+    neighbours each has or how close they are.
 
-    * ``task="bach"`` (ICIAR 2018 BACH, in situ vs invasive carcinoma): class 0 "in situ":
-      nuclei line the rim of a few round ducts (3-4 concentric layers, empty lumen, stroma
-      between ducts); class 1 "invasive": nuclei scattered through the stroma as short
-      single-file cords and single cells.
-    * ``task="gleason"`` (Gleason 3+3 vs 4+4/4+5): class 0 "Gleason 3": many separate small
-      well-formed glands (one ring of nuclei each); class 1 "Gleason 4": fused / cribriform
-      glands, i.e. large nests filled with nuclei and punched-out lumens.
+    How the generator hides everything else. Every tile draws, by one class-independent process:
+    the nucleus count (60-80 per 256 px tile, the ``i``-th tile of every class the same), the
+    positions (uniform, at least 16 px apart; so the radius graph's degree and edge-weight
+    distributions are the same for both classes), the share of tumour nuclei (40-60 %, the
+    ``i``-th tile of every class the same) and the look of each kind (tumour: large, oval,
+    pale; stromal: small, round, dark; so the per-tile mixture of nucleus features is the
+    same). The class decides only *which* of the drawn positions the tumour nuclei take -- the
+    ``share`` highest of a class-specific score:
 
-    :func:`neighbour_count` (mean number of other nuclei within 22 px: nuclei packed in
-    multi-layer duct rims and cribriform sheets have many, nuclei in cords / single cells and
-    along the single rings of small glands few) measures it.
+    * ``task="bach"``: class 0 "in situ": tumour nuclei fill 2-3 compact ducts (nearest to a
+      few centres), so a tumour nucleus's neighbours are tumour nuclei; class 1 "invasive":
+      they follow 10-15 thin cords (persistent random walks) with single cells scattered
+      between them (a 20 px jitter of the score), so tumour and stromal nuclei interleave.
+    * ``task="gleason"``: class 0 "Gleason 3": tumour nuclei on the rims of many separate small
+      round glands (rings of radius 16-30 px), stromal nuclei inside and between them; class 1
+      "Gleason 4": tumour nuclei fused into one or two large nests punched out by small lumens
+      (cribriform).
+
+    The nucleus count, mean degree and mean edge weight of a tile (the control's inputs) thus
+    carry no class signal, on the drawn nuclei and on segmented ones (tested), while
+    :func:`kind_homophily` -- the share of graph edges joining two nuclei of the same kind,
+    above its value for randomly placed kinds, computable from the drawn ``kinds`` (the
+    oracle) -- separates the classes. A caricature: the lumens hold stromal nuclei, since
+    positions may not depend on the class.
 
 :func:`orientation_rois` -- ABiG-Net demo (local orientation graphs, global patch graph)
     512 x 512 px ROIs (a 4 x 4 grid of 128 px patches), 250-320 elongated nuclei (major axis
@@ -133,7 +156,10 @@ def arrangement_tiles(task: str, n_per_class: int, size: int = 256, seed: int = 
     """
     if task not in ARRANGEMENT_CLASSES:
         raise ValueError(f"unknown task {task!r}; known: {', '.join(ARRANGEMENT_CLASSES)}")
-    layouts = {"bach": (_ducts, _cords), "gleason": (_small_glands, _cribriform)}[task]
+    layouts = {
+        "bach": (_ducts, _cords),
+        "gleason": (_small_glands, _cribriform),
+    }[task]
     scale = (size / 256) ** 2
 
     def draw(rng: np.random.Generator, label: int, index: int) -> np.ndarray:
