@@ -37,8 +37,8 @@ What is held equal across classes (both functions)
     same). The class decides only *which* of the drawn positions the tumour nuclei take -- the
     ``share`` highest of a class-specific score:
 
-    * ``task="bach"``: class 0 "in situ": tumour nuclei fill 2-3 compact ducts (nearest to a
-      few centres), so a tumour nucleus's neighbours are tumour nuclei; class 1 "invasive":
+    * ``task="bach"``: class 0 "in situ": tumour nuclei fill one or two compact ducts (nearest
+      to their centres), so a tumour nucleus's neighbours are tumour nuclei; class 1 "invasive":
       they follow 10-15 thin cords (persistent random walks) with single cells scattered
       between them (a 20 px jitter of the score), so tumour and stromal nuclei interleave.
     * ``task="gleason"``: class 0 "Gleason 3": tumour nuclei on the rims of many separate small
@@ -422,8 +422,8 @@ def _place_discs(
 
 
 def _ducts(rng: np.random.Generator, yx: np.ndarray, size: int) -> np.ndarray:
-    """BACH in situ: tumour nuclei fill 2-3 compact ducts (closest to one of a few centres)."""
-    centres = rng.uniform(0.15 * size, 0.85 * size, (int(rng.integers(2, 4)), 2))
+    """BACH in situ: tumour nuclei fill one or two compact ducts (closest to their centres)."""
+    centres = rng.uniform(0.2 * size, 0.8 * size, (int(rng.integers(1, 3)), 2))
     return -_nearest(yx, centres)
 
 
