@@ -943,6 +943,42 @@ MUTATIONS: list[Mutation] = [
             "tests/test_report.py::test_index_renders_every_notebook_and_links_every_table_and_figure",
         ),
     ),
+    # ---- issue 17: ABiG-Net demo generator, mean/std control, vectorised region properties ----
+    M(
+        "abignet-demo-normal-class-shuffled",
+        "lib/wsigraph/data/synthetic_rois.py",
+        "    if label == 0:\n        return np.ones(k, bool)",
+        "    if label == 0:\n        return np.zeros(k, bool)",
+        ("tests/test_synthetic_rois.py",),
+    ),
+    M(
+        "abignet-demo-shuffled-marks-drawn-afresh",
+        "lib/wsigraph/data/synthetic_rois.py",
+        "        marks[shuffled] = marks[shuffled][rng.permutation(int(shuffled.sum()))]",
+        "        marks[shuffled] = rng.uniform(0, 1, int(shuffled.sum()))",
+        ("tests/test_synthetic_rois.py",),
+    ),
+    M(
+        "abignet-meanstd-control-fits-on-test-fold",
+        "lib/wsigraph/train/probe.py",
+        "        fit = np.concatenate([s.train, s.val])",
+        "        fit = np.concatenate([s.train, s.val, s.test])",
+        ("tests/test_synthetic_rois.py::test_mean_std_lr_control_fits_on_train_and_val_only",),
+    ),
+    M(
+        "abignet-features-voronoi-cell-not-closed",
+        "lib/wsigraph/graphs/abignet_features.py",
+        "    nxt = start[owner] + (pos + 1) % sizes[owner]",
+        "    nxt = start[owner] + np.minimum(pos + 1, sizes[owner] - 1)",
+        ("tests/test_abignet_features.py",),
+    ),
+    M(
+        "label-props-glcm-not-symmetric",
+        "lib/wsigraph/graphs/label_props.py",
+        "    p = (p + p.transpose(0, 2, 1)).astype(np.float64)",
+        "    p = (p + p).astype(np.float64)",
+        ("tests/test_label_props.py",),
+    ),
     # ---- issue 17: the nuclei-graph demo task (class only in which nuclei neighbour which) ------
     M(
         "nuclei-demo-count-leaks-the-class",

@@ -283,9 +283,10 @@ def test_table2_tiles_synthetic_and_real_bach(tmp_path, crops):
 def test_abignet_rois_synthetic_and_real_crc(tmp_path, crops):
     from wsigraph.data.nuclei_sets import abignet_rois
 
-    syn = abignet_rois("crc3", n_per_class=2, size=128, seed=1)
+    syn = abignet_rois("crc3", n_per_class=2, grid=2, patch_size=64, seed=1)
     assert syn.source == "synthetic" and list(syn.labels) == [0, 0, 1, 1, 2, 2]
     assert syn.instances.shape == (6, 128, 128) and syn.image_sequence()[5].shape == (128, 128, 3)
+    assert syn.truth["groups"].shape == (6, 4) and syn.truth["patch_size"] == 64
     root = _crc_tree(tmp_path, crops)
     real = abignet_rois("crc2", root=root)
     assert real.source == "real" and len(real) == 18 and real.instances is None

@@ -280,9 +280,22 @@ _DEMO = Profile(
             "tiles_per_class": 75,
             "epochs": 20,
         },
-        # 08_abignet: the official ABiG-Net's alternating iterations (official 200; the demo
-        # ROIs are few and small, the notebook must run in minutes).
-        "abignet": {"iterations": 10},
+        # 08_abignet: the official ABiG-Net's alternating iterations (official 200; the
+        # notebook must run in ~4 minutes on 2 cores). Demo ROIs (wsigraph.data.synthetic_rois):
+        # 8 x 8 patches of 64 px holding 10-40 small nuclei each, so the official features run
+        # on 64 px patches with more than 8 nuclei (official: >64 nuclei per patch of unstated
+        # size) and a 20 px cell-graph radius (official 64 px, which would join every pair of
+        # nuclei of a 64 px patch); the nuclei are the generator's ground-truth masks.
+        "abignet": {
+            "iterations": 10,
+            "n_per_class": {"crc3": 16, "crc2": 20, "melanoma": 20},
+            "official_patch_size": 64,
+            "min_nuclei": 8,
+            "cell_radius": 20.0,
+            "patch_size": 64,
+            "radius": 20.0,
+            "segmenter": "ground_truth",
+        },
         # The slide-level rows ./run_all.sh trains on demo (--all-rows trains every row; the
         # others read "not run on demo"): the controls, the flat and multi-scale MIL rows that
         # ignore the hierarchy, the graph ablations and the papers' own methods -- the rows
@@ -310,7 +323,15 @@ _TCGA = Profile(
     # retrained on every tile, its weights kept in the work folder).
     extra={
         "nuclei": {"unet_epochs": 8, "epochs": 50},
-        "abignet": {"iterations": 200},  # the official code's default
+        "abignet": {  # the official code's defaults; patch size ours (module abignet_features)
+            "iterations": 200,
+            "official_patch_size": 1024,
+            "min_nuclei": 64,
+            "cell_radius": 64.0,
+            "patch_size": 128,
+            "radius": 40.0,
+            "segmenter": "classical",
+        },
     },
 )
 

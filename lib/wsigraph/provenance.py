@@ -765,6 +765,18 @@ def abignet_iterations(profile: str = "tcga") -> Callable[[], object]:
     return get
 
 
+def abignet_demo_setting(*names: str) -> Callable[[], object]:
+    """Our value: settings of the demo profile's ``extra["abignet"]`` (08_abignet on demo)."""
+
+    def get():
+        from wsigraph.profiles import get_profile
+
+        extra = get_profile("demo").extra["abignet"]
+        return tuple(extra[n] for n in names) if len(names) > 1 else extra[names[0]]
+
+    return get
+
+
 ABIGNET: tuple[Choice, ...] = (
     Choice(
         "segmentation",
@@ -807,6 +819,25 @@ ABIGNET: tuple[Choice, ...] = (
         abignet_feature_setting("MIN_NUCLEI"),
         "official",
         value=64,
+    ),
+    Choice(
+        "demo only: patch size (px), nuclei a patch needs, cell-graph radius (px)",
+        _ABIG_PAPER,
+        "pre-cut patches of unstated size; > 64 nuclei; 64 px",
+        abignet_demo_setting("official_patch_size", "min_nuclei", "cell_radius"),
+        "ours",
+        "the demo ROIs (data.synthetic_rois) are 8 x 8 patches of 64 px with 10-40 small nuclei, "
+        "so that 08 runs in minutes on 2 cores; a 64 px radius would join every pair of a "
+        "64 px patch. Real data (tcga profile) uses the official values",
+    ),
+    Choice(
+        "demo only: nuclei masks",
+        _ABIG_PAPER,
+        "StarDist 2D_versatile_he (extract_nuclear_props_stardist.py)",
+        abignet_demo_setting("segmenter"),
+        "ours",
+        "the synthetic generator's ground-truth instance masks: the demo tests the graph, "
+        "not a segmenter",
     ),
     Choice(
         "feature scaling",

@@ -1019,12 +1019,15 @@ def _abignet_tables() -> list[ResultTable]:
     # ABiG-Net (arXiv 2510, abstract): accuracy, mean ± std over its CV folds. The row
     # "ABiG-Net" is the official code's method (Paul1086/ABiG_Net). The other rows are ours and
     # the abstract prints no number for them: our earlier design (orientation features, top-k
-    # learned graph), the same with a fixed k-NN graph, and the official GCN without edges.
+    # learned graph), the same with a fixed k-NN graph, and two controls that ignore the graph
+    # (issue 17): the official GCN without edges, and a logistic regression on the per-ROI mean
+    # and std of the patch features (wsigraph.train.probe.mean_std_lr).
     cols = ("crc3", "crc2", "melanoma")
     ours = (
         ("ABiG-Net (orientation variant)", "Variant"),
         ("ABiG-Net, fixed k-NN graph", "Ablation"),
         ("no-edge control (GCN on isolated patches)", "Control"),
+        ("mean/std LR (control)", "Control"),
     )
     rows = (
         _result_row(

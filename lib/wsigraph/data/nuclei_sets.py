@@ -22,7 +22,8 @@ import numpy as np
 import pandas as pd
 
 from wsigraph.data import roi_datasets
-from wsigraph.data.synthetic_nuclei import arrangement_tiles, kind_homophily, orientation_rois
+from wsigraph.data.synthetic_nuclei import arrangement_tiles, kind_homophily
+from wsigraph.data.synthetic_rois import relation_rois
 
 DATASETS = ("bach", "gleason")
 # µm per px of the synthetic Table II tiles: their nuclei (median equivalent diameter 8.7 px)
@@ -50,6 +51,8 @@ class TileSet:
             unknown: :data:`SYNTHETIC_MPP` for synthetic tiles, the image metadata
             (:func:`~wsigraph.graphs.nuclei.read_mpp`) or the dataset's documented scale for
             real ones.
+        truth: ground truth of synthetic sets beyond the labels (the ABiG-Net demo's per-patch
+            ``groups``, ``styles``, ``marks`` and its ``patch_size``), else ``None``.
     """
 
     ids: list[str]
@@ -60,6 +63,7 @@ class TileSet:
     paths: list[str] = field(default_factory=list)
     instances: np.ndarray | None = None
     mpp: float | None = None
+    truth: dict | None = None
     oracle: np.ndarray | None = None
 
     def __len__(self) -> int:
@@ -179,7 +183,8 @@ def abignet_rois(
     task: str,
     root: str | os.PathLike | None = None,
     n_per_class: int = 20,
-    size: int = 512,
+    grid: int = 8,
+    patch_size: int = 64,
     seed: int = 0,
     limit: int | None = None,
 ) -> TileSet:
@@ -189,19 +194,24 @@ def abignet_rois(
         task: ``"crc3"`` (Extended CRC normal / low grade / high grade), ``"crc2"`` (normal vs
             cancer) or ``"melanoma"`` (tumour vs lymphocyte-rich).
         root: the real dataset's folder (:func:`~wsigraph.data.roi_datasets.read_extended_crc`,
-            :func:`~wsigraph.data.roi_datasets.read_melanoma`); ``None`` for synthetic ROIs.
-        n_per_class, size, seed: of the synthetic ROIs (defaults ``20``, ``512``, ``0``).
+            :func:`~wsigraph.data.roi_datasets.read_melanoma`); ``None`` for synthetic ROIs
+            (:func:`~wsigraph.data.synthetic_rois.relation_rois`).
+        n_per_class, grid, patch_size, seed: of the synthetic ROIs (defaults ``20``, ``8``,
+            ``64``, ``0``: 512 px ROIs of 64 patches).
         limit: at most this many real images, class ratio kept (default ``None``: all).
     """
     if task not in ROI_TASKS:
         raise ValueError(f"unknown task {task!r}; ABiG-Net's columns are {', '.join(ROI_TASKS)}")
     if root is None:
-        s = orientation_rois(task, n_per_class, size=size, seed=seed)
-        ids = [f"{task}_{seed}_{size}_{i:04d}" for i in range(len(s.labels))]
+        s = relation_rois(task, n_per_class, grid=grid, patch_size=patch_size, seed=seed)
+        ids = [f"{task}_{seed}_{grid}x{patch_size}_{i:04d}" for i in range(len(s.labels))]
         labels = s.labels.astype(np.int64)
+        truth = {"groups": s.groups, "styles": s.styles, "marks": s.marks,
+                 "patch_size": s.patch_size}  # fmt: skip
         return TileSet(
-            ids, labels, tuple(s.class_names), "synthetic", s.images, instances=s.instances
-        )
+            ids, labels, tuple(s.class_names), "synthetic", s.images, instances=s.instances,
+            truth=truth,
+        )  # fmt: skip
     if task == "melanoma":
         df = roi_datasets.read_melanoma(root)
     else:

@@ -72,11 +72,11 @@ import scipy.sparse as sp
 import torch
 from scipy.sparse.csgraph import connected_components, minimum_spanning_tree
 from scipy.spatial import Delaunay, QhullError, cKDTree
-from skimage.measure import regionprops_table
 from torch import Tensor
 from torch_geometric.data import Data
 from tqdm.auto import tqdm
 
+from wsigraph.graphs.label_props import region_table
 from wsigraph.graphs.nuclei import RADIUS, nuclei_edges
 from wsigraph.graphs.spatial import _as_points
 from wsigraph.io import array_digest, atomic_path
@@ -188,18 +188,7 @@ def nuclei_orientations(instances: np.ndarray) -> pd.DataFrame:
         ValueError: If ``instances`` is not a non-negative 2-D integer array.
     """
     instances = check_label_map(instances, "instances")
-    props = regionprops_table(
-        instances,
-        properties=(
-            "label",
-            "centroid",
-            "orientation",
-            "area",
-            "eccentricity",
-            "axis_major_length",
-            "axis_minor_length",
-        ),
-    )
+    props = region_table(instances)  # = regionprops_table, vectorised
     return pd.DataFrame(
         {
             "label": props["label"].astype(np.int64),

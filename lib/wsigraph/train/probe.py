@@ -9,6 +9,8 @@ papers' methods; the demo cohort documents which level should carry which label.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 from sklearn.linear_model import LogisticRegression
@@ -71,3 +73,41 @@ def linear_probe(
                     }
                 )
     return pd.DataFrame(rows)
+
+
+@dataclass
+class ProbeFold:
+    """One fold of :func:`mean_std_lr` (the attributes :func:`wsigraph.train.bilevel.fold_table`
+    reads): ``metrics`` holds the test ``acc`` and ``auc``."""
+
+    repeat: int
+    fold: int
+    seed: int
+    metrics: dict
+
+
+def mean_std_lr(graphs, labels, splits, seed: int = 0) -> list[ProbeFold]:
+    """The ABiG-Net demo's control: a standardised logistic regression on the per-image mean and
+    std of the node features ``x`` (:func:`wsigraph.data.synthetic_rois.roi_mean_std`), trained
+    on each split's training and validation images (it has nothing to select) and scored once on
+    its test images. Accuracy and ROC AUC (one-vs-rest macro for more than two classes)."""
+    from wsigraph.data.synthetic_rois import roi_mean_std
+
+    x = roi_mean_std([g.x for g in graphs])
+    y = np.asarray(labels).astype(np.int64)
+    classes = np.unique(y)
+    out = []
+    for s in splits:
+        fit = np.concatenate([s.train, s.val])
+        model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000))
+        model.fit(x[fit], y[fit])
+        prob = model.predict_proba(x[s.test])
+        acc = float((model.classes_[prob.argmax(1)] == y[s.test]).mean())
+        if len(np.unique(y[s.test])) < 2:
+            auc = float("nan")
+        elif len(classes) == 2:
+            auc = float(roc_auc_score(y[s.test], prob[:, 1]))
+        else:
+            auc = float(roc_auc_score(y[s.test], prob, multi_class="ovr", labels=model.classes_))
+        out.append(ProbeFold(s.repeat, s.fold, seed, {"acc": acc, "auc": auc}))
+    return out
