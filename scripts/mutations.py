@@ -1012,6 +1012,35 @@ MUTATIONS: list[Mutation] = [
         "    nuclei = _stamp(shape, cy, cx, lambda dy, dx: dy**2 + dx**2 <= r**2, 7)",
         ("tests/test_synthetic.py::test_nuclei_stay_inside_their_cells",),
     ),
+    # ---- issue 17: the nuclei-graph demo task (class only in which nuclei neighbour which) ------
+    M(
+        "nuclei-demo-count-leaks-the-class",
+        "lib/wsigraph/data/synthetic_nuclei.py",
+        "        n = int(round(_count(seed, task, index, *NUCLEI_PER_TILE) * scale))",
+        "        n = int(round(_count(seed, task, index, *NUCLEI_PER_TILE) * scale * (1 + 0.1 * label)))",
+        ("tests/test_nuclei_demo_task.py::test_control_fails_on_the_drawn_nuclei",),
+    ),
+    M(
+        "nuclei-demo-spacing-leaks-the-class",
+        "lib/wsigraph/data/synthetic_nuclei.py",
+        "        yx = _accept(rng, _uniform(rng, size, 8 * n), size, min_dist=MIN_DIST, n=n, margin=3.0)",
+        "        yx = _accept(rng, _uniform(rng, size, 8 * n), size, min_dist=MIN_DIST + 3 * label, n=n, margin=3.0)",
+        ("tests/test_nuclei_demo_task.py::test_control_fails_on_the_drawn_nuclei",),
+    ),
+    M(
+        "nuclei-demo-same-kind-layout-for-both-classes",
+        "lib/wsigraph/data/synthetic_nuclei.py",
+        "        score = layouts[label](rng, yx, size)  # [m], higher = more tumour-like place",
+        "        score = layouts[0](rng, yx, size)  # [m], higher = more tumour-like place",
+        ("tests/test_nuclei_demo_task.py::test_oracle_separates_the_classes",),
+    ),
+    M(
+        "nuclei-control-degree-counts-each-edge-once",
+        "lib/wsigraph/data/nuclei_sets.py",
+        "        rows.append((nodes, edges / nodes if nodes else 0.0, weight))",
+        "        rows.append((nodes, edges / 2 / nodes if nodes else 0.0, weight))",
+        ("tests/test_nuclei_demo_task.py::test_count_degree_weight_hand_computed",),
+    ),
 ]
 
 

@@ -244,6 +244,7 @@ def test_every_notebook_executes_with_tiny_parameters(tmp_path, monkeypatch, cap
     # 07-09: each paper's table beside its published numbers, and its figures
     nuclei = (results / "tables" / "nuclei_table2.md").read_text()
     assert "94.00" in nuclei and "not run yet" not in nuclei  # RSF's BACH accuracy, printed 94%
+    assert "count/degree/edge-weight LR (control)" in nuclei and "Demo task:" in nuclei
     seg = pd.read_csv(results / "tables" / "nuclei_segmentation.csv")
     assert set(seg["split"]) == {"train", "held out"} and seg["dice"].between(0, 1).all()
     assert set(seg["method"]) == {"UNet", "classical fallback"} and seg["chosen"].any()

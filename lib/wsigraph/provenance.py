@@ -697,7 +697,7 @@ NUCLEI_GCN: tuple[Choice, ...] = (
         "128 graphs (run_nci1.py)",
         notebook_parameter(_NB07, "batch_size"),
         "ours",
-        "the demo has 40 tiles per dataset: 128 would be one step per epoch",
+        "the demo has 150 tiles per dataset (90 train per fold): 128 would be one step per epoch",
     ),
     Choice(
         "data augmentation",

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from wsigraph.data import roi_datasets
-from wsigraph.data.synthetic_nuclei import arrangement_tiles
+from wsigraph.data.synthetic_nuclei import arrangement_tiles, kind_homophily
 from wsigraph.data.synthetic_rois import relation_rois
 
 DATASETS = ("bach", "gleason")
@@ -64,6 +64,7 @@ class TileSet:
     instances: np.ndarray | None = None
     mpp: float | None = None
     truth: dict | None = None
+    oracle: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -141,7 +142,7 @@ def table2_tiles(
     dataset: str,
     root: str | os.PathLike | None = None,
     n_per_class: int = 20,
-    size: int = 384,
+    size: int = 256,
     seed: int = 0,
     limit: int | None = None,
 ) -> TileSet:
@@ -152,7 +153,7 @@ def table2_tiles(
         root: the real dataset's folder (see :func:`~wsigraph.data.roi_datasets.read_bach` and
             :func:`~wsigraph.data.roi_datasets.read_gleason2019`); ``None`` for synthetic tiles.
         n_per_class: synthetic tiles per class (default ``20``).
-        size: synthetic tile side in px (default ``384``).
+        size: synthetic tile side in px (default ``256``).
         seed: synthetic generator seed; also the subsampling seed of real sets (default ``0``).
         limit: at most this many real images, class ratio kept (default ``None``: all).
 
@@ -169,7 +170,13 @@ def table2_tiles(
     s = arrangement_tiles(dataset, n_per_class, size=size, seed=seed)
     ids = [f"{dataset}_{seed}_{size}_{i:04d}" for i in range(len(s.labels))]
     labels = s.labels.astype(np.int64)
-    return TileSet(ids, labels, tuple(s.class_names), "synthetic", s.images, mpp=SYNTHETIC_MPP)
+    radius = 42.0 / SYNTHETIC_MPP  # the notebook's graph radius, 42 µm, in px
+    oracle = np.array(
+        [kind_homophily(e[:, :2], k, radius) for e, k in zip(s.nuclei, s.kinds, strict=True)]
+    )
+    return TileSet(
+        ids, labels, tuple(s.class_names), "synthetic", s.images, mpp=SYNTHETIC_MPP, oracle=oracle
+    )
 
 
 def abignet_rois(
@@ -267,3 +274,38 @@ def degree_at(points: Sequence[np.ndarray], radius_px: float | Sequence[float]) 
     edges = sum(nuclei_edges(p, r)[0].shape[1] for p, r in zip(points, radii, strict=True))
     nodes = sum(len(p) for p in points)
     return float(edges / nodes) if nodes else float("nan")
+
+
+def count_degree_weight(graphs: Sequence) -> np.ndarray:
+    """The control's three numbers per graph: nucleus count, mean degree (neighbours per
+    nucleus) and mean Eq. 1 edge weight (0 for a graph without edges), ``[n, 3]`` float64."""
+    rows = []
+    for g in graphs:
+        nodes, edges = int(g.num_nodes), int(g.num_edges)
+        weight = float(g.edge_attr.float().mean()) if edges else 0.0
+        rows.append((nodes, edges / nodes if nodes else 0.0, weight))
+    return np.array(rows, dtype=np.float64).reshape(-1, 3)
+
+
+def control_accuracy(features: np.ndarray, labels: np.ndarray, splits: Sequence) -> list[float]:
+    """Accuracy per split of a logistic regression (standardised inputs, sklearn defaults) on
+    ``features`` ``[n, k]``: fitted on each split's training and validation tiles (it has no
+    checkpoint to choose), scored on its test tiles -- the GCN rows' folds when ``splits`` are
+    theirs (:func:`wsigraph.train.cv.make_splits` with the same labels, folds, repeats, seed).
+
+    Raises:
+        ValueError: if ``features`` and ``labels`` differ in length.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    x, y = np.asarray(features, np.float64), np.asarray(labels).ravel()
+    if len(x) != len(y):
+        raise ValueError(f"features has {len(x)} rows but labels {len(y)}")
+    accuracies = []
+    for split in splits:
+        fit = np.concatenate([split.train, split.val])
+        model = make_pipeline(StandardScaler(), LogisticRegression()).fit(x[fit], y[fit])
+        accuracies.append(float(np.mean(model.predict(x[split.test]) == y[split.test])))
+    return accuracies

@@ -10,25 +10,48 @@ never overlap).
 What is held equal across classes (both functions)
     The background and stain model (per-image stain strength +-10 %), the nucleus size / shape
     / colour distribution (semi-axes, intensity, texture), and the number of nuclei per image
-    (the ``i``-th image of every class gets the same target count; each arrangement offers more
-    candidate positions than needed, accepted at the minimum distance until the target is
-    reached). Per-class mean counts and mean nucleus areas differ by less than 3 % (tested).
+    (the ``i``-th image of every class gets the same target count, reached by accepting
+    uniform candidate positions at the minimum distance). Per-class mean counts and mean
+    nucleus areas differ by less than 3 % (tested).
 
 :func:`arrangement_tiles` -- nuclei-graph GCN (Sureka et al. 2020), Table II demo
-    384 x 384 px tiles, 110-170 nuclei of 8-12 px diameter at random orientation; the class
-    signal is in the nucleus *positions* only.
+    What the paper's convolution can see. Its graph (Sec. III.B, Eq. 1) joins nuclei closer
+    than 100 px (42 µm) with weight ``1 - d/r``; its RSF convolution (Eq. 2) is
+    ``V_out = sum_i H_i V^i + b`` with ``H_i = h_i0 I + sum_j h_ij A_j``: each nucleus's output
+    mixes its *own* features with the edge-weighted sum of its *neighbours'* features, and the
+    pooling ``A_out = S^T A S`` (Eq. 3) carries that to groups of nuclei. The paper picked BACH
+    because in situ and invasive carcinoma "differ in the spatial arrangement of nuclei even
+    though the nuclei themselves share similar morphologies", and its occlusion / attention
+    maps light up the nuclei lining the gland boundary (in situ, Gleason 3) against all tumour
+    nuclei (invasive, Gleason 4). The quantity the convolution reaches and a tile summary
+    cannot is therefore the *joint* of a nucleus's features and its neighbours' features --
+    which kind of nucleus sits next to which -- not how many nuclei there are, how many
+    neighbours each has or how close they are.
 
-    * ``task="bach"`` (ICIAR 2018 BACH, in situ vs invasive carcinoma): class 0 "in situ":
-      nuclei line the rim of a few round ducts (3-4 concentric layers, empty lumen, stroma
-      between ducts); class 1 "invasive": nuclei scattered through the stroma as short
-      single-file cords and single cells.
-    * ``task="gleason"`` (Gleason 3+3 vs 4+4/4+5): class 0 "Gleason 3": many separate small
-      well-formed glands (one ring of nuclei each); class 1 "Gleason 4": fused / cribriform
-      glands, i.e. large nests filled with nuclei and punched-out lumens.
+    How the generator hides everything else. Every tile draws, by one class-independent process:
+    the nucleus count (60-80 per 256 px tile, the ``i``-th tile of every class the same), the
+    positions (uniform, at least 16 px apart; so the radius graph's degree and edge-weight
+    distributions are the same for both classes), the share of tumour nuclei (40-60 %, the
+    ``i``-th tile of every class the same) and the look of each kind (tumour: large, oval,
+    pale; stromal: small, round, dark; so the per-tile mixture of nucleus features is the
+    same). The class decides only *which* of the drawn positions the tumour nuclei take -- the
+    ``share`` highest of a class-specific score:
 
-    :func:`neighbour_count` (mean number of other nuclei within 22 px: nuclei packed in
-    multi-layer duct rims and cribriform sheets have many, nuclei in cords / single cells and
-    along the single rings of small glands few) measures it.
+    * ``task="bach"``: class 0 "in situ": tumour nuclei fill one or two compact ducts (nearest
+      to their centres), so a tumour nucleus's neighbours are tumour nuclei; class 1 "invasive":
+      they follow 10-15 thin cords (persistent random walks) with single cells scattered
+      between them (a 20 px jitter of the score), so tumour and stromal nuclei interleave.
+    * ``task="gleason"``: class 0 "Gleason 3": tumour nuclei on the rims of many separate small
+      round glands (rings of radius 16-30 px), stromal nuclei inside and between them; class 1
+      "Gleason 4": tumour nuclei fused into one or two large nests punched out by small lumens
+      (cribriform).
+
+    The nucleus count, mean degree and mean edge weight of a tile (the control's inputs) thus
+    carry no class signal, on the drawn nuclei and on segmented ones (tested), while
+    :func:`kind_homophily` -- the share of graph edges joining two nuclei of the same kind,
+    above its value for randomly placed kinds, computable from the drawn ``kinds`` (the
+    oracle) -- separates the classes. A caricature: the lumens hold stromal nuclei, since
+    positions may not depend on the class.
 
 :func:`orientation_rois` -- ABiG-Net demo (local orientation graphs, global patch graph)
     512 x 512 px ROIs (a 4 x 4 grid of 128 px patches), 250-320 elongated nuclei (major axis
@@ -60,10 +83,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+from PIL import Image
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
-from wsigraph.data.synthetic import _E, _H, _smooth_noise
+from wsigraph.data.synthetic import _E, _H
 
 ARRANGEMENT_CLASSES = {
     "bach": ("in situ", "invasive"),
@@ -74,6 +98,15 @@ ORIENTATION_CLASSES = {
     "crc2": ("normal", "cancer"),
     "melanoma": ("tumour", "lymphocyte-rich"),
 }
+# Demo tiles of arrangement_tiles: nuclei per 256 px tile (before scaling with the area), the
+# smallest centre distance (px), the tumour share range, the jitter (px) that scatters single
+# tumour cells between the cords of the invasive class, and the nuclei graph's radius in px
+# (42 µm at the 0.63 µm/px the Table II notebook declares for these tiles).
+NUCLEI_PER_TILE = (60, 80)
+MIN_DIST = 16.0
+SHARE = (0.4, 0.6)
+CORD_JITTER = 20.0
+DEMO_RADIUS_PX = 42.0 / 0.63
 _TASK_CODE = {"bach": 1, "gleason": 2, "crc3": 3, "crc2": 4, "melanoma": 5}
 
 
@@ -89,6 +122,8 @@ class NucleiImages:
         nuclei: per image, ``[m, 5]`` float64 rows ``(y, x, a, b, theta)`` of the drawn
             ellipses (centre in px, semi-axes in px, major-axis angle in radians from the +x
             (column) axis towards +y (row)); row ``k`` is instance label ``k + 1``.
+        kinds: per image, ``[m]`` int64 kind of each drawn nucleus (``1`` tumour, ``0``
+            stromal) for :func:`arrangement_tiles`; ``None`` for sets without kinds.
     """
 
     images: np.ndarray
@@ -96,23 +131,29 @@ class NucleiImages:
     instances: np.ndarray
     class_names: tuple[str, ...]
     nuclei: list[np.ndarray]
+    kinds: list[np.ndarray] | None = None
 
 
 # --------------------------------------------------------------------------------------------
 # Public generators
 
 
-def arrangement_tiles(task: str, n_per_class: int, size: int = 384, seed: int = 0) -> NucleiImages:
-    """Tiles whose classes differ only in the arrangement of nuclei (nuclei-graph Table II demo).
+def arrangement_tiles(task: str, n_per_class: int, size: int = 256, seed: int = 0) -> NucleiImages:
+    """Tiles whose classes differ only in which nuclei neighbour which (nuclei-graph Table II demo).
+
+    Positions, nucleus count, the share of tumour nuclei and the look of each kind of nucleus
+    are drawn by one class-independent process; the class decides only *which* positions the
+    tumour nuclei take (see the module docstring).
 
     Args:
         task: ``"bach"`` (in situ vs invasive) or ``"gleason"`` (Gleason 3 vs Gleason 4).
         n_per_class: images per class.
-        size: tile side in px (default ``384``; the nucleus count scales with the area).
+        size: tile side in px (default ``256``; the nucleus count scales with the area).
         seed: generator seed (default ``0``).
 
     Returns:
-        :class:`NucleiImages`, classes in blocks (``labels = [0]*n + [1]*n``).
+        :class:`NucleiImages`, classes in blocks (``labels = [0]*n + [1]*n``), with ``kinds``
+        (``1`` tumour, ``0`` stromal) per nucleus.
     """
     if task not in ARRANGEMENT_CLASSES:
         raise ValueError(f"unknown task {task!r}; known: {', '.join(ARRANGEMENT_CLASSES)}")
@@ -120,16 +161,19 @@ def arrangement_tiles(task: str, n_per_class: int, size: int = 384, seed: int = 
         "bach": (_ducts, _cords),
         "gleason": (_small_glands, _cribriform),
     }[task]
-    scale = (size / 384) ** 2
+    scale = (size / 256) ** 2
 
     def draw(rng: np.random.Generator, label: int, index: int) -> np.ndarray:
-        n = int(round(_count(seed, task, index, 110, 170) * scale))
-        candidates, groups = layouts[label](rng, size)  # [K, 2] (y, x), [K] structure id
-        yx = _accept(rng, candidates, size, min_dist=14.0, n=n, margin=3.0, groups=groups)
-        a = rng.uniform(4.0, 6.0, len(yx))
-        b = a * rng.uniform(0.65, 0.9, len(yx))
-        theta = rng.uniform(0, np.pi, len(yx))
-        return np.column_stack([yx, a, b, theta])
+        # class-independent: count, share and positions (the i-th tile of every class gets the
+        # same count and share; positions from the same process)
+        n = int(round(_count(seed, task, index, *NUCLEI_PER_TILE) * scale))
+        share = _share(seed, task, index)
+        yx = _accept(rng, _uniform(rng, size, 8 * n), size, min_dist=MIN_DIST, n=n, margin=3.0)
+        # class-dependent: which nuclei are tumour nuclei
+        score = layouts[label](rng, yx, size)  # [m], higher = more tumour-like place
+        tumour = np.zeros(len(yx), bool)
+        tumour[np.argsort(-score, kind="stable")[: int(round(share * len(yx)))]] = True
+        return np.column_stack([yx, *_looks(rng, tumour), tumour])
 
     return _make_set(task, ARRANGEMENT_CLASSES[task], n_per_class, size, seed, draw)
 
@@ -209,18 +253,27 @@ def nucleus_properties(instances: np.ndarray) -> dict[str, np.ndarray]:
     return {"label": labels, "y": my, "x": mx, "area": area, "theta": theta}
 
 
-def neighbour_count(yx: np.ndarray, radius: float = 22.0) -> float:
-    """Mean number of other nuclei within ``radius`` px of a nucleus.
+def kind_homophily(yx: np.ndarray, kinds: np.ndarray, radius: float = DEMO_RADIUS_PX) -> float:
+    """The oracle of :func:`arrangement_tiles`: the fraction of the radius graph's edges that
+    join two nuclei of the same kind, minus the fraction expected if the kinds were placed at
+    random on the same graph (``p**2 + (1 - p)**2`` for a tumour share ``p``). About 0 when the
+    kinds are mixed, positive when they are segregated; ``nan`` without edges.
 
-    Nuclei lining duct rims (BACH in situ) or packed in cribriform sheets (Gleason 4) have
-    many close neighbours; nuclei scattered as cords and single cells (invasive) or along single
-    rings of small glands (Gleason 3) have few.
+    Args:
+        yx: ``[m, 2]`` nucleus centres in px.
+        kinds: ``[m]`` kind per nucleus (any two values).
+        radius: graph radius in px (default :data:`DEMO_RADIUS_PX`, 42 µm at the demo tiles'
+            0.63 µm per pixel, as 07 builds its graphs).
     """
-    yx = np.asarray(yx, np.float64)
-    if len(yx) < 2:
-        return 0.0
-    counts = np.array([len(n) - 1 for n in cKDTree(yx).query_ball_point(yx, radius)])
-    return float(counts.mean())
+    yx, kinds = np.asarray(yx, np.float64), np.asarray(kinds)
+    if len(yx) != len(kinds):
+        raise ValueError(f"yx has {len(yx)} rows but kinds {len(kinds)}")
+    pairs = cKDTree(yx).query_pairs(radius, output_type="ndarray").reshape(-1, 2)
+    if not len(pairs):
+        return float("nan")
+    same = float(np.mean(kinds[pairs[:, 0]] == kinds[pairs[:, 1]]))
+    p = float(np.mean(kinds == kinds.flat[0]))
+    return same - (p**2 + (1 - p) ** 2)
 
 
 def orientation_coherence(yx: np.ndarray, theta: np.ndarray, radius: float = 40.0) -> float:
@@ -250,17 +303,22 @@ def _make_set(
     labels = np.repeat(np.arange(len(class_names)), n_per_class).astype(np.int64)
     images = np.empty((len(labels), size, size, 3), np.uint8)
     instances = np.empty((len(labels), size, size), np.int32)
-    nuclei = []
+    nuclei, kinds = [], []
     for i, label in enumerate(labels):
         rng = np.random.default_rng([seed, _TASK_CODE[task], i])
-        ell = draw(rng, int(label), i - label * n_per_class)
+        ell = draw(rng, int(label), i - label * n_per_class)  # [m, 5] or [m, 7]
         images[i], instances[i] = _render(rng, ell, size)
-        nuclei.append(ell)
-    return NucleiImages(images, labels, instances, tuple(class_names), nuclei)
+        nuclei.append(ell[:, :5])
+        kinds.append(ell[:, 6].astype(np.int64) if ell.shape[1] > 6 else None)
+    has_kinds = all(k is not None for k in kinds)
+    return NucleiImages(
+        images, labels, instances, tuple(class_names), nuclei, kinds if has_kinds else None
+    )
 
 
 def _render(rng: np.random.Generator, ell: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """RGB image and instance map of the ellipses ``ell`` ``[m, 5]`` on stroma."""
+    """RGB image and instance map of the ellipses ``ell`` ``[m, 5]`` on stroma (a 6th column,
+    when present, is each nucleus's stain strength; otherwise drawn at random)."""
     h = w = size
     inst = np.zeros((h, w), np.int32)
     stain = np.zeros((h, w), np.float64)  # per-pixel haematoxylin strength of its nucleus
@@ -277,7 +335,10 @@ def _render(rng: np.random.Generator, ell: np.ndarray, size: int) -> tuple[np.nd
         inside &= (py >= 0) & (py < h) & (px >= 0) & (px < w)
         rows = np.broadcast_to(np.arange(len(ell))[:, None], inside.shape)[inside]
         inst[py[inside], px[inside]] = rows + 1  # later nuclei on top
-        strength = rng.uniform(0.85, 1.15, len(ell))
+        if ell.shape[1] > 5:
+            strength = ell[:, 5]
+        else:
+            strength = rng.uniform(0.85, 1.15, len(ell))
         stain[py[inside], px[inside]] = strength[rows]
     nucleus = inst > 0
     chromatin = 1.0 + 0.15 * _smooth_noise(rng, h, w, 2.5)
@@ -361,71 +422,63 @@ def _place_discs(
     return np.asarray(centres).reshape(-1, 2), np.asarray(kept)
 
 
-def _rings(rng, centres, radii, layers, spacing) -> tuple[np.ndarray, np.ndarray]:
-    """Candidate positions on ``layers`` concentric circles inside each rim, ``spacing`` apart,
-    and the index of the ring structure each belongs to."""
-    pts, groups = [], []
-    for g, (c, r, n_layers) in enumerate(zip(centres, radii, layers, strict=True)):
-        for j in range(int(n_layers)):
-            rj = r - j * spacing
-            k = max(3, int(2 * np.pi * rj / spacing))
-            phi = rng.uniform(0, 2 * np.pi) + 2 * np.pi * np.arange(k) / k
-            phi = phi + rng.normal(0, 0.15 * spacing / rj, k)
-            rr = rj + rng.normal(0, 1.5, k)
-            pts.append(c + np.column_stack([rr * np.sin(phi), rr * np.cos(phi)]))
-            groups.append(np.full(k, g))
-    return np.concatenate(pts), np.concatenate(groups)
+def _ducts(rng: np.random.Generator, yx: np.ndarray, size: int) -> np.ndarray:
+    """BACH in situ: tumour nuclei fill one or two compact ducts (closest to their centres)."""
+    centres = rng.uniform(0.2 * size, 0.8 * size, (int(rng.integers(1, 3)), 2))
+    return -_nearest(yx, centres)
 
 
-def _ducts(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """BACH in situ: 3-4 layers of nuclei lining the rim of round ducts, lumen empty."""
-    radii = rng.uniform(50, 80, 12)
-    centres, radii = _place_discs(rng, size, radii, gap=12.0, overhang=0.4)
-    # 3-4 layers, fewer where the lumen would shrink below ~20 px (innermost ring radius)
-    layers = np.minimum(rng.integers(3, 5, len(radii)), (radii - 20) // 14.5 + 1)
-    return _rings(rng, centres, radii, layers, spacing=14.5)
+def _cords(rng: np.random.Generator, yx: np.ndarray, size: int) -> np.ndarray:
+    """BACH invasive: tumour nuclei along thin single-file cords (persistent random walks)
+    crossing the stroma, and single cells scattered between them."""
+    pts = []
+    for _ in range(int(rng.integers(10, 16))):
+        p, phi = rng.uniform(0, size, 2), rng.uniform(0, 2 * np.pi)
+        for _ in range(int(rng.integers(8, 16))):
+            pts.append(p.copy())
+            phi += rng.normal(0, 0.3)
+            p = p + 8.0 * np.array([np.sin(phi), np.cos(phi)])
+    return -_nearest(yx, np.asarray(pts)) + rng.normal(0, CORD_JITTER, len(yx))
 
 
-def _cords(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """BACH invasive: single-file cords (persistent random walks) and single cells in stroma."""
-    singles = _uniform(rng, size, 300)
-    pts, groups = [singles], [np.arange(len(singles))]
-    for g in range(len(singles), len(singles) + 16):
-        p = rng.uniform(0, size, 2)
-        phi = rng.uniform(0, 2 * np.pi)
-        for _ in range(int(rng.integers(4, 10))):
-            pts.append(p[None, :].copy())
-            groups.append(np.array([g]))
-            phi += rng.normal(0, 0.35)
-            p = p + 15.0 * np.array([np.sin(phi), np.cos(phi)])
-    return np.concatenate(pts), np.concatenate(groups)
+def _small_glands(rng: np.random.Generator, yx: np.ndarray, size: int) -> np.ndarray:
+    """Gleason 3: tumour nuclei on the rims of many separate small round glands (rings of
+    radius 16-30 px), stromal nuclei inside and between them."""
+    centres, radii = _place_discs(rng, size, rng.uniform(16, 30, 40), gap=24.0, overhang=0.3)
+    d = np.hypot(*(yx[:, None, :] - centres[None, :, :]).transpose(2, 0, 1))  # [m, g]
+    return -np.abs(d - radii[None, :]).min(1)
 
 
-def _small_glands(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Gleason 3: many separate small glands, one ring of nuclei each."""
-    radii = rng.uniform(16, 32, 60)
-    centres, radii = _place_discs(rng, size, radii, gap=10.0, overhang=0.4)
-    return _rings(rng, centres, radii, np.ones(len(radii)), spacing=14.5)
+def _cribriform(rng: np.random.Generator, yx: np.ndarray, size: int) -> np.ndarray:
+    """Gleason 4: tumour nuclei fused into one or two large nests, punched out by small lumens
+    (cribriform), stromal nuclei around them."""
+    centres = rng.uniform(0.3 * size, 0.7 * size, (int(rng.integers(1, 3)), 2))
+    score = -_nearest(yx, centres)
+    lumens = rng.uniform(0, size, (int(rng.integers(2, 5)), 2))
+    inside = _nearest(yx, lumens) < rng.uniform(14, 22)
+    return np.where(inside, score - size, score)
 
 
-def _cribriform(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Gleason 4: two or three large fused nests filled with nuclei, punched out by lumens."""
-    pts, groups = [], []
-    for g in range(int(rng.integers(2, 4))):
-        c = rng.uniform(0.25 * size, 0.75 * size, 2)
-        ry, rx = rng.uniform(0.28 * size, 0.42 * size, 2)
-        s = 15.0
-        gy, gx = np.mgrid[-ry : ry + s : s * np.sqrt(3) / 2, -rx : rx + s : s]
-        gx = gx + (np.arange(gy.shape[0])[:, None] % 2) * s / 2  # hexagonal lattice
-        lat = np.column_stack([gy.ravel(), gx.ravel()]) + rng.normal(0, 1.5, (gy.size, 2))
-        warp = 1.0 + 0.12 * np.sin(3 * np.arctan2(lat[:, 0], lat[:, 1]) + rng.uniform(0, 6))
-        lat = lat[(lat[:, 0] / ry) ** 2 + (lat[:, 1] / rx) ** 2 <= warp**2]
-        lumens = rng.uniform(-0.8, 0.8, (int(rng.integers(3, 7)), 2)) * (ry, rx)
-        lumen_r = rng.uniform(10, 18, len(lumens))
-        dist = np.hypot(*(lat[:, None, :] - lumens[None, :, :]).transpose(2, 0, 1))
-        pts.append(c + lat[(dist > lumen_r[None, :]).all(1)])
-        groups.append(np.full(len(pts[-1]), g))
-    return np.concatenate(pts), np.concatenate(groups)
+def _nearest(yx: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Distance of every row of ``yx`` to the nearest of ``points``."""
+    return cKDTree(points).query(yx)[0] if len(yx) else np.zeros(0)
+
+
+def _looks(rng: np.random.Generator, tumour: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Semi-axes, angle and stain strength of each nucleus, from its kind only (the same for
+    every class): tumour nuclei large, oval and pale (vesicular); stromal nuclei small, round
+    and dark."""
+    m = len(tumour)
+    a = np.where(tumour, rng.uniform(5.2, 6.4, m), rng.uniform(4.2, 4.8, m))
+    b = a * np.where(tumour, rng.uniform(0.7, 0.9, m), rng.uniform(0.85, 1.0, m))
+    theta = rng.uniform(0, np.pi, m)
+    strength = np.where(tumour, rng.uniform(0.8, 0.95, m), rng.uniform(1.05, 1.2, m))
+    return a, b, theta, strength
+
+
+def _share(seed: int, task: str, index: int) -> float:
+    """Tumour share of the ``index``-th image of *every* class."""
+    return float(np.random.default_rng([seed, _TASK_CODE[task], 10**6 + 1, index]).uniform(*SHARE))
 
 
 def _count(seed: int, task: str, index: int, lo: int, hi: int) -> int:
@@ -462,3 +515,13 @@ def _stream_field(rng: np.random.Generator, size: int) -> Callable[[np.ndarray],
         return angle[iy, ix]
 
     return field
+
+
+def _smooth_noise(rng: np.random.Generator, h: int, w: int, scale: float) -> np.ndarray:
+    """Zero-mean, unit-std noise with features of about ``scale`` pixels (bicubic upsampling
+    of white noise)."""
+    small = rng.standard_normal((max(2, int(h / scale) + 1), max(2, int(w / scale) + 1)))
+    big = np.asarray(
+        Image.fromarray(small.astype(np.float32), mode="F").resize((w, h), Image.Resampling.BICUBIC)
+    )
+    return (big - big.mean()) / (big.std() + 1e-9)
