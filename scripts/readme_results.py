@@ -38,11 +38,17 @@ def block(table_id: str, metric: str, profile: str = "demo") -> str:
         raise ValueError(f"{table_id}: no '[ours ({profile}...)]' column in its CSV")
     row_header = df.columns[df.columns.get_loc(ours[0][0]) - 1]
     out = pd.DataFrame({row_header: df[row_header]})
+    if "group" in df.columns:  # controls, SOTA, ablations, ours: as the table groups them
+        out.insert(0, "group", df["group"])
+    shown = []
     for col, m in ours:
         head = col[: m.start()]
         if metric == "all" or metric in head.split():
             out[f"{head}: {m.group(1)} / paper"] = df[col] + " / " + df[f"{head} [paper]"]
-    return markdown_grid(out)
+            shown.append(col)
+    # rows the profile's run set leaves out (their tables say so) would only add noise here
+    skipped = df[shown].apply(lambda s: s.str.startswith("not run on")).all(axis=1)
+    return markdown_grid(out[~skipped])
 
 
 def regenerate(text: str, profile: str = "demo") -> str:
