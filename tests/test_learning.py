@@ -59,8 +59,9 @@ CASES = (
 )
 IDS = [name + "".join(f"-{k}={v}" for k, v in config) for name, config in CASES]
 # Epochs per case: 6, HIGT learns in 4; MinMax's sigmoid MLP and H2-MIL's top-k pool sit at the
-# class prior (loss ~ln 2) for a few dozen steps before they pick the signal up.
-EPOCHS = {"higt": 4, "minmax": 25, "h2mil-pool=topk": 10}
+# class prior (loss ~ln 2) for a few dozen steps before they pick the signal up; the slide-mean
+# control (one linear layer, 3 steps an epoch) needs as many to rank the held-out slides.
+EPOCHS = {"higt": 4, "minmax": 25, "h2mil-pool=topk": 10, "slide-mean-lr": 25}
 # Models whose loss reaches ~1e-7 within two epochs at 1e-2 and then spikes under Adam (its
 # second-moment estimate decays while the gradients vanish): the nuclei GCN's batch norm after
 # vertex pooling fits the 12 toy slides at once.

@@ -161,7 +161,7 @@ def test_train_runs_execute_concurrently_with_serial_folds(fake_notebooks, tmp_p
     body = "import os\nprint(row, executor, os.environ.get('OMP_NUM_THREADS'))"
     _notebook(fake_notebooks / "04_train.ipynb", body, params=TRAIN_PARAMS)
     assert pipeline.main([*TABLE3_ESCA_TYPING, "--jobs", "2"]) == 0
-    assert "3 runs, 2 at a time" in capsys.readouterr().out
+    assert "7 runs, 2 at a time" in capsys.readouterr().out  # 4 controls + 3 schemes
     runs = tmp_path / "results" / "demo" / "runs"
     for row in ("thu-mid", "thu-bot", "thu-mid-bot"):
         name = f"h2mil_table3__{row}__esca__typing"
