@@ -638,13 +638,6 @@ MUTATIONS: list[Mutation] = [
         '        "bach": (_ducts, _ducts),',
         ("tests/test_synthetic_nuclei.py::test_class_signal_on_small_sets",),
     ),
-    M(
-        "nuclei-melanoma-coherence-in-both-classes",
-        "lib/wsigraph/data/synthetic_nuclei.py",
-        "            coherent = _patch_subset(rng, grid * grid, 12 if label == 0 else 4)[cell]",
-        "            coherent = _patch_subset(rng, grid * grid, 12 if label == 0 else 12)[cell]",
-        ("tests/test_synthetic_nuclei.py::test_class_signal_on_small_sets",),
-    ),
     # ---- issue 20: verified caches, damaged fold / run files, huge slides, bad inputs ---------
     M(
         "io-digest-mismatch-ignored",

@@ -5,7 +5,7 @@
 :func:`abignet_rois` one per column of ABiG-Net's table -- ``"crc3"``, ``"crc2"`` (Extended CRC)
 and ``"melanoma"``. Each is either synthetic (``root=None``:
 :func:`~wsigraph.data.synthetic_nuclei.arrangement_tiles` /
-:func:`~wsigraph.data.synthetic_nuclei.orientation_rois`) or the real images read by
+:func:`~wsigraph.data.synthetic_rois.relation_rois`) or the real images read by
 :mod:`wsigraph.data.roi_datasets` from the dataset's own layout. Real images are loaded one at a
 time when used, so a set of 2048 x 1536 BACH photos or multi-megapixel CRC images never sits in
 memory at once.

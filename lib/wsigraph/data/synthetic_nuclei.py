@@ -53,26 +53,6 @@ What is held equal across classes (both functions)
     oracle) -- separates the classes. A caricature: the lumens hold stromal nuclei, since
     positions may not depend on the class.
 
-:func:`orientation_rois` -- ABiG-Net demo (local orientation graphs, global patch graph)
-    512 x 512 px ROIs (a 4 x 4 grid of 128 px patches), 250-320 elongated nuclei (major axis
-    13-17 px, minor 5-8 px). Positions are drawn by the *same* process for every class
-    (uniform, minimum distance); the class signal is in the nuclei's *orientations* relative to
-    a smooth field, both within a patch (spread) and across patches (which patches are
-    coherent):
-
-    * ``task="crc3"`` (Extended CRC grading): the field is tangent to a few round glands /
-      crypts. "normal": every nucleus follows it (s.d. 10 degrees); "low grade": coherence
-      partly lost -- spread 25 degrees, and half of the 16 patches random; "high grade": all
-      orientations uniform.
-    * ``task="crc2"``: "normal" vs "cancer" (half low grade, half high grade, as above).
-    * ``task="melanoma"``: "tumour": locally coherent streams (a smooth random field of large
-      scale, s.d. 12 degrees) in 12 of 16 patches, 4 random; "lymphocyte-rich": random
-      orientations in 12 of 16 patches, 4 coherent. A single patch is therefore ambiguous;
-      the ROI, seen across patches, is not.
-
-    :func:`orientation_coherence` (mean local nematic order of the nuclei's measured major
-    axes) measures it.
-
 Everything is deterministic in ``seed`` (each image has its own generator
 ``default_rng([seed, task, i])``) and takes a few tens of milliseconds per image.
 """
@@ -93,11 +73,6 @@ ARRANGEMENT_CLASSES = {
     "bach": ("in situ", "invasive"),
     "gleason": ("Gleason 3", "Gleason 4"),
 }
-ORIENTATION_CLASSES = {
-    "crc3": ("normal", "low grade", "high grade"),
-    "crc2": ("normal", "cancer"),
-    "melanoma": ("tumour", "lymphocyte-rich"),
-}
 # Demo tiles of arrangement_tiles: nuclei per 256 px tile (before scaling with the area), the
 # smallest centre distance (px), the tumour share range, the jitter (px) that scatters single
 # tumour cells between the cords of the invasive class, and the nuclei graph's radius in px
@@ -107,7 +82,7 @@ MIN_DIST = 16.0
 SHARE = (0.4, 0.6)
 CORD_JITTER = 20.0
 DEMO_RADIUS_PX = 42.0 / 0.63
-_TASK_CODE = {"bach": 1, "gleason": 2, "crc3": 3, "crc2": 4, "melanoma": 5}
+_TASK_CODE = {"bach": 1, "gleason": 2}
 
 
 @dataclass
@@ -178,52 +153,6 @@ def arrangement_tiles(task: str, n_per_class: int, size: int = 256, seed: int = 
     return _make_set(task, ARRANGEMENT_CLASSES[task], n_per_class, size, seed, draw)
 
 
-def orientation_rois(task: str, n_per_class: int, size: int = 512, seed: int = 0) -> NucleiImages:
-    """ROIs whose classes differ only in the orientations of elongated nuclei (ABiG-Net demo).
-
-    Args:
-        task: ``"crc3"`` (normal / low grade / high grade), ``"crc2"`` (normal vs cancer, the
-            cancer class half low and half high grade) or ``"melanoma"`` (tumour vs
-            lymphocyte-rich).
-        n_per_class: images per class.
-        size: ROI side in px (default ``512``: a 4 x 4 grid of 128 px patches).
-        seed: generator seed (default ``0``).
-
-    Returns:
-        :class:`NucleiImages`, classes in blocks.
-    """
-    if task not in ORIENTATION_CLASSES:
-        raise ValueError(f"unknown task {task!r}; known: {', '.join(ORIENTATION_CLASSES)}")
-    patch = 128
-    scale = (size / 512) ** 2
-
-    def draw(rng: np.random.Generator, label: int, index: int) -> np.ndarray:
-        n = int(round(_count(seed, task, index, 250, 320) * scale))
-        yx = _accept(rng, _uniform(rng, size, 4 * n), size, min_dist=19.0, n=n, margin=4.0)
-        a = rng.uniform(6.5, 8.5, len(yx))
-        b = a * rng.uniform(0.38, 0.5, len(yx))
-        grid = -(-size // patch)
-        cell = (yx[:, 0] // patch).astype(int) * grid + (yx[:, 1] // patch).astype(int)
-        if task == "melanoma":
-            field = _stream_field(rng, size)(yx)
-            coherent = _patch_subset(rng, grid * grid, 12 if label == 0 else 4)[cell]
-            spread = np.deg2rad(12.0)
-        else:
-            field = _gland_field(rng, size)(yx)
-            grade = label if task == "crc3" else (0 if label == 0 else 1 + index % 2)
-            spread = np.deg2rad((10.0, 25.0, 0.0)[grade])
-            n_coherent = (grid * grid, grid * grid // 2, 0)[grade]
-            coherent = _patch_subset(rng, grid * grid, n_coherent)[cell]
-        theta = np.where(
-            coherent,
-            field + rng.normal(0.0, spread, len(yx)),
-            rng.uniform(0, np.pi, len(yx)),
-        )
-        return np.column_stack([yx, a, b, np.mod(theta, np.pi)])
-
-    return _make_set(task, ORIENTATION_CLASSES[task], n_per_class, size, seed, draw)
-
-
 # --------------------------------------------------------------------------------------------
 # Statistics of nuclei (measured from instance maps, used by the tests and the notebooks)
 
@@ -274,16 +203,6 @@ def kind_homophily(yx: np.ndarray, kinds: np.ndarray, radius: float = DEMO_RADIU
     same = float(np.mean(kinds[pairs[:, 0]] == kinds[pairs[:, 1]]))
     p = float(np.mean(kinds == kinds.flat[0]))
     return same - (p**2 + (1 - p) ** 2)
-
-
-def orientation_coherence(yx: np.ndarray, theta: np.ndarray, radius: float = 40.0) -> float:
-    """Mean over nuclei of the local nematic order ``|mean exp(2 i theta_j)|`` of the nuclei
-    within ``radius`` px (itself included): 1 for parallel axes, ~``1/sqrt(k)`` for random ones.
-    """
-    yx = np.asarray(yx, np.float64)
-    z = np.exp(2j * np.asarray(theta, np.float64))
-    order = [np.abs(z[nbrs].mean()) for nbrs in cKDTree(yx).query_ball_point(yx, radius)]
-    return float(np.mean(order)) if order else 0.0
 
 
 # --------------------------------------------------------------------------------------------
@@ -484,37 +403,6 @@ def _share(seed: int, task: str, index: int) -> float:
 def _count(seed: int, task: str, index: int, lo: int, hi: int) -> int:
     """Target nucleus count of the ``index``-th image of *every* class (equal across classes)."""
     return int(np.random.default_rng([seed, _TASK_CODE[task], 10**6, index]).integers(lo, hi + 1))
-
-
-def _patch_subset(rng: np.random.Generator, n_patches: int, k: int) -> np.ndarray:
-    chosen = np.zeros(n_patches, bool)
-    chosen[rng.permutation(n_patches)[:k]] = True
-    return chosen
-
-
-def _gland_field(rng: np.random.Generator, size: int) -> Callable[[np.ndarray], np.ndarray]:
-    """Orientation tangent to the nearest of a few round glands / crypts."""
-    centres, _ = _place_discs(rng, size, rng.uniform(60, 110, 8), gap=10.0, overhang=0.3)
-
-    def field(yx: np.ndarray) -> np.ndarray:
-        d = yx[:, None, :] - centres[None, :, :]  # [m, g, 2]
-        nearest = np.argmin((d**2).sum(-1), axis=1)
-        dy, dx = d[np.arange(len(yx)), nearest].T
-        return np.arctan2(dy, dx) + np.pi / 2
-
-    return field
-
-
-def _stream_field(rng: np.random.Generator, size: int) -> Callable[[np.ndarray], np.ndarray]:
-    """Orientation of smooth streams: a random angle field varying over ~200 px."""
-    angle = rng.uniform(0, np.pi) + 1.2 * _smooth_noise(rng, size, size, 200.0)
-
-    def field(yx: np.ndarray) -> np.ndarray:
-        iy = np.clip(yx[:, 0].astype(int), 0, size - 1)
-        ix = np.clip(yx[:, 1].astype(int), 0, size - 1)
-        return angle[iy, ix]
-
-    return field
 
 
 def _smooth_noise(rng: np.random.Generator, h: int, w: int, scale: float) -> np.ndarray:
