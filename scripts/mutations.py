@@ -861,6 +861,13 @@ MUTATIONS: list[Mutation] = [
         "    limit = None",
         ("tests/test_controls.py",),
     ),
+    M(
+        "headline-ignores-the-cell",
+        "lib/wsigraph/tables.py",
+        "    return HEADLINE_CELLS.get(table_id, {}).get((dataset, task), HEADLINE[table_id])",
+        "    return HEADLINE[table_id]",
+        ("tests/test_controls.py",),
+    ),
     # ---- bad values and bad inputs reach the user as errors (issue 20) ---------------------
     M(
         "faults-p-bool-counts-as-int",
