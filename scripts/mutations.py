@@ -868,6 +868,21 @@ MUTATIONS: list[Mutation] = [
         "    return HEADLINE[table_id]",
         ("tests/test_controls.py",),
     ),
+    # ---- figures (issue 18, item 5) -----------------------------------------------------------
+    M(
+        "scale-bar-length-inverted",
+        "lib/wsigraph/viz/slides.py",
+        "        length / um_per_px,",
+        "        length * um_per_px,",
+        ("tests/test_viz.py",),
+    ),
+    M(
+        "ours-vs-paper-xlim-ignores-std",
+        "lib/wsigraph/viz/tables.py",
+        "            lo, hi = min(lo, mean - std - 2), max(hi, mean + std + 2)",
+        "            lo, hi = min(lo, mean - 2), max(hi, mean + 2)",
+        ("tests/test_viz.py",),
+    ),
     # ---- bad values and bad inputs reach the user as errors (issue 20) ---------------------
     M(
         "faults-p-bool-counts-as-int",
