@@ -883,6 +883,22 @@ MUTATIONS: list[Mutation] = [
         "            lo, hi = min(lo, mean - 2), max(hi, mean + 2)",
         ("tests/test_viz.py",),
     ),
+    M(
+        "strip-noise-drops-real-warnings",
+        "lib/wsigraph/pipeline.py",
+        "                    if line.strip() and not any(p.search(line) for p in NOISE_LINES)",
+        "                    if False",
+        (
+            "tests/test_pipeline.py::test_strip_noise_drops_progress_frames_and_known_chatter_but_keeps_real_warnings",
+        ),
+    ),
+    M(
+        "walkthrough-node-attention-not-divided",
+        "lib/wsigraph/walkthrough.py",
+        '            "alpha_node": (w / alpha_r).numpy(),',
+        '            "alpha_node": w.numpy(),',
+        ("tests/test_walkthrough.py",),
+    ),
     # ---- bad values and bad inputs reach the user as errors (issue 20) ---------------------
     M(
         "faults-p-bool-counts-as-int",
