@@ -899,6 +899,13 @@ MUTATIONS: list[Mutation] = [
         '            "alpha_node": w.numpy(),',
         ("tests/test_walkthrough.py",),
     ),
+    M(
+        "compact-cell-drops-the-paper",
+        "lib/wsigraph/tables.py",
+        '            value = df[col].astype(str) + " / " + df[f"{head} [paper]"].astype(str)',
+        "            value = df[col].astype(str)",
+        ("tests/test_tables.py",),
+    ),
     # ---- bad values and bad inputs reach the user as errors (issue 20) ---------------------
     M(
         "faults-p-bool-counts-as-int",

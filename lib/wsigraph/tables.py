@@ -838,10 +838,10 @@ def to_markdown(
     """A Markdown table with a caption naming the table, our label and where numbers come from;
     ``demo_note`` (demo labels only) says what the demo task is and how the controls did."""
     label = label or df.attrs.get("label", "ours")
-    compared = f", `[{label} - paper]` the difference in points" if compares(label) else ""
+    compared = ", then in brackets ours − paper in points" if compares(label) else ""
     caption = (
         f"**{table.paper} Table {table.number}.** {table.title}. "
-        f"Columns `[{label}]` are ours, `[paper]` the paper's{compared} — {PAPER_NOTE}."
+        f"Each cell reads `{label} / paper`: ours, then the paper's{compared} — {PAPER_NOTE}."
     )
     variants = [v for (p, _), v in OFFICIAL_VARIANT.items() if p == table.paper]
     if variants:
@@ -860,7 +860,30 @@ def to_markdown(
             caption += " " + demo_note.strip()
     caption += f' Paper caption: "{table.caption}"'
     shown = df.drop(columns=[c for c in df.attrs.get("extra_columns", []) if c in df.columns])
-    return caption + "\n\n" + markdown_grid(shown)
+    return caption + "\n\n" + markdown_grid(compact(shown, label))
+
+
+def compact(df: pd.DataFrame, label: str) -> pd.DataFrame:
+    """One column per table cell, ``"ours / paper"`` (and ``" (difference)"`` where a
+    ``[<label> - paper]`` column exists), headed ``"<cell>: <label> / paper"``, in place of the
+    separate ``<cell> [<label>]``, ``<cell> [paper]`` (and difference) columns; other columns
+    are kept as they are. A Markdown table of 4 cells x 3 metrics then has 12 value columns,
+    not 24 or 36."""
+    out = {}
+    for col in df.columns:
+        suffix = f" [{label}]"
+        if col.endswith(suffix) and f"{col[: -len(suffix)]} [paper]" in df.columns:
+            head = col[: -len(suffix)]
+            value = df[col].astype(str) + " / " + df[f"{head} [paper]"].astype(str)
+            diff = f"{head} [{label} - paper]"
+            if diff in df.columns:
+                value = value + df[diff].map(lambda d: f" ({d})" if d not in ("", "–") else "")
+            out[f"{head}: {label} / paper"] = value
+        elif col.endswith(" [paper]") or col.endswith(f" [{label} - paper]"):
+            continue  # folded into its cell's column above
+        else:
+            out[col] = df[col]
+    return pd.DataFrame(out)
 
 
 def markdown_grid(df: pd.DataFrame) -> str:
