@@ -906,6 +906,13 @@ MUTATIONS: list[Mutation] = [
         "            value = df[col].astype(str)",
         ("tests/test_tables.py",),
     ),
+    M(
+        "report-styles-stay-inline",
+        "lib/wsigraph/report.py",
+        "    if styles is not None:\n        body = _share_styles(body, output.parent, styles)\n",
+        "",
+        ("tests/test_report.py",),
+    ),
     # ---- bad values and bad inputs reach the user as errors (issue 20) ---------------------
     M(
         "faults-p-bool-counts-as-int",
