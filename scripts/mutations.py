@@ -913,6 +913,13 @@ MUTATIONS: list[Mutation] = [
         "",
         ("tests/test_report.py",),
     ),
+    M(
+        "numeric-csv-ours-is-the-paper",
+        "lib/wsigraph/tables.py",
+        '                    "ours_mean": ours_mean,',
+        '                    "ours_mean": paper_mean,',
+        ("tests/test_tables.py",),
+    ),
     # ---- bad values and bad inputs reach the user as errors (issue 20) ---------------------
     M(
         "faults-p-bool-counts-as-int",
