@@ -899,6 +899,27 @@ MUTATIONS: list[Mutation] = [
         '            "alpha_node": w.numpy(),',
         ("tests/test_walkthrough.py",),
     ),
+    M(
+        "compact-cell-drops-the-paper",
+        "lib/wsigraph/tables.py",
+        '            value = df[col].astype(str) + " / " + df[f"{head} [paper]"].astype(str)',
+        "            value = df[col].astype(str)",
+        ("tests/test_tables.py",),
+    ),
+    M(
+        "report-styles-stay-inline",
+        "lib/wsigraph/report.py",
+        "    if styles is not None:\n        body = _share_styles(body, output.parent, styles)\n",
+        "",
+        ("tests/test_report.py",),
+    ),
+    M(
+        "numeric-csv-ours-is-the-paper",
+        "lib/wsigraph/tables.py",
+        '                    "ours_mean": ours_mean,',
+        '                    "ours_mean": paper_mean,',
+        ("tests/test_tables.py",),
+    ),
     # ---- bad values and bad inputs reach the user as errors (issue 20) ---------------------
     M(
         "faults-p-bool-counts-as-int",

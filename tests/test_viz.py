@@ -159,3 +159,18 @@ def test_level_counts_and_the_nuclei_edge_scale():
     fig, ax = plt.subplots()
     scale = draw_nuclei_graph(ax, np.zeros((16, 16, 3), np.uint8), g, "x")
     assert scale.get_clim() == (0, 1)
+
+
+def test_training_curves_average_the_folds_and_skip_records_without_history():
+    from wsigraph.viz.interpret import draw_curves
+
+    def fold(v):
+        return {"history": [{"epoch": e, "train_loss": 1.0 / e, "train_auc": None,
+                             "val_loss": v / e, "val_auc": 0.5 + 0.1 * e} for e in (1, 2, 3)]}  # fmt: skip
+
+    fig, (a, b) = plt.subplots(1, 2)
+    assert draw_curves(a, b, "H2-MIL", {"fold_details": [fold(1.0), fold(3.0)]})
+    val = next(line for line in a.get_lines() if line.get_label() == "H2-MIL val")
+    assert list(val.get_ydata()) == pytest.approx([2.0, 1.0, 2 / 3])  # mean of 1/e and 3/e
+    assert [line.get_label() for line in b.get_lines()] == ["H2-MIL val"]  # no train AUC
+    assert not draw_curves(a, b, "old", {"fold_details": [{"best_epoch": 3}]})

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 import torch
 from matplotlib.collections import PatchCollection
 from matplotlib.patches import Rectangle
@@ -150,3 +151,36 @@ def roc_panel(
         ylim=(0, 1.01),
     )
     ax.legend(loc="lower right", fontsize=7)
+
+
+def draw_curves(
+    ax_loss: plt.Axes, ax_auc: plt.Axes, label: str, record: dict, colour: str | None = None
+) -> bool:
+    """The training curves of one run record (``fold_details[*].history``): per epoch, the mean
+    over its folds of the training loss (dashed) and the validation loss (solid) on ``ax_loss``,
+    of the training AUC (dashed; from the training passes) and validation AUC (solid) on
+    ``ax_auc``, with the folds' range shaded for the validation curves. Returns ``False`` (and
+    draws nothing) when the record holds no history (written before curves were recorded)."""
+    histories = [f.get("history") for f in record.get("fold_details", [])]
+    histories = [h for h in histories if h]
+    if not histories:
+        return False
+    frame = (
+        pd.concat([pd.DataFrame(h).assign(fold=i) for i, h in enumerate(histories)])
+        .apply(pd.to_numeric, errors="coerce")
+        .groupby("epoch")
+    )
+    mean, lo, hi = frame.mean(), frame.min(), frame.max()
+    epochs = mean.index.to_numpy()
+    line = ax_loss.plot(epochs, mean["val_loss"], color=colour, lw=1.5, label=f"{label} val")[0]
+    colour = line.get_color()
+    ax_loss.plot(epochs, mean["train_loss"], color=colour, lw=1.2, ls="--", label=f"{label} train")
+    ax_loss.fill_between(epochs, lo["val_loss"], hi["val_loss"], color=colour, alpha=0.12, lw=0)
+    ax_auc.plot(epochs, mean["val_auc"], color=colour, lw=1.5, label=f"{label} val")
+    if "train_auc" in mean and mean["train_auc"].notna().any():
+        ax_auc.plot(epochs, mean["train_auc"], color=colour, lw=1.2, ls="--",
+                    label=f"{label} train")  # fmt: skip
+    ax_auc.fill_between(epochs, lo["val_auc"], hi["val_auc"], color=colour, alpha=0.12, lw=0)
+    ax_loss.set(xlabel="epoch", ylabel="cross-entropy")
+    ax_auc.set(xlabel="epoch", ylabel="AUC", ylim=(0.3, 1.02))
+    return True
