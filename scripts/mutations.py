@@ -920,6 +920,13 @@ MUTATIONS: list[Mutation] = [
         '                    "ours_mean": paper_mean,',
         ("tests/test_tables.py",),
     ),
+    M(
+        "km-without-at-risk-table",
+        "lib/wsigraph/viz/survival.py",
+        "    at_risk: bool = True,",
+        "    at_risk: bool = False,",
+        ("tests/test_survival.py::test_km_figure_separates_risk_groups",),
+    ),
     # ---- bad values and bad inputs reach the user as errors (issue 20) ---------------------
     M(
         "faults-p-bool-counts-as-int",

@@ -176,6 +176,17 @@ def test_km_figure_separates_risk_groups():
     assert len([ax for ax in fig.axes if ax.get_visible() and ax.lines]) == 2
     assert p["separated"] < 1e-4 and p["shuffled"] > p["separated"]
     assert "log-rank p" in fig.axes[0].get_title()
+    # lifelines' at-risk table sits under each panel: a twin axis whose first tick lists each
+    # group's cases at risk at time 0 (all 40) and its events so far (0)
+    fig.canvas.draw()
+    tables = [
+        ax
+        for ax in fig.axes
+        if ax.get_xticklabels() and "At risk" in ax.get_xticklabels()[0].get_text()
+    ]
+    assert len(tables) == 2
+    first = tables[0].get_xticklabels()[0].get_text()
+    assert first.count("At risk   40") == 2 and first.count("Events     0") == 2
 
 
 def test_cohort_survival_demo_and_tcga(real_data):

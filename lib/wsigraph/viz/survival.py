@@ -18,6 +18,7 @@ def km_risk_groups(
     high_risk,
     title: str = "",
     time_label: str = "months",
+    at_risk: bool = True,
 ) -> float:
     """Kaplan-Meier curves of the low- and high-risk groups on ``ax``; returns the log-rank p.
 
@@ -27,11 +28,13 @@ def km_risk_groups(
         high_risk: group of each case ``[N]`` (0 = low, 1 = high), e.g. from
             :func:`wsigraph.train.survival.pooled_predictions`.
         title: the panel title (the p-value is appended).
+        at_risk: add lifelines' at-risk and event counts under the axis (default ``True``).
 
     Returns:
         The two-sided log-rank p-value (``NaN`` when a group is empty).
     """
     from lifelines import KaplanMeierFitter
+    from lifelines.plotting import add_at_risk_counts
     from lifelines.statistics import logrank_test
 
     t = np.asarray(times, dtype=float)
@@ -41,12 +44,16 @@ def km_risk_groups(
         raise ValueError(f"need equal, non-empty lengths; got {len(t)}, {len(e)}, {len(g)}")
     if not np.isin(g, (0, 1)).all():
         raise ValueError("high_risk must be 0 or 1")
+    fitters = []
     for k, (name, color) in enumerate(zip(GROUP_NAMES, ("tab:blue", "tab:red"), strict=True)):
         sel = g == k
         if sel.any():
             kmf = KaplanMeierFitter(label=f"{name} (n={int(sel.sum())})")
             kmf.fit(t[sel], e[sel])
             kmf.plot_survival_function(ax=ax, ci_show=True, color=color, show_censors=True)
+            fitters.append(kmf)
+    if at_risk and fitters:  # lifelines' table of cases still at risk under the time axis
+        add_at_risk_counts(*fitters, ax=ax, rows_to_show=["At risk", "Events"], fontsize=7)
     p = np.nan
     if (g == 0).any() and (g == 1).any():
         p = float(logrank_test(t[g == 0], t[g == 1], e[g == 0], e[g == 1]).p_value)
@@ -65,7 +72,7 @@ def km_figure(panels: Mapping[str, pd.DataFrame], ncols: int = 4) -> tuple[plt.F
     n = len(panels)
     ncols = min(ncols, n)
     nrows = -(-n // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4 * ncols, 3.4 * nrows), squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.4 * ncols, 4.4 * nrows), squeeze=False)
     pvalues = {}
     for ax, (title, df) in zip(axes.flat, panels.items(), strict=False):
         pvalues[title] = km_risk_groups(ax, df["time"], df["censorship"], df["high_risk"], title)
