@@ -1246,7 +1246,8 @@ MICO: tuple[Choice, ...] = (
         "none",
         _mico("standardize"),
         "official",
-        "demo only: z-scored with the training split's statistics (its features vary by ~0.06)",
+        "demo only: z-scored with the training split's statistics, as every demo row (raw, at "
+        "2e-4, MiCo stayed at chance on a demo subtyping column: AUC 48.5 +- 4.6)",
         value=False,
     ),
     Choice(
