@@ -163,10 +163,7 @@ def relation_rois(
         share = _grouped_share(task, int(label), i - label * n_per_class)
         groups, params, grouped = _layout(rng, n_patches, group_size, share, ranges)
         ell = np.concatenate(
-            [
-                _patch_nuclei(rng, p, grid, patch_size, *params[p], margin)
-                for p in range(n_patches)
-            ]
+            [_patch_nuclei(rng, p, grid, patch_size, *params[p], margin) for p in range(n_patches)]
         )
         if render:
             images[i], instances[i] = _render(rng, ell, size)
