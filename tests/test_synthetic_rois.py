@@ -65,7 +65,7 @@ def _scaled(feats):
 
 
 @pytest.mark.parametrize(
-    ("task", "n", "bound"), [("melanoma", 60, 0.60), ("crc3", 40, 1 / 3 + 0.10)]
+    ("task", "n", "bound"), [("melanoma", 100, 0.60), ("crc3", 40, 1 / 3 + 0.10)]
 )
 def test_mean_std_control_stays_within_chance_plus_10_points(task, n, bound):
     s = relation_rois(task, n, seed=11, render=False)

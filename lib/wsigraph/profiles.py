@@ -290,11 +290,12 @@ _DEMO = Profile(
         # on 64 px patches with more than 8 nuclei (official: >64 nuclei per patch of unstated
         # size) and a 20 px cell-graph radius (official 64 px, which would join every pair of
         # nuclei of a 64 px patch); the nuclei are the generator's ground-truth masks. The
-        # budget goes to ROIs (100-120 per column) rather than to our orientation variant and
-        # its fixed k-NN ablation, which are not run on demo (skip_rows).
+        # budget goes to ROIs (96-108 per column, 4 folds: test folds of 24-27 ROIs) rather than
+        # to our orientation variant and its fixed k-NN ablation, not run on demo (skip_rows).
         "abignet": {
             "iterations": 10,
-            "n_per_class": {"crc3": 40, "crc2": 50, "melanoma": 50},
+            "n_per_class": {"crc3": 36, "crc2": 48, "melanoma": 48},
+            "folds": 4,
             "skip_rows": ["ABiG-Net (orientation variant)", "ABiG-Net, fixed k-NN graph"],
             "official_patch_size": 64,
             "min_nuclei": 8,

@@ -831,10 +831,10 @@ ABIGNET: tuple[Choice, ...] = (
         "64 px patch. Real data (tcga profile) uses the official values",
     ),
     Choice(
-        "demo only: iterations, ROIs per class, rows not run",
+        "demo only: iterations, ROIs per class, folds, rows not run",
         _ABIG_PAPER,
         "200 iterations; the real Extended CRC and melanoma sets; every row is the paper's",
-        abignet_demo_setting("iterations", "n_per_class", "skip_rows"),
+        abignet_demo_setting("iterations", "n_per_class", "folds", "skip_rows"),
         "ours",
         "08 must run in 4.5 minutes on 2 cores: the demo trains the official model for few "
         "iterations and spends the rest on ROIs (synthetic look-alike groups, "
