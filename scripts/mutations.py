@@ -861,6 +861,58 @@ MUTATIONS: list[Mutation] = [
         "    limit = None",
         ("tests/test_controls.py",),
     ),
+    M(
+        "headline-ignores-the-cell",
+        "lib/wsigraph/tables.py",
+        "    return HEADLINE_CELLS.get(table_id, {}).get((dataset, task), HEADLINE[table_id])",
+        "    return HEADLINE[table_id]",
+        ("tests/test_controls.py",),
+    ),
+    # ---- figures (issue 18, item 5) -----------------------------------------------------------
+    M(
+        "scale-bar-length-inverted",
+        "lib/wsigraph/viz/slides.py",
+        "        length / um_per_px,",
+        "        length * um_per_px,",
+        ("tests/test_viz.py",),
+    ),
+    M(
+        "ours-vs-paper-xlim-ignores-std",
+        "lib/wsigraph/viz/tables.py",
+        "            lo, hi = min(lo, mean - std - 2), max(hi, mean + std + 2)",
+        "            lo, hi = min(lo, mean - 2), max(hi, mean + 2)",
+        ("tests/test_viz.py",),
+    ),
+    M(
+        "strip-noise-drops-real-warnings",
+        "lib/wsigraph/pipeline.py",
+        "                    if line.strip() and not any(p.search(line) for p in NOISE_LINES)",
+        "                    if False",
+        (
+            "tests/test_pipeline.py::test_strip_noise_drops_progress_frames_and_known_chatter_but_keeps_real_warnings",
+        ),
+    ),
+    M(
+        "walkthrough-node-attention-not-divided",
+        "lib/wsigraph/walkthrough.py",
+        '            "alpha_node": (w / alpha_r).numpy(),',
+        '            "alpha_node": w.numpy(),',
+        ("tests/test_walkthrough.py",),
+    ),
+    M(
+        "compact-cell-drops-the-paper",
+        "lib/wsigraph/tables.py",
+        '            value = df[col].astype(str) + " / " + df[f"{head} [paper]"].astype(str)',
+        "            value = df[col].astype(str)",
+        ("tests/test_tables.py",),
+    ),
+    M(
+        "report-styles-stay-inline",
+        "lib/wsigraph/report.py",
+        "    if styles is not None:\n        body = _share_styles(body, output.parent, styles)\n",
+        "",
+        ("tests/test_report.py",),
+    ),
     # ---- bad values and bad inputs reach the user as errors (issue 20) ---------------------
     M(
         "faults-p-bool-counts-as-int",

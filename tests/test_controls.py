@@ -129,3 +129,21 @@ def test_demo_checks_from_records():
     assert note.startswith("Demo task: a cross-scale relation. Controls")
     assert "highest AUC 70.0 (ESCA typing); NOT all stay at or below the bound 65" in note
     assert "fold std of AUC 7.0–7.0 points, NOT all within the bound of 5" in note
+
+
+def test_table4_headline_is_the_l_h2mil_uses_in_each_cell():
+    # H2-MIL uses L = 1 for KICA staging and L = 2 elsewhere (tables.py docstring), so Table 4's
+    # headline is "L = 1" there: a collapsed "L = 2" fold in that cell is an ablation's problem.
+    assert T.headline_row("h2mil_table4", "kica", "staging") == "L = 1"
+    assert T.headline_row("h2mil_table4", "esca", "staging") == "L = 2"
+    assert T.headline_row("h2mil_table1", "esca", "typing") == "H2-MIL"
+    name = lambda row, d, t: T.run_name("h2mil_table4", row, d, t)  # noqa: E731
+    records = {
+        name("L = 1", "kica", "staging"): _rec(0.99, std=0.01),
+        name("L = 2", "kica", "staging"): _rec(0.86, std=0.28),
+        name("L = 2", "kica", "typing"): _rec(0.99, std=0.03),
+    }
+    head = T.headline_check("h2mil_table4", records).set_index("task")
+    assert head.loc["staging", "row"] == "L = 1" and head.loc["staging", "std within bound"]
+    assert head.loc["typing", "row"] == "L = 2"
+    assert "L = 2 / L = 1: fold std" in T.demo_note("h2mil_table4", records, "Demo task: x")

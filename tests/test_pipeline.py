@@ -10,6 +10,7 @@ from nbformat.v4 import new_code_cell, new_notebook
 from wsigraph import pipeline
 from wsigraph.data.cohort import read_manifest
 from wsigraph.graphs.pyramid import load_graph
+from wsigraph.pipeline import NOISE_LINES, strip_noise
 from wsigraph.profiles import REPO_ROOT
 
 
@@ -224,6 +225,11 @@ def test_every_notebook_executes_with_tiny_parameters(tmp_path, monkeypatch, cap
         assert str(REPO_ROOT) not in executed
         saved = (REPO_ROOT / "notebooks" / f"{name}.ipynb").read_text().count("savefig(")
         assert executed.count('"image/png"') >= saved, f"{name}: a saved figure is not shown"
+        for cell in json.loads(executed)["cells"]:  # no log noise left in the executed copy
+            for out in cell.get("outputs", []):
+                if out.get("name") == "stderr":
+                    text = "".join(out["text"])
+                    assert not any(p.search(text) for p in NOISE_LINES), f"{name}: {text[:200]}"
         assert (results / "notebooks" / f"{name}.params.json").exists()
     for fig in ("cohort_thumbnails.png", "tiles_overlay.png", "pyramid_graph_overlay.png"):
         assert (results / "figures" / fig).stat().st_size > 10_000
@@ -402,3 +408,33 @@ def test_a_successful_run_ends_with_the_report_page(fake_notebooks, tmp_path, mo
     index.unlink()
     monkeypatch.setattr(pipeline, "_execute", lambda *a, **k: False)
     assert pipeline.main([]) == 1 and not index.exists()  # a failed run writes no page
+
+
+def test_strip_noise_drops_progress_frames_and_known_chatter_but_keeps_real_warnings():
+    bar = "graphs:  40%|####      | 160/401 [00:00<00:01, 228.07slide/s]"
+    nb = {
+        "cells": [
+            {"cell_type": "code", "outputs": [
+                {"output_type": "stream", "name": "stderr", "text": [
+                    "/x/tqdm/auto.py:21: TqdmWarning: IProgress not found. Please update\n",
+                    "  from .autonotebook import tqdm as notebook_tqdm\n",
+                ]},
+                {"output_type": "stream", "name": "stderr", "text": f"\r{bar}\r{bar}\n"},
+                {"output_type": "stream", "name": "stderr", "text": (
+                    "/x/_script.py:1491: FutureWarning: `torch.jit.script` is deprecated.\n"
+                    "  warnings.warn(\n"
+                    "/x/cv.py:3: UserWarning: 2 slides have no graph\n"
+                )},
+                {"output_type": "stream", "name": "stdout", "text": f"{bar}\n"},
+            ]},
+            {"cell_type": "markdown", "source": "text"},
+        ]
+    }  # fmt: skip
+    assert strip_noise(nb)
+    outs = nb["cells"][0]["outputs"]
+    assert [o["name"] for o in outs] == ["stderr", "stdout"]  # the empty stderr outputs are gone
+    assert (
+        outs[0]["text"] == "/x/cv.py:3: UserWarning: 2 slides have no graph\n"
+    )  # a real one stays
+    assert outs[1]["text"] == f"{bar}\n"  # stdout is the notebook's own output: untouched
+    assert not strip_noise(nb)  # nothing left to strip

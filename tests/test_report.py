@@ -100,3 +100,22 @@ def test_index_rerenders_only_changed_notebooks_and_handles_empty_folders(result
     assert "none yet" in write_index(empty).read_text()
     with pytest.raises(FileNotFoundError, match="no results folder"):
         write_index(tmp_path / "missing")
+
+
+def test_pages_share_one_stylesheet_instead_of_inlining_it(results):
+    write_index(results)
+    pages = [results / "html" / "notebooks" / "01_a.html"]
+    pages.append(results / "html" / "runs" / "h2mil_table1__H2-MIL + x__esca__typing.html")
+    sheets = []
+    for page in pages:
+        text = page.read_text()
+        big = [s for s in text.split("<style")[1:] if len(s.split("</style>")[0]) >= 2000]
+        assert not big, "a large style block is still inline"
+        linked = set()
+        for tag, href in _links(page):
+            if tag == "link" and href.endswith(".css"):
+                assert (page.parent / unquote(href)).is_file(), f"{href} does not resolve"
+                linked.add((page.parent / unquote(href)).resolve())
+        sheets.append(linked)
+    assert sheets[0] and sheets[0] == sheets[1]  # both pages link the same files
+    assert sum(p.stat().st_size for p in sheets[0]) > 50_000  # nbconvert's CSS, written once

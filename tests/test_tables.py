@@ -387,7 +387,9 @@ def test_write_table(tmp_path):
     caption = text.splitlines()[0]
     assert "H2-MIL Table 2" in caption and "ours (demo)" in caption
     assert T.PAPER_NOTE in caption and "Demo numbers" in caption
-    assert "| SOTA | MinMax | not run yet | 92.76 ± 0.77 | not run yet |" in text
+    assert "| SOTA | MinMax | not run yet / 92.76 ± 0.77 | not run yet / " in text  # one cell each
+    header = next(line for line in text.splitlines() if line.startswith("| group"))
+    assert "KICA Typing ACC: ours (demo) / paper" in header and "[paper]" not in header
     assert "92.00 ± 1.00" in text and "+0.22" not in text  # no difference on demo numbers
     df = pd.read_csv(csv, keep_default_na=False, dtype=str)
     assert df.equals(T.render("h2mil_table2", records).astype(str))
@@ -499,3 +501,15 @@ def test_render_results_beside_the_paper_and_errors(tmp_path):
         in caption.replace("(no difference to the paper is computed). ", "values. ")
         or "computed). Demo task: arrangement only. Paper caption:" in caption
     )
+
+
+def test_markdown_cells_are_compact_and_carry_the_difference_on_real_data():
+    key = T.run_name("h2mil_table1", "H2-MIL", "esca", "typing")
+    df = T.render("h2mil_table1", {key: record(auc=0.964)}, label="ours (tcga)")
+    md = T.to_markdown(df, T.get_table("h2mil_table1"), "ours (tcga)")
+    caption, grid = md.split("\n\n", 1)
+    assert "Each cell reads `ours (tcga) / paper`" in caption and "ours − paper" in caption
+    row = next(line for line in grid.splitlines() if "| H2-MIL |" in line)
+    assert "| 96.40 ± 1.00 / 96.40 ± 0.59 (+0.00) |" in row
+    header = grid.splitlines()[0]
+    assert header.count("ours (tcga) / paper") == 6  # 2 tasks x 3 metrics, one column each

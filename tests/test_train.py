@@ -417,3 +417,35 @@ def test_run_record_resolves_every_model_setting(tmp_path):
     assert resolved["ratio"] == [0.1, 4] and resolved["dropout"] == 0.3
     abmil = resolved_model_config(build_model("abmil", 6, 2), {})
     assert abmil and all(not k.startswith("_") for k in abmil)
+
+
+def test_history_holds_the_training_auc_of_the_training_passes():
+    from sklearn.metrics import roc_auc_score
+
+    from wsigraph.train.loop import _TrainOutputs
+
+    graphs, labels = toy_graphs(shift=3.0)
+    split = make_splits(labels, folds=3, repeats=1)[0]
+    cfg = TrainConfig(**(CFG.to_dict() | {"epochs": 6, "patience": None}))
+    result = train_fold(graphs, labels, split, cfg)
+    aucs = [h["train_auc"] for h in result.history]
+    assert all(0.0 <= a <= 1.0 for a in aucs) and aucs[-1] > 0.9  # an easy task, learned
+    # the hook pairs each training output with its batch's labels, and only in training mode
+    model = nn.Sequential(nn.Linear(2, 2))
+    seen = _TrainOutputs(model)
+    x, y = torch.tensor([[2.0, 0.0], [0.0, 2.0], [1.0, 0.0]]), torch.tensor([0, 1, 1])
+    with torch.no_grad():
+        model[0].weight.copy_(torch.eye(2))
+        model[0].bias.zero_()
+        model.train()
+        model(x)
+        seen.label(y)
+        model.eval()
+        model(x)  # an evaluation pass is not a training pass
+        seen.label(y)
+    expected = roc_auc_score(y.numpy(), torch.softmax(x, 1)[:, 1].numpy())
+    assert seen.auc(2) == pytest.approx(expected) and len(seen.logits) == 1
+    seen.close()
+    model.train()
+    model(x)
+    assert seen._pending is None  # the hook is gone

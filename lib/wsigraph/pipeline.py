@@ -37,6 +37,7 @@ import ast
 import json
 import multiprocessing
 import os
+import re
 import sys
 import textwrap
 import time
@@ -785,11 +786,62 @@ def expand(
 
 
 def _scrub(path: Path) -> None:
-    """Executed copies are committed: write this checkout's absolute path as relative paths."""
+    """Executed copies are committed: write this checkout's absolute path as relative paths,
+    and drop the log noise of their stderr (:func:`strip_noise`)."""
     root = str(REPO_ROOT)
-    text = path.read_text()
-    if root in text:
-        write_text(path, text.replace(root + "/", "").replace(root, "."))
+    original = path.read_text()
+    text = original.replace(root + "/", "").replace(root, ".")
+    try:
+        nb = json.loads(text)
+    except json.JSONDecodeError:  # not a notebook we can parse: only the paths change
+        nb = None
+    if nb is not None and strip_noise(nb):
+        text = json.dumps(nb, indent=1, ensure_ascii=False) + "\n"
+    if text != original:
+        write_text(path, text)
+
+
+#: stderr lines of an executed notebook that are noise, not messages for its reader: progress-bar
+#: frames (the bars go to the terminal), the fallback warning of ``tqdm.auto`` without ipywidgets,
+#: deprecation chatter of imported libraries, profiler and CUDA-probe lines, and the source line
+#: ``warnings.warn`` prints under each warning.
+NOISE_LINES = (
+    re.compile(r"\d+%\|.*\|"),  # a tqdm frame: "graphs:  40%|####   | 160/401 [...]"
+    re.compile(r"TqdmWarning: IProgress not found"),
+    re.compile(r"from \.autonotebook import tqdm as notebook_tqdm"),
+    re.compile(r"FutureWarning: `torch\.jit\.script` is deprecated"),
+    re.compile(r"^\s*warnings\.warn\($"),
+    re.compile(r"^STAGE:\d{4}-\d\d-\d\d"),  # the torch profiler's stage lines
+    re.compile(r"ActivityProfilerController|gpuGetDeviceCount|without encryption"),
+)
+
+
+def strip_noise(nb: dict) -> bool:
+    """Remove :data:`NOISE_LINES` from every stderr stream output of the notebook ``nb`` (a parsed
+    ``.ipynb``) in place, and outputs left empty; everything else on stderr stays (a real
+    warning is a message for the reader). Returns whether anything changed."""
+    changed = False
+    for cell in nb.get("cells", []):
+        outputs = cell.get("outputs")
+        if not outputs:
+            continue
+        kept = []
+        for out in outputs:
+            if out.get("output_type") == "stream" and out.get("name") == "stderr":
+                text = out["text"] if isinstance(out["text"], str) else "".join(out["text"])
+                lines = [
+                    line
+                    for line in re.split(r"[\r\n]", text)
+                    if line.strip() and not any(p.search(line) for p in NOISE_LINES)
+                ]
+                if "\n".join(lines) + ("\n" if lines else "") != text:
+                    changed = True
+                    if not lines:
+                        continue
+                    out["text"] = "\n".join(lines) + "\n"
+            kept.append(out)
+        cell["outputs"] = kept
+    return changed
 
 
 def _rel(path: Path) -> str:

@@ -10,8 +10,10 @@ are relative, so the folder can be opened from disk, copied or served by any sta
 
 from __future__ import annotations
 
+import hashlib
 import html
 import os
+import re
 from pathlib import Path
 from urllib.parse import quote
 
@@ -36,14 +38,44 @@ def _href(path: str) -> str:
     return html.escape(quote(path), quote=True)
 
 
-def render_notebook(notebook: Path, output: Path, exporter=None) -> Path:
-    """Render one executed notebook to a standalone HTML file (images embedded), atomically."""
+_STYLE_BLOCK = re.compile(r"<style[^>]*>(.*?)</style>", re.DOTALL)
+_MIN_SHARED = 2000  # characters: smaller style blocks stay in the page
+
+
+def render_notebook(
+    notebook: Path, output: Path, exporter=None, styles: Path | None = None
+) -> Path:
+    """Render one executed notebook to an HTML file (images embedded), atomically.
+
+    With ``styles`` (a folder), nbconvert's large inline ``<style>`` blocks (the same ~250 KB of
+    JupyterLab CSS in every page) are written once there, as ``<sha256>.css``, and the page links
+    to them; without it the page is standalone.
+    """
     import nbformat
     from nbconvert import HTMLExporter
 
     exporter = exporter or HTMLExporter(embed_images=True)
     body, _ = exporter.from_notebook_node(nbformat.read(notebook, as_version=4))
+    if styles is not None:
+        body = _share_styles(body, output.parent, styles)
     return write_text(output, body)
+
+
+def _share_styles(page: str, page_dir: Path, styles: Path) -> str:
+    """``page`` with each large ``<style>`` block replaced by a link to ``styles/<sha>.css``
+    (written atomically when new)."""
+
+    def link(match: re.Match) -> str:
+        css = match.group(1)
+        if len(css) < _MIN_SHARED:
+            return match.group(0)
+        path = styles / f"{hashlib.sha256(css.encode()).hexdigest()[:16]}.css"
+        if not path.exists():
+            write_text(path, css)
+        href = os.path.relpath(path, page_dir).replace(os.sep, "/")
+        return f'<link rel="stylesheet" href="{_href(href)}">'
+
+    return _STYLE_BLOCK.sub(link, page)
 
 
 def _render_all(results: Path, folder: str) -> list[tuple[str, str]]:
@@ -57,7 +89,7 @@ def _render_all(results: Path, folder: str) -> list[tuple[str, str]]:
         page = results / "html" / folder / f"{nb.stem}.html"
         if not page.exists() or page.stat().st_mtime < nb.stat().st_mtime:
             exporter = exporter or HTMLExporter(embed_images=True)
-            render_notebook(nb, page, exporter)
+            render_notebook(nb, page, exporter, styles=results / "html" / "styles")
         pages.append((nb.stem, page.relative_to(results).as_posix()))
     return pages
 

@@ -94,7 +94,9 @@ class FoldResult:
     process so far (``resource.getrusage``, ``"process_max_rss"``); the latter includes what
     was loaded before the fold and never decreases within a process. ``train_seconds`` covers
     the epoch loop (training and validation), not the final test evaluation. ``history`` has
-    one entry per epoch: ``epoch, train_loss, val_loss, val_auc``.
+    one entry per epoch: ``epoch, train_loss, train_auc, val_loss, val_auc`` (``train_auc`` from
+    the training passes themselves, see :class:`_TrainOutputs`; NaN for models whose own loss
+    bypasses ``forward``).
     """
 
     repeat: int
@@ -235,6 +237,44 @@ def training_loss(model: nn.Module, batch, weight: Tensor | None = None) -> Tens
     return F.cross_entropy(model(batch), batch.y, weight=weight)
 
 
+class _TrainOutputs:
+    """The logits of the training passes of one epoch, read by a forward hook on the model, for
+    the epoch's training AUC: no extra forward pass, so it scores each batch as the model was
+    when it saw it (dropout on, weights changing within the epoch). Models whose own
+    ``training_loss`` never calls ``forward`` (DS-MIL's two streams, CLAM...) give ``NaN``."""
+
+    def __init__(self, model: nn.Module):
+        self.logits: list[Tensor] = []
+        self.labels: list[Tensor] = []
+        self._pending: Tensor | None = None
+        self._hook = model.register_forward_hook(self._record)
+
+    def _record(self, module, inputs, output) -> None:
+        if module.training and torch.is_tensor(output) and output.dim() == 2:
+            self._pending = output.detach().float().cpu()
+
+    def label(self, y: Tensor) -> None:
+        """Pair the last training output with the batch's labels (once per batch)."""
+        if self._pending is not None and len(self._pending) == len(y):
+            self.logits.append(self._pending)
+            self.labels.append(y.detach().cpu())
+        self._pending = None
+
+    def auc(self, n_classes: int) -> float:
+        if not self.logits:
+            return math.nan
+        prob = torch.softmax(torch.cat(self.logits), dim=1).numpy()
+        if prob.shape[1] != n_classes:
+            return math.nan
+        return classification_metrics(torch.cat(self.labels).numpy(), prob)["auc"]
+
+    def clear(self) -> None:
+        self.logits, self.labels, self._pending = [], [], None
+
+    def close(self) -> None:
+        self._hook.remove()
+
+
 def setup_fold(
     graphs: Sequence[Data],
     labels: np.ndarray,
@@ -320,13 +360,16 @@ def train_fold(
         unit="epoch",
         disable=not progress,
     )
+    seen = _TrainOutputs(model)
     for epoch in bar:
         model.train()
         total, n = 0.0, 0
+        seen.clear()
         for batch in loaders["train"]:
             batch = batch.to(device)
             optimizer.zero_grad()
             loss = training_loss(model, batch, weight)
+            seen.label(batch.y)
             loss.backward()
             optimizer.step()
             total += loss.item() * batch.num_graphs
@@ -337,6 +380,7 @@ def train_fold(
             {
                 "epoch": epoch,
                 "train_loss": total / n,
+                "train_auc": seen.auc(n_classes),
                 "val_loss": val["loss"],
                 "val_auc": val["auc"],
             }
@@ -346,6 +390,7 @@ def train_fold(
             break
     train_seconds = time.perf_counter() - start
     bar.close()
+    seen.close()
 
     best.restore(model)
     test = evaluate(model, loaders["test"], device)

@@ -17,7 +17,8 @@ writes, atomically:
     the splits and their class counts (:func:`wsigraph.train.cv.write_splits`).
 ``out_dir/<name>.json``
     the run record: ``name, config, meta, cv, n_classes, folds, summary, fold_details,
-    predictions, timings, peak_memory, config_hashes, git_commit, created, versions``.
+    predictions, timings, peak_memory, config_hashes, git_commit, created, versions``;
+    ``fold_details`` holds each fold's per-epoch ``history`` (the training curves).
     ``config`` is the :class:`~wsigraph.train.loop.TrainConfig` with its ``model_config``
     fully resolved (every setting of the built model, defaults included:
     :func:`resolved_model_config`); ``config.model_config_given`` is what the run passed.
@@ -681,6 +682,7 @@ def run_experiment(
                 "val_loss": r.val_metrics.get("loss"),
                 "device": r.device,
                 "reused": was_reused,
+                "history": r.history,
             }
             for r, was_reused in zip(fold_results, reused, strict=True)
         ],

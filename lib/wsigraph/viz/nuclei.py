@@ -129,7 +129,9 @@ def importance_figure(panels: list[dict], titles: list[str]) -> plt.Figure:
     return fig
 
 
-def draw_nuclei_graph(ax: plt.Axes, image: np.ndarray, graph: Data, title: str = "") -> None:
+def draw_nuclei_graph(
+    ax: plt.Axes, image: np.ndarray, graph: Data, title: str = ""
+) -> plt.cm.ScalarMappable:
     """Fig. 2 of the paper: the tile with its nuclei graph on top (edges shaded by Eq. 1 weight).
 
     Args:
@@ -137,6 +139,9 @@ def draw_nuclei_graph(ax: plt.Axes, image: np.ndarray, graph: Data, title: str =
         image: ``[H, W, 3]`` tile.
         graph: its nuclei graph (``pos`` ``(row, col)``, ``edge_index``, ``edge_attr``).
         title: the panel title.
+
+    Returns:
+        The edge-weight colour scale (0-1, viridis) for a colour bar: ``fig.colorbar(sm, ...)``.
     """
     from matplotlib.collections import LineCollection
 
@@ -153,6 +158,7 @@ def draw_nuclei_graph(ax: plt.Axes, image: np.ndarray, graph: Data, title: str =
     ax.set_title(f"{title}\n{graph.num_nodes} nuclei, {int(once.sum())} edges", fontsize=8)
     ax.set_xticks([])
     ax.set_yticks([])
+    return plt.cm.ScalarMappable(norm=plt.Normalize(0, 1), cmap="viridis")
 
 
 def segmentation_figure(
