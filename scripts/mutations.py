@@ -913,6 +913,13 @@ MUTATIONS: list[Mutation] = [
         "",
         ("tests/test_report.py",),
     ),
+    M(
+        "numeric-csv-ours-is-the-paper",
+        "lib/wsigraph/tables.py",
+        '                    "ours_mean": ours_mean,',
+        '                    "ours_mean": paper_mean,',
+        ("tests/test_tables.py",),
+    ),
     # ---- bad values and bad inputs reach the user as errors (issue 20) ---------------------
     M(
         "faults-p-bool-counts-as-int",
@@ -1092,6 +1099,28 @@ MUTATIONS: list[Mutation] = [
         "        rows.append((nodes, edges / nodes if nodes else 0.0, weight))",
         "        rows.append((nodes, edges / 2 / nodes if nodes else 0.0, weight))",
         ("tests/test_nuclei_demo_task.py::test_count_degree_weight_hand_computed",),
+    ),
+    # ---- issue 17: MiCo demo oracle and equal-difficulty subtyping columns --------------------
+    M(
+        "mico-oracle-reads-the-label-not-the-hazard",
+        "lib/wsigraph/data/synthetic_mico.py",
+        '    pooled = c_index(truth["time"], truth["signal"], truth["censorship"])',
+        '    pooled = c_index(truth["time"], truth["pairing"], truth["censorship"])',
+        ("tests/test_synthetic_mico.py::test_oracle_c_index_is_the_true_hazards_c_index",),
+    ),
+    M(
+        "mico-oracle-fold-reads-the-last-slide-of-a-bag",
+        "lib/wsigraph/data/synthetic_mico.py",
+        '            idx = [rows[str(s).split(",")[0]] for s in fold]',
+        '            idx = [rows[str(s).split(",")[-1]] for s in fold]',
+        ("tests/test_synthetic_mico.py::test_oracle_c_index_is_the_true_hazards_c_index",),
+    ),
+    M(
+        "mico-demo-brca-column-harder-again",
+        "lib/wsigraph/data/synthetic_mico.py",
+        '    "brca": MiCoDemoSpec("brca", "typing", seed=12),',
+        '    "brca": MiCoDemoSpec("brca", "typing", seed=12, separation=5.0),',
+        ("tests/test_synthetic_mico.py::test_subtyping_columns_differ_only_by_seed",),
     ),
 ]
 

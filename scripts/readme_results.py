@@ -23,32 +23,34 @@ BLOCK = re.compile(r"(<!-- generated: (\S+) (\S+) -->\n)(.*?)(<!-- /generated --
 
 def block(table_id: str, metric: str, profile: str = "demo") -> str:
     """The Markdown grid of one written table's cells whose header names ``metric`` (e.g.
-    ``AUC``; ``all`` for every cell), each "ours / paper", from
-    ``results/<profile>/tables/<table_id>.csv``."""
+    ``AUC``; ``all`` for every cell), each "ours / paper", from the grid of
+    ``results/<profile>/tables/<table_id>.md`` (whose cells already read "ours / paper")."""
     import pandas as pd
 
     from wsigraph.tables import markdown_grid
 
-    df = pd.read_csv(ROOT / "results" / profile / "tables" / f"{table_id}.csv", dtype=str)
-    df = df.fillna("")
-    # "[ours (demo)]", or with the run's size in it, e.g. "[ours (demo, 10 it.)]"
-    label = re.compile(rf" \[(ours \({re.escape(profile)}(?:, [^\]]*)?\))\]$")
-    ours = [(c, m) for c in df.columns if (m := label.search(c))]
-    if not ours:
-        raise ValueError(f"{table_id}: no '[ours ({profile}...)]' column in its CSV")
-    row_header = df.columns[df.columns.get_loc(ours[0][0]) - 1]
-    out = pd.DataFrame({row_header: df[row_header]})
-    if "group" in df.columns:  # controls, SOTA, ablations, ours: as the table groups them
-        out.insert(0, "group", df["group"])
-    shown = []
-    for col, m in ours:
-        head = col[: m.start()]
-        if metric == "all" or metric in head.split():
-            out[f"{head}: {m.group(1)} / paper"] = df[col] + " / " + df[f"{head} [paper]"]
-            shown.append(col)
+    text = (ROOT / "results" / profile / "tables" / f"{table_id}.md").read_text()
+    rows = [_cells(line) for line in text.splitlines() if line.startswith("|")]
+    if len(rows) < 2:
+        raise ValueError(f"{table_id}: no Markdown table in its .md file")
+    df = pd.DataFrame(rows[2:], columns=rows[0])  # rows[1] is the |---| rule
+    # "KICA Typing AUC: ours (demo) / paper", or with the run's size: "...: ours (demo, 10 it.) / paper"
+    label = re.compile(rf": ours \({re.escape(profile)}(?:, [^)]*)?\) / paper$")
+    cells = [c for c in df.columns if label.search(c)]
+    if not cells:
+        raise ValueError(f"{table_id}: no 'ours ({profile}...) / paper' column in its table")
+    keep = [c for c in df.columns if c not in cells]  # group and the row header
+    shown = [c for c in cells if metric == "all" or metric in c[: label.search(c).start()].split()]
+    out = df[keep + shown]
     # rows the profile's run set leaves out (their tables say so) would only add noise here
-    skipped = df[shown].apply(lambda s: s.str.startswith("not run on")).all(axis=1)
+    skipped = out[shown].apply(lambda s: s.str.startswith("not run on")).all(axis=1)
     return markdown_grid(out[~skipped])
+
+
+def _cells(line: str) -> list[str]:
+    """The cells of one Markdown table line (``\\|`` inside a cell is a literal bar)."""
+    parts = re.split(r"(?<!\\)\|", line.strip())[1:-1]
+    return [p.strip().replace("\\|", "|") for p in parts]
 
 
 def regenerate(text: str, profile: str = "demo") -> str:

@@ -17,6 +17,7 @@ from wsigraph.data.synthetic_mico import (
     MiCoDemoSpec,
     mico_cohort,
     nearest_prototype_pairing,
+    oracle_c_index,
     slide_means,
     tissue_map,
 )
@@ -99,6 +100,34 @@ def test_oracle_separates_classes_and_orders_hazards(cohorts):
     assert c_index(truth["time"], truth["signal"], truth["censorship"]) >= 0.65
     assert c_index(truth["time"], truth["pairing"], truth["censorship"]) >= 0.6
     assert 0.2 <= truth["censorship"].mean() <= 0.6
+
+
+def test_oracle_c_index_is_the_true_hazards_c_index(cohorts):
+    _, truth = cohorts["kirp"]
+    # written out: Harrell's c of the true log-hazard, pooled and on two folds of slide ids
+    t, r, c = (truth[k].to_numpy() for k in ("time", "signal", "censorship"))
+    num = den = 0.0
+    for i in range(len(t)):
+        if c[i]:
+            continue  # a censored case starts no comparable pair
+        later = t > t[i]
+        den += later.sum()
+        num += (r[i] > r[later]).sum() + 0.5 * (r[i] == r[later]).sum()
+    folds = [list(truth["slide_id"][:80]), [f"{s},x" for s in truth["slide_id"][80:]]]
+    pooled, per_fold = oracle_c_index(truth, folds)
+    assert pooled == pytest.approx(num / den)
+    assert per_fold[0] == pytest.approx(c_index(t[:80], r[:80], c[:80]))
+    assert per_fold[1] == pytest.approx(c_index(t[80:], r[80:], c[80:]))
+    with pytest.raises(ValueError, match="survival column"):
+        oracle_c_index(cohorts["nsclc"][1])
+    with pytest.raises(ValueError, match="nope"):
+        oracle_c_index(truth, [["nope"]])
+
+
+def test_subtyping_columns_differ_only_by_seed():
+    # equal difficulty: the BRCA column is an independent draw of the NSCLC column's settings
+    a, b = DEMO_SPECS["nsclc"], DEMO_SPECS["brca"]
+    assert replace(b, name=a.name, seed=a.seed) == a and a.seed != b.seed
 
 
 def test_deterministic_by_seed():

@@ -391,8 +391,15 @@ def test_write_table(tmp_path):
     header = next(line for line in text.splitlines() if line.startswith("| group"))
     assert "KICA Typing ACC: ours (demo) / paper" in header and "[paper]" not in header
     assert "92.00 ± 1.00" in text and "+0.22" not in text  # no difference on demo numbers
-    df = pd.read_csv(csv, keep_default_na=False, dtype=str)
-    assert df.equals(T.render("h2mil_table2", records).astype(str))
+    df = pd.read_csv(csv)  # numeric: one line per (row, cell), numbers in their own columns
+    assert list(df.columns) == ["group", "Method", *T.NUMERIC_COLUMNS]
+    gcn = df.set_index(["Method", "cell"]).loc[("GCN + IHPool", "KICA Typing ACC")]
+    assert gcn["ours_mean"] == pytest.approx(92.0) and gcn["ours_std"] == pytest.approx(1.0)
+    assert gcn["status"] == "measured" and gcn["official_variant"] == "acc_thr"
+    assert (
+        df.set_index(["Method", "cell"]).loc[("MinMax", "KICA Typing ACC"), "status"] == T.NOT_RUN
+    )
+    assert len(df) == len(T.get_table("h2mil_table2").rows) * 6  # 2 tasks x 3 metrics
     assert sorted(p.name for p in (tmp_path / "tables").iterdir()) == [
         "h2mil_table2.csv",
         "h2mil_table2.md",
@@ -490,8 +497,21 @@ def test_render_results_beside_the_paper_and_errors(tmp_path):
         T.get_result_table("nuclei_table9")
     md, csv = T.write_results_table("nuclei_table2", ours, tmp_path)
     assert "Nuclei-GCN Table II" in md.read_text() and "demo" in md.read_text()
-    # group, method, per dataset: ours and the paper (no difference on demo)
-    assert pd.read_csv(csv).shape == (5, 6)  # 3 paper rows, our variant, the control
+    # numeric, one line per (row, dataset): 5 rows (3 paper rows, our variant, the control) x 2
+    table = pd.read_csv(csv)
+    assert table.shape == (10, 2 + len(T.NUMERIC_COLUMNS))
+    rsf = table.set_index(["Method", "cell"]).loc[("RSF Based", "BACH ACC")]
+    assert (rsf["ours_mean"], rsf["ours_std"], rsf["paper_mean"]) == (80.0, 10.0, 94.0)
+    assert rsf["status"] == "measured" and pd.isna(rsf["paper_std"])
+    assert table.set_index(["Method", "cell"]).loc[("RSF Based", "Gleason ACC"), "status"] == (
+        T.NOT_RUN
+    )
+    md, csv = T.write_results_table(
+        "nuclei_table2", {"RSF Based": {"bach": (0.8, 0.1, 5)}}, tmp_path
+    )
+    assert (
+        pd.read_csv(csv).set_index(["Method", "cell"]).loc[("RSF Based", "BACH ACC"), "ours_n"] == 5
+    )
     md, _ = T.write_results_table(
         "nuclei_table2", ours, tmp_path, demo_note="Demo task: arrangement only."
     )

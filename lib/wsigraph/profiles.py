@@ -308,6 +308,7 @@ _DEMO = Profile(
         # 09_mico: the synthetic co-occurrence columns (wsigraph.data.synthetic_mico), slides
         # per column, folds of the baselines (MiCo: the official 4) and epochs of every row
         # (MiCo keeps its official early stopping); sized so 09 runs in minutes on 2 cores.
+        # Demo-only (provenance "demo run size"); a 40-epoch cap kept the same epochs.
         "mico": {"n_slides": 160, "folds": 4, "epochs": 10, "surv_epochs": 10},
         # The slide-level rows ./run_all.sh trains on demo (--all-rows trains every row; the
         # others read "not run on demo"): the controls, the flat and multi-scale MIL rows that

@@ -803,7 +803,7 @@ def render(
     """
     table = get_table(table_id)
     by_key = _records_by_config_key(records)
-    lines = []
+    lines, counts = [], {}
     for row in table.rows:
         line = {"group": row.group, table.row_header: row.name}
         extra: dict[str, str] = {}
@@ -818,6 +818,9 @@ def render(
                 line[c_ours] = NOT_RUN if rec is None else NOT_MEASURED
             else:
                 line[c_ours] = _fmt(*ours)
+                n = rec.get("summary", {}).get(metric, {}).get("n")
+                if n is not None:
+                    counts[(row.name, c_ours)] = int(n)
             line[c_paper] = "–" if paper is None else str(paper)
             if c_diff:
                 line[c_diff[0]] = (
@@ -827,8 +830,8 @@ def render(
                 extra[col] = _extra(rec, metric, kind, table.paper)
         lines.append(line | extra)
     df = pd.DataFrame(lines)  # the CSV-only columns come last
-    df.attrs.update(extra_columns=list(extra))
-    df.attrs.update(table_id=table_id, label=label)
+    df.attrs.update(extra_columns=list(extra), counts=counts)
+    df.attrs.update(table_id=table_id, label=label, row_header=table.row_header)
     return df
 
 
@@ -921,8 +924,68 @@ def _write_rendered(
     with atomic_path(md) as tmp:
         tmp.write_text(to_markdown(df, table, label, demo_note), encoding="utf-8")
     with atomic_path(csv) as tmp:
-        df.to_csv(tmp, index=False, encoding="utf-8")
+        numeric(df, label).to_csv(tmp, index=False, encoding="utf-8")
     return md, csv
+
+
+_NUMBER = re.compile(r"^\s*([+-]?\d+(?:\.\d+)?)(?:\s*±\s*(\d+(?:\.\d+)?))?\s*$")
+NUMERIC_COLUMNS = (
+    "cell", "ours_mean", "ours_std", "ours_n", "ours_std_repeats", "official_variant",
+    "official_mean", "official_std", "paper_mean", "paper_std", "status",
+)  # fmt: skip
+
+
+def _parse(text) -> tuple[float, float]:
+    """``"97.00 ± 1.00"`` -> (97.0, 1.0); ``"94.00"`` -> (94.0, nan); anything else (nan, nan)."""
+    m = _NUMBER.match(str(text))
+    if not m:
+        return math.nan, math.nan
+    return float(m.group(1)), math.nan if m.group(2) is None else float(m.group(2))
+
+
+def numeric(df: pd.DataFrame, label: str) -> pd.DataFrame:
+    """The CSV form of a rendered table (:func:`render` or :func:`render_results`): one row per
+    (table row, cell) with numbers in their own columns, in percent (:data:`NUMERIC_COLUMNS`
+    after ``group`` and the row header): ``cell`` (e.g. ``"KICA Typing AUC"``), our mean, fold
+    std and number of test folds ``n``, our std over the repeats' means, the official code's
+    variant of the metric (its name, mean and std, where there is one), the paper's mean and
+    std (empty where it prints none), and ``status``: ``measured``, or why there is no number
+    of ours (``not run yet``, ``not run on demo``, ``not measured``)."""
+    header = df.attrs.get("row_header") or df.columns[1]
+    counts = df.attrs.get("counts", {})
+    suffix = f" [{label}]"
+    rows = []
+    for _, line in df.iterrows():
+        for col in df.columns:
+            if not col.endswith(suffix) or f"{col[: -len(suffix)]} [paper]" not in df.columns:
+                continue
+            head = col[: -len(suffix)]
+            ours_mean, ours_std = _parse(line[col])
+            paper_mean, paper_std = _parse(line[f"{head} [paper]"])
+            official = [c for c in df.columns if c.startswith(f"{head} [{label}, official code's ")]
+            variant = official[0].rsplit("official code's ", 1)[1].rstrip("]") if official else ""
+            off_mean, off_std = _parse(line[official[0]]) if official else (math.nan, math.nan)
+            repeats = f"{head} [{label}, std over repeats]"
+            rows.append(
+                {
+                    "group": line.get("group", ""),
+                    header: line[header],
+                    "cell": head,
+                    "ours_mean": ours_mean,
+                    "ours_std": ours_std,
+                    "ours_n": counts.get((line[header], col)),
+                    "ours_std_repeats": _parse(line[repeats])[0] if repeats in df else math.nan,
+                    "official_variant": variant,
+                    "official_mean": off_mean,
+                    "official_std": off_std,
+                    "paper_mean": paper_mean,
+                    "paper_std": paper_std,
+                    "status": "measured" if math.isfinite(ours_mean) else str(line[col]),
+                }
+            )
+    out = pd.DataFrame(rows, columns=["group", header, *NUMERIC_COLUMNS])
+    out["ours_n"] = out["ours_n"].astype("Int64")
+    return out
 
 
 # ----------------------------------------------------------------------------------------
@@ -1168,8 +1231,9 @@ def render_results(
 
     Args:
         table_id: a key of :data:`RESULT_TABLES`.
-        ours: ``row name -> column key -> (mean, std)`` as fractions in [0, 1] (``std`` may be
-            ``None``); a missing row or column shows "not run yet". Unknown rows or columns
+        ours: ``row name -> column key -> (mean, std)`` or ``(mean, std, n)`` (``n`` test
+            folds, for the CSV) as fractions in [0, 1] (``std`` may be ``None``); a missing row
+            or column shows "not run yet". Unknown rows or columns
             raise ``ValueError``.
         label: the name of our column group.
         skipped: rows the profile leaves out: without numbers they read "not run on
@@ -1181,6 +1245,7 @@ def render_results(
         a demo label, ``"<header> [<label> - paper]"``.
     """
     table = get_result_table(table_id)
+    counts = {}
     unknown = set(ours) - set(table.row_names)
     if unknown:
         raise ValueError(f"{table_id}: unknown rows {sorted(unknown)}; rows: {table.row_names}")
@@ -1197,7 +1262,9 @@ def render_results(
             if value is None and row.name in skipped:
                 ours_text = NOT_IN_RUN_SET.format(profile=label_profile(label))
             if value is not None:
-                mean, std = value
+                mean, std, *n = value
+                if n and n[0] is not None:
+                    counts[(row.name, f"{header} [{label}]")] = int(n[0])
                 if not (math.isfinite(mean) and 0.0 <= mean <= 1.0):
                     raise ValueError(f"{table_id} {row.name!r} {key}: {mean} is not a fraction")
                 mean, std = 100 * mean, None if std is None else 100 * std
@@ -1209,7 +1276,7 @@ def render_results(
                 line[f"{header} [{label} - paper]"] = diff
         lines.append(line)
     df = pd.DataFrame(lines)
-    df.attrs.update(table_id=table_id, label=label)
+    df.attrs.update(table_id=table_id, label=label, row_header=table.row_header, counts=counts)
     return df
 
 
