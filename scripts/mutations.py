@@ -1005,18 +1005,25 @@ MUTATIONS: list[Mutation] = [
     ),
     # ---- issue 17: ABiG-Net demo generator, mean/std control, vectorised region properties ----
     M(
-        "abignet-demo-normal-class-shuffled",
+        "abignet-demo-normal-class-ungrouped",
         "lib/wsigraph/data/synthetic_rois.py",
-        "    if label == 0:\n        return np.ones(k, bool)",
-        "    if label == 0:\n        return np.zeros(k, bool)",
+        "    if label == 0:\n        return 1.0",
+        "    if label == 0:\n        return 0.0",
         ("tests/test_synthetic_rois.py",),
     ),
     M(
-        "abignet-demo-shuffled-marks-drawn-afresh",
+        "abignet-demo-draws-not-latin",
         "lib/wsigraph/data/synthetic_rois.py",
-        "        marks[shuffled] = marks[shuffled][rng.permutation(int(shuffled.sum()))]",
-        "        marks[shuffled] = rng.uniform(0, 1, int(shuffled.sum()))",
-        ("tests/test_synthetic_rois.py",),
+        "(ranges[:, 1] - ranges[:, 0]) * _latin(rng, n_draws, len(ranges))",
+        "(ranges[:, 1] - ranges[:, 0]) * rng.uniform(size=(n_draws, len(ranges)))",
+        ("tests/test_synthetic_rois.py::test_groups_and_marginals",),
+    ),
+    M(
+        "abignet-demo-nearest-patch-is-itself",
+        "lib/wsigraph/data/synthetic_rois.py",
+        "        np.fill_diagonal(d2, np.inf)\n",
+        "",
+        ("tests/test_synthetic_rois.py::test_nearest_patch_distance_matches_a_plain_write_out",),
     ),
     M(
         "abignet-meanstd-control-fits-on-test-fold",

@@ -1,6 +1,7 @@
 """The ABiG-Net demo generator (data/synthetic_rois.py): per-patch and per-ROI statistics carry
-no class signal (the mean/std control stays within chance + 10 points), the ground-truth
-relation does, and the sets are deterministic."""
+no class signal (the mean/std control stays within chance + 10 points), the look-alike groups
+do (the oracle and a measured nearest-patch distance separate the classes), and the sets are
+deterministic."""
 
 import numpy as np
 import pytest
@@ -10,9 +11,11 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from wsigraph.data.synthetic_rois import (
-    GROUPS,
+    GROUP_SIZE,
+    PARAM_NAMES,
     RELATION_CLASSES,
-    group_mark_spread,
+    lookalike_distance,
+    nearest_patch_distance,
     relation_rois,
     roi_mean_std,
 )
@@ -40,7 +43,7 @@ def _cv_acc(x, y) -> float:
 
 
 def _position_features(nuclei: np.ndarray, grid: int = 8, patch: int = 64) -> np.ndarray:
-    """``[P, 4]`` per patch, from the drawn centres: count, mean and std nearest-neighbour
+    """``[P, 5]`` per patch, from the drawn centres: count, mean, std and min nearest-neighbour
     distance, mean neighbours within 10 px (what the official positional features summarise)."""
     from scipy.spatial import cKDTree
 
@@ -48,25 +51,31 @@ def _position_features(nuclei: np.ndarray, grid: int = 8, patch: int = 64) -> np
     rows = []
     for p in range(grid * grid):
         yx = nuclei[cell == p, :2]
-        d, _ = cKDTree(yx).query(yx, 2)
-        near = [len(n) - 1 for n in cKDTree(yx).query_ball_point(yx, 10.0)]
-        rows.append([len(yx), d[:, 1].mean(), d[:, 1].std(), np.mean(near)])
+        tree = cKDTree(yx)
+        d, _ = tree.query(yx, 2)
+        near = [len(n) - 1 for n in tree.query_ball_point(yx, 10.0)]
+        rows.append([len(yx), d[:, 1].mean(), d[:, 1].std(), d[:, 1].min(), np.mean(near)])
     return np.array(rows)
 
 
+def _scaled(feats):
+    pooled = np.concatenate(feats)
+    mu, sd = pooled.mean(0), pooled.std(0) + 1e-12
+    return [(f - mu) / sd for f in feats]
+
+
 @pytest.mark.parametrize(
-    ("task", "n", "bound"), [("melanoma", 40, 0.60), ("crc3", 30, 1 / 3 + 0.10)]
+    ("task", "n", "bound"), [("melanoma", 100, 0.60), ("crc3", 40, 1 / 3 + 0.10)]
 )
 def test_mean_std_control_stays_within_chance_plus_10_points(task, n, bound):
     s = relation_rois(task, n, seed=11, render=False)
     assert s.images.shape[1:3] == (0, 0) and s.groups.shape[1] >= 64
     feats = [_position_features(e) for e in s.nuclei]
-    x = roi_mean_std(feats)
-    assert _cv_acc(x, s.labels) <= bound
-    # the same statistics per patch with the true groups (mechanism-aware) do separate
-    # (neighbours within 10 px; its density trend is constant within a style group)
-    spread = group_mark_spread(s.groups, np.stack([f[:, 3] for f in feats]))
-    assert _cv_acc(spread[:, None], s.labels) > bound + 0.1
+    assert _cv_acc(roi_mean_std(feats), s.labels) <= bound
+    # the same per-patch statistics compared between the patches of an ROI (mechanism-aware:
+    # the distance to the most alike other patch) do separate
+    near = nearest_patch_distance(_scaled(feats))
+    assert _cv_acc(near[:, None], s.labels) > bound + 0.15
 
 
 def test_official_features_keep_all_64_patches(melanoma):
@@ -74,48 +83,71 @@ def test_official_features_keep_all_64_patches(melanoma):
     assert all(f.shape == (64, 69) for f in feats)
 
 
-def test_ground_truth_and_a_measured_proxy_separate_the_classes(melanoma):
+def test_ground_truth_and_the_official_features_separate_the_classes(melanoma):
     s, feats = melanoma
-    truth = group_mark_spread(s.groups, s.marks)
-    assert truth[s.labels == 0].max() < 1e-9 and truth[s.labels == 1].min() > 0.4
-    # mechanism-aware, measured: within-group spread of a clumping feature (nuclei within
-    # 10 px), its density trend removed; needs the true groups, which no control sees
-    from wsigraph.graphs.abignet_features import FEATURE_NAMES
-
-    x = np.stack(feats)[:, :, FEATURE_NAMES.index("neighbours_within_10px_mean")]
-    n = np.stack(feats)[:, :, FEATURE_NAMES.index("number_vertices")]
-    resid = x - np.polyval(np.polyfit(n.ravel(), x.ravel(), 2), n)
-    proxy = group_mark_spread(s.groups, resid)
-    assert _cv_acc(proxy[:, None], s.labels) >= 0.8
+    truth = lookalike_distance(s.params)
+    assert truth[s.labels == 0].max() < 1e-9 and truth[s.labels == 1].min() > 0.05
+    # measured: the nearest other patch in the 69 standardised official features is closer
+    # in a grouped ROI
+    near = nearest_patch_distance(_scaled([np.nan_to_num(f) for f in feats]))
+    assert near[s.labels == 0].mean() < near[s.labels == 1].mean()
 
 
-def test_marginals_and_multisets_match_across_classes():
+def test_groups_and_marginals():
     s = relation_rois("crc3", 6, grid=8, seed=2)
-    k = GROUPS["crc3"]
-    assert s.groups.shape == (18, 64) and np.all(np.bincount(s.groups[0]) == 64 // k)
-    for c in range(3):  # every class: each ROI holds k styles and k marks, 64 / k patches each
-        for i in np.flatnonzero(s.labels == c):
-            assert len(np.unique(s.styles[i])) == k and len(np.unique(s.marks[i])) == k
-            assert np.all(np.unique(s.marks[i], return_counts=True)[1] == 64 // k)
-    spread = group_mark_spread(s.groups, s.marks)
-    means = [spread[s.labels == c].mean() for c in range(3)]
+    assert s.groups.shape == (18, 64) and s.params.shape == (18, 64, len(PARAM_NAMES))
+    np.testing.assert_array_equal(s.styles, s.params[..., 0])
+    np.testing.assert_array_equal(s.marks, s.params[..., 1])
+    for i, c in enumerate(s.labels):
+        sizes = np.bincount(s.groups[i])
+        want = {0: 64, 1: 32, 2: 0}[int(c)]  # normal: all grouped, low: half, high: none
+        assert s.grouped[i].sum() == want == (sizes == GROUP_SIZE).sum() * GROUP_SIZE
+        assert np.all((sizes == GROUP_SIZE) | (sizes == 1))
+        for g in np.unique(s.groups[i]):  # one draw per group
+            assert len(np.unique(s.params[i][s.groups[i] == g], axis=0)) == 1
+        # a Latin hypercube: each parameter's draws fall one per 1/D of its range
+        draws = np.unique(s.params[i], axis=0)
+        lo = np.array([12.0, 0.0, 3.0, 4.0])
+        hi = np.array([36.0, 1.0, 8.0, 6.5])
+        strata = np.floor((draws - lo) / (hi - lo) * len(draws)).astype(int)
+        for d in range(4):
+            np.testing.assert_array_equal(np.sort(strata[:, d]), np.arange(len(draws)))
+    truth = lookalike_distance(s.params)
+    means = [truth[s.labels == c].mean() for c in range(3)]
     assert means[0] < 1e-9 < means[1] < means[2]  # normal < low grade < high grade
     # no nucleus crosses a patch border (so cropping a patch never cuts one)
     for e in s.nuclei:
         cell = lambda v: (v // s.patch_size).astype(int)  # noqa: E731
         reach = e[:, 2:3]
         assert np.all(cell(e[:, :2] - reach) == cell(e[:, :2] + reach))
+    # the drawn number of nuclei is placed (the hard core never runs out of room)
+    counts = [np.bincount(
+        (e[:, 0] // 64).astype(int) * 8 + (e[:, 1] // 64).astype(int), minlength=64
+    ) for e in s.nuclei]  # fmt: skip
+    np.testing.assert_array_equal(np.stack(counts), np.round(s.styles).astype(int))
+
+
+def test_nearest_patch_distance_matches_a_plain_write_out():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(7, 3))
+    want = np.mean([min(np.linalg.norm(x[i] - x[j]) for j in range(7) if j != i) for i in range(7)])
+    assert nearest_patch_distance([x])[0] == pytest.approx(want)
+    twins = np.concatenate([x, x])
+    assert nearest_patch_distance([twins])[0] == 0.0
+    np.testing.assert_allclose(lookalike_distance(twins[None]), [0.0])
+    with pytest.raises(ValueError, match="params must be"):
+        lookalike_distance(x)
 
 
 def test_deterministic_and_errors():
     a, b = relation_rois("crc2", 1, grid=4, seed=7), relation_rois("crc2", 1, grid=4, seed=7)
     np.testing.assert_array_equal(a.images, b.images)
-    np.testing.assert_array_equal(a.marks, b.marks)
+    np.testing.assert_array_equal(a.params, b.params)
     assert not np.array_equal(a.images, relation_rois("crc2", 1, grid=4, seed=8).images)
     assert set(RELATION_CLASSES) == {"crc3", "crc2", "melanoma"}
     with pytest.raises(ValueError, match="unknown task"):
         relation_rois("bach", 1)
-    with pytest.raises(ValueError, match="equal style groups"):
+    with pytest.raises(ValueError, match="look-alike groups"):
         relation_rois("crc3", 1, grid=3)
 
 

@@ -479,6 +479,14 @@ def test_render_results_beside_the_paper_and_errors(tmp_path):
     )
     assert missing.iloc[1]["Ext. CRC binary ACC [paper]"] == "–"  # no published value
     assert list(missing.columns[:2]) == ["group", "Method"]
+    skipped = T.render_results(
+        "abignet_table", {"ABiG-Net": {"crc2": (0.6, 0.1)}}, "ours (demo, 10 it.)",
+        skipped=["ABiG-Net, fixed k-NN graph"],
+    ).set_index("Method")  # fmt: skip
+    col = "Ext. CRC binary ACC [ours (demo, 10 it.)]"
+    assert skipped.loc["ABiG-Net, fixed k-NN graph", col] == "not run on demo"
+    assert skipped.loc["ABiG-Net (orientation variant)", col] == T.NOT_RUN
+    assert skipped.loc["ABiG-Net", col] == "60.00 ± 10.00"
     with pytest.raises(ValueError, match="unknown rows"):
         T.render_results("nuclei_table2", {"GCN": {}})
     with pytest.raises(ValueError, match="unknown columns"):

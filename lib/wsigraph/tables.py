@@ -1224,7 +1224,9 @@ def get_result_table(table_id: str) -> ResultTable:
         raise ValueError(f"unknown result table {table_id!r}; tables: {known}") from None
 
 
-def render_results(table_id: str, ours: dict, label: str = "ours (demo)") -> pd.DataFrame:
+def render_results(
+    table_id: str, ours: dict, label: str = "ours (demo)", skipped: Sequence[str] = ()
+) -> pd.DataFrame:
     """Our numbers beside the paper's for a :class:`ResultTable`.
 
     Args:
@@ -1234,6 +1236,8 @@ def render_results(table_id: str, ours: dict, label: str = "ours (demo)") -> pd.
             or column shows "not run yet". Unknown rows or columns
             raise ``ValueError``.
         label: the name of our column group.
+        skipped: rows the profile leaves out: without numbers they read "not run on
+            <profile>" rather than "not run yet".
 
     Returns:
         A frame with ``group`` and the row header, then per column ``"<header> [<label>]"``,
@@ -1255,6 +1259,8 @@ def render_results(table_id: str, ours: dict, label: str = "ours (demo)") -> pd.
         for key, header in table.columns:
             value, paper = cells.get(key), row.paper.get(key)
             ours_text, diff = NOT_RUN, ""
+            if value is None and row.name in skipped:
+                ours_text = NOT_IN_RUN_SET.format(profile=label_profile(label))
             if value is not None:
                 mean, std, *n = value
                 if n and n[0] is not None:
@@ -1280,11 +1286,13 @@ def write_results_table(
     out_dir: str | os.PathLike,
     label: str = "ours (demo)",
     demo_note: str | None = None,
+    skipped: Sequence[str] = (),
 ) -> tuple[Path, Path]:
     """Render a :class:`ResultTable` and write ``<out_dir>/<table_id>.md`` and ``.csv``;
     ``demo_note`` (demo labels only) ends the caption: what the demo task is and which
-    controls fail, written from the numbers just measured."""
-    df = render_results(table_id, ours, label)
+    controls fail, written from the numbers just measured; ``skipped`` rows the profile
+    leaves out (:func:`render_results`)."""
+    df = render_results(table_id, ours, label, skipped)
     return _write_rendered(df, get_result_table(table_id), out_dir, label, demo_note)
 
 

@@ -206,8 +206,8 @@ def abignet_rois(
         s = relation_rois(task, n_per_class, grid=grid, patch_size=patch_size, seed=seed)
         ids = [f"{task}_{seed}_{grid}x{patch_size}_{i:04d}" for i in range(len(s.labels))]
         labels = s.labels.astype(np.int64)
-        truth = {"groups": s.groups, "styles": s.styles, "marks": s.marks,
-                 "patch_size": s.patch_size}  # fmt: skip
+        truth = {"groups": s.groups, "params": s.params, "styles": s.styles,
+                 "marks": s.marks, "patch_size": s.patch_size}  # fmt: skip
         return TileSet(
             ids, labels, tuple(s.class_names), "synthetic", s.images, instances=s.instances,
             truth=truth,

@@ -114,9 +114,15 @@ class AdjacencyGenerator(nn.Module):
 
     def logits(self, x: Tensor) -> Tensor:
         """Edge logits ``[n, n]``: entry ``(i, j)`` is the MLP on ``[x_i || x_j]``."""
-        n = x.size(0)
-        pairs = torch.cat([x.unsqueeze(1).expand(n, n, -1), x.unsqueeze(0).expand(n, n, -1)], -1)
-        return self.mlp(pairs.reshape(n * n, -1)).reshape(n, n)
+        # The first Linear on [x_i || x_j] is W_a x_i + W_b x_j + b: computed per patch, then
+        # summed per pair (the same numbers as on the concatenated [n * n, 2F] pairs, without
+        # building them).
+        first = self.mlp[0]
+        f = x.size(-1)
+        u = F.linear(x, first.weight[:, :f], first.bias)  # [n, h]
+        v = F.linear(x, first.weight[:, f:])  # [n, h]
+        h = u.unsqueeze(1) + v.unsqueeze(0)  # [n, n, h]
+        return self.mlp[1:](h).squeeze(-1)
 
     def forward(self, x: Tensor, sample: bool = True) -> Tensor:
         """The adjacency ``[n, n]``: a Gumbel-sigmoid sample (``sample``) or its expectation."""
