@@ -174,3 +174,18 @@ def test_training_curves_average_the_folds_and_skip_records_without_history():
     assert list(val.get_ydata()) == pytest.approx([2.0, 1.0, 2 / 3])  # mean of 1/e and 3/e
     assert [line.get_label() for line in b.get_lines()] == ["H2-MIL val"]  # no train AUC
     assert not draw_curves(a, b, "old", {"fold_details": [{"best_epoch": 3}]})
+
+
+def test_patch_graph_has_a_legend_for_edges_and_nodes():
+    from wsigraph.viz.graphs import draw_patch_graph
+
+    grid = np.array([[0, 0], [0, 1], [1, 1], [2, 2]])
+    edges = np.array([[0, 1, 0, 3], [1, 0, 3, 0]])
+    fig, ax = plt.subplots()
+    scale = draw_patch_graph(ax, np.zeros((48, 48, 3)), grid, 16, edges, np.array([1.0, 1.0, 0.5, 0.5]),
+                             np.array([0.0, 0.5, 1.0, 0.2]), "t", node_label="nuclei per patch")  # fmt: skip
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "long-range edge (not adjacent)" in labels and "node colour: nuclei per patch" in labels
+    assert scale.get_clim() == (0, 1)
+    fig, ax = plt.subplots()
+    assert draw_patch_graph(ax, np.zeros((48, 48, 3)), grid, 16, edges) is None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.collections import LineCollection
+from matplotlib.lines import Line2D
 from torch import Tensor
 
 
@@ -22,7 +23,8 @@ def draw_patch_graph(
     node_values: np.ndarray | None = None,
     title: str = "",
     cmap: str = "viridis",
-) -> None:
+    node_label: str | None = None,
+) -> plt.cm.ScalarMappable | None:
     """An ROI with its patch grid, one node per patch centre and the graph's edges.
 
     Each undirected edge is drawn once, its opacity and width growing with its weight (all
@@ -40,6 +42,11 @@ def draw_patch_graph(
         node_values: ``[P]`` values in [0, 1] for the node colours (default: one colour).
         title: panel title.
         cmap: colour map of the nodes.
+        node_label: what the node colour shows, for the legend (e.g. "nuclei per patch").
+
+    Returns:
+        The node colour scale (0-1) for a colour bar, or ``None`` without ``node_values``. A
+        legend names the two edge colours (and the node colour's meaning).
     """
     grid = _numpy(grid).astype(float)
     src, dst = _numpy(edge_index).astype(int)
@@ -81,6 +88,29 @@ def draw_patch_graph(
     ax.set_xlim(-0.5, wd - 0.5)
     ax.set_ylim(h - 0.5, -0.5)
     ax.axis("off")
+    handles = [
+        Line2D([], [], color="white", lw=2, label="edge between grid neighbours"),
+        Line2D([], [], color="tab:orange", lw=2, label="long-range edge (not adjacent)"),
+        Line2D([], [], color="none", label="width and opacity: edge weight"),
+    ]
+    if node_values is not None and node_label:
+        handles.append(
+            Line2D(
+                [],
+                [],
+                marker="o",
+                ls="",
+                color=plt.get_cmap(cmap)(0.7),
+                markeredgecolor="k",
+                label=f"node colour: {node_label}",
+            )  # fmt: skip
+        )
+    legend = ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=2,
+                       fontsize=7, frameon=True, facecolor="0.55")  # fmt: skip
+    legend.get_frame().set_alpha(0.9)
+    if node_values is None:
+        return None
+    return plt.cm.ScalarMappable(norm=plt.Normalize(0, 1), cmap=cmap)
 
 
 def edge_statistics(
