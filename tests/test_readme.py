@@ -38,12 +38,21 @@ def test_a_labelled_run_size_is_kept_and_a_table_without_ours_is_named(tmp_path,
     script = _script()
     tables = tmp_path / "results" / "demo" / "tables"
     tables.mkdir(parents=True)
-    (tables / "t.csv").write_text(
-        'Method,"Acc [ours (demo, 10 it.)]",Acc [paper]\nA,50.00 ± 1.00,97.33 ± 1.15\n'
+    (tables / "t.md").write_text(
+        "**T.** A caption | with a bar.\n\n| group | Method | Acc: ours (demo, 10 it.) / paper "
+        "| F1: ours (demo, 10 it.) / paper |\n|---|---|---|---|\n"
+        "| Ours | A \\| B | 50.00 ± 1.00 / 97.33 ± 1.15 | 40.00 / – |\n"
+        "| Ours | C | not run on demo / 90.00 | not run on demo / – |\n"
     )
-    (tables / "bare.csv").write_text("Method,Acc [paper]\nA,97.33\n")
+    (tables / "bare.md").write_text("| Method | Acc [paper] |\n|---|---|\n| A | 97.33 |\n")
+    (tables / "none.md").write_text("No table here.\n")
     monkeypatch.setattr(script, "ROOT", tmp_path)
     grid = script.block("t", "all")
     assert "Acc: ours (demo, 10 it.) / paper" in grid and "50.00 ± 1.00 / 97.33 ± 1.15" in grid
+    assert "A \\| B" in grid and "| C |" not in grid  # escaped bar kept; a row not run left out
+    only_acc = script.block("t", "Acc")
+    assert "F1:" not in only_acc and "Acc:" in only_acc
     with pytest.raises(ValueError, match="bare: no"):
         script.block("bare", "all")
+    with pytest.raises(ValueError, match="none: no Markdown table"):
+        script.block("none", "all")

@@ -283,10 +283,13 @@ def test_table2_tiles_synthetic_and_real_bach(tmp_path, crops):
 def test_abignet_rois_synthetic_and_real_crc(tmp_path, crops):
     from wsigraph.data.nuclei_sets import abignet_rois
 
-    syn = abignet_rois("crc3", n_per_class=2, grid=2, patch_size=64, seed=1)
+    # 4 x 4 patches: the smallest grid whose low grade (half the patches grouped) holds whole
+    # look-alike groups of 4
+    syn = abignet_rois("crc3", n_per_class=2, grid=4, patch_size=64, seed=1)
     assert syn.source == "synthetic" and list(syn.labels) == [0, 0, 1, 1, 2, 2]
-    assert syn.instances.shape == (6, 128, 128) and syn.image_sequence()[5].shape == (128, 128, 3)
-    assert syn.truth["groups"].shape == (6, 4) and syn.truth["patch_size"] == 64
+    assert syn.instances.shape == (6, 256, 256) and syn.image_sequence()[5].shape == (256, 256, 3)
+    assert syn.truth["groups"].shape == (6, 16) and syn.truth["patch_size"] == 64
+    assert syn.truth["params"].shape == (6, 16, 4)
     root = _crc_tree(tmp_path, crops)
     real = abignet_rois("crc2", root=root)
     assert real.source == "real" and len(real) == 18 and real.instances is None

@@ -175,6 +175,7 @@ NONE_DEFAULT_TYPES: dict[str, type] = {
     "min_nuclei": int,
     "cell_radius": float,
     "radius": float,
+    "skip_rows": list,
 }
 
 _TYPE_WORDS = {
