@@ -60,24 +60,41 @@ def raconv_attention(graph: Data, conv: RAConv) -> pd.DataFrame:
         the target's neighbours at that resolution, Eq. 3) and ``alpha`` (their product, Eq. 4,
         the weight of the source in the target's new feature).
     """
+    src, dst, w, group = _edge_weights(graph, conv)
+    alpha_r = torch.zeros(int(group.max()) + 1).index_add_(0, group, w)[group]  # sum per (v, r)
+    return _edge_frame(
+        graph,
+        src,
+        dst,
+        {
+            "alpha_r": alpha_r.numpy(),
+            "alpha_node": (w / alpha_r).numpy(),
+            "alpha": w.numpy(),
+        },
+    )
+
+
+def _edge_weights(graph: Data, conv) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``(src, dst, weight of head 0, segment (target, source level))`` of every edge the
+    layer used (self loops included), read with ``return_attention_weights``."""
     conv.eval()
     with torch.no_grad():
         _, (edges, weight) = conv(
             graph.x, graph.edge_index, graph.level, return_attention_weights=True
         )
     src, dst = edges
-    w = weight[:, 0]
-    level = graph.level[src]
-    group = dst * conv.num_levels + level
-    alpha_r = torch.zeros(int(group.max()) + 1).index_add_(0, group, w)[group]  # sum per (v, r)
+    w = weight.reshape(len(src), -1)[:, 0]
+    return src, dst, w, dst * conv.num_levels + graph.level[src]
+
+
+def _edge_frame(graph: Data, src: Tensor, dst: Tensor, columns: dict) -> pd.DataFrame:
+    """One row per edge, ``target``, ``source``, ``source level`` then ``columns``, sorted."""
     frame = pd.DataFrame(
         {
             "target": dst.numpy(),
             "source": src.numpy(),
-            "source level": [LEVEL_NAMES[int(lv)] for lv in level],
-            "alpha_r": alpha_r.numpy(),
-            "alpha_node": (w / alpha_r).numpy(),
-            "alpha": w.numpy(),
+            "source level": [LEVEL_NAMES[int(lv)] for lv in graph.level[src]],
+            **columns,
         }
     )
     return frame.sort_values(["target", "source"], ignore_index=True)
@@ -133,30 +150,17 @@ def raconv_plus_attention(graph: Data, conv: RAConvPlus) -> pd.DataFrame:
         attention), ``alpha_node`` (node attention within that resolution) and ``A`` (their sum,
         the weight of the source in the target's new feature).
     """
-    conv.eval()
-    with torch.no_grad():
-        _, (edges, weight) = conv(
-            graph.x, graph.edge_index, graph.level, return_attention_weights=True
-        )
-    src, dst = edges
-    a = weight.reshape(len(src), -1)[:, 0]
-    level = graph.level[src]
-    group = dst * conv.num_levels + level
+    src, dst, a, group = _edge_weights(graph, conv)
     size = int(group.max()) + 1
     total = torch.zeros(size).index_add_(0, group, a)
     count = torch.zeros(size).index_add_(0, group, torch.ones_like(a))
     alpha_k = ((total - 1) / count.clamp(min=1))[group]
-    frame = pd.DataFrame(
-        {
-            "target": dst.numpy(),
-            "source": src.numpy(),
-            "source level": [LEVEL_NAMES[int(lv)] for lv in level],
-            "alpha_k": alpha_k.numpy(),
-            "alpha_node": (a - alpha_k).numpy(),
-            "A": a.numpy(),
-        }
+    return _edge_frame(
+        graph,
+        src,
+        dst,
+        {"alpha_k": alpha_k.numpy(), "alpha_node": (a - alpha_k).numpy(), "A": a.numpy()},
     )
-    return frame.sort_values(["target", "source"], ignore_index=True)
 
 
 def hivit_shapes(graph: Data, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -20,6 +20,7 @@ from matplotlib.patches import Rectangle
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from wsigraph.nn.ihpool import PoolInfo
+from wsigraph.viz.slides import scale_bar
 
 
 def fitness_map(infos: list[PoolInfo | None]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -70,8 +71,6 @@ def draw_fitness(
         The heat's colour scale, a :class:`~matplotlib.cm.ScalarMappable` on 0-1 (for a shared
         colour bar).
     """
-    from wsigraph.viz.slides import scale_bar
-
     scale = thumb.shape[1] / slide_size[0]
     sel = graph.level.numpy() == level
     pos = graph.pos.numpy()[sel]

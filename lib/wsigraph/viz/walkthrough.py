@@ -30,10 +30,7 @@ def draw_attention(ax: plt.Axes, graph: Data, edges: pd.DataFrame, target: int, 
     ``edges[value]`` (a frame of :func:`wsigraph.walkthrough.raconv_attention` or
     :func:`~wsigraph.walkthrough.raconv_plus_attention`), each labelled with its value."""
     xy = toy_layout(graph)
-    src, dst = graph.edge_index.numpy()
-    ax.add_collection(
-        LineCollection(np.stack([xy[src], xy[dst]], 1), colors="0.85", linewidths=0.6, zorder=1)
-    )
+    _background_edges(ax, graph, xy)
     into = edges[(edges["target"] == target) & (edges["source"] != target)]
     top = max(float(edges.loc[edges["target"] == target, value].max()), 1e-9)
     for e in into.itertuples():
@@ -53,10 +50,7 @@ def draw_clusters(ax: plt.Axes, graph: Data, nodes: pd.DataFrame) -> None:
     written beside it and each cluster's centre ringed (a frame of
     :func:`wsigraph.walkthrough.ihpool_steps`)."""
     xy = toy_layout(graph)
-    src, dst = graph.edge_index.numpy()
-    ax.add_collection(
-        LineCollection(np.stack([xy[src], xy[dst]], 1), colors="0.85", linewidths=0.6, zorder=1)
-    )
+    _background_edges(ax, graph, xy)
     colours = plt.cm.tab10(nodes["cluster"].to_numpy() % 10)
     ax.scatter(*xy.T, s=260, c=colours, edgecolors="k", linewidths=0.5, zorder=3)
     centre = nodes["centre"].to_numpy()
@@ -67,6 +61,14 @@ def draw_clusters(ax: plt.Axes, graph: Data, nodes: pd.DataFrame) -> None:
                 fontsize=6.5, ha="left", va="bottom")  # fmt: skip
     _frame(ax, graph)
     ax.set_title("IHPool: clusters (colour), centres (ringed), fitness φ", fontsize=9)
+
+
+def _background_edges(ax, graph, xy):
+    """Every edge of the toy pyramid, light grey, under what a panel highlights."""
+    src, dst = graph.edge_index.numpy()
+    ax.add_collection(
+        LineCollection(np.stack([xy[src], xy[dst]], 1), colors="0.85", linewidths=0.6, zorder=1)
+    )
 
 
 def _nodes(ax, graph, xy, highlight=None):
