@@ -2,7 +2,9 @@
 
 Each generated block sits between ``<!-- generated: <table_id> <metric> -->`` and
 ``<!-- /generated -->`` in README.md: one row per paper row, one column per cell of that
-metric, each "ours / paper" exactly as ``05_tables`` (or notebooks 07-09) wrote them.
+metric, each "ours / paper" exactly as ``05_tables`` (or notebooks 07-09) wrote them. A block
+``<!-- generated: findings <name> -->`` holds ``results/demo/tables/<name>_findings.md``, the
+"what the demo shows" text a notebook wrote from the numbers it computed.
 
     .venv/bin/python scripts/readme_results.py           # rewrite README.md in place
     .venv/bin/python scripts/readme_results.py --check   # exit 1 if README.md is stale
@@ -35,7 +37,8 @@ def block(table_id: str, metric: str, profile: str = "demo") -> str:
         raise ValueError(f"{table_id}: no Markdown table in its .md file")
     df = pd.DataFrame(rows[2:], columns=rows[0])  # rows[1] is the |---| rule
     # "KICA Typing AUC: ours (demo) / paper", or with the run's size: "...: ours (demo, 10 it.) / paper"
-    label = re.compile(rf": ours \({re.escape(profile)}(?:, [^)]*)?\) / paper$")
+    # (and "...: ours (demo) on synthetic brca / paper" where the column ran on a stand-in)
+    label = re.compile(rf": ours \({re.escape(profile)}(?:, [^)]*)?\)(?: on [^/]+)? / paper$")
     cells = [c for c in df.columns if label.search(c)]
     if not cells:
         raise ValueError(f"{table_id}: no 'ours ({profile}...) / paper' column in its table")
@@ -56,6 +59,9 @@ def _cells(line: str) -> list[str]:
 def regenerate(text: str, profile: str = "demo") -> str:
     def replace(match: re.Match) -> str:
         head, table_id, metric, _, tail = match.groups()
+        if table_id == "findings":
+            path = ROOT / "results" / profile / "tables" / f"{metric}_findings.md"
+            return head + path.read_text(encoding="utf-8") + tail
         return head + block(table_id, metric, profile) + tail
 
     return BLOCK.sub(replace, text)

@@ -147,3 +147,23 @@ def test_table4_headline_is_the_l_h2mil_uses_in_each_cell():
     assert head.loc["staging", "row"] == "L = 1" and head.loc["staging", "std within bound"]
     assert head.loc["typing", "row"] == "L = 2"
     assert "L = 2 / L = 1: fold std" in T.demo_note("h2mil_table4", records, "Demo task: x")
+
+
+def test_slide_findings_are_written_from_the_records():
+    name = lambda row, task: T.run_name("h2mil_table3", row, "esca", task)  # noqa: E731
+    records = {
+        name("LR on slide means (Thu.)", "typing"): _rec(0.55),
+        name("Thu. + Mid.", "typing"): _rec(0.60),
+        name("Thu. + Bot.", "typing"): _rec(0.95, std=0.25),
+        name("Thu. + Mid. + Bot.", "typing"): _rec(0.95, std=0.01),
+    }
+    text = T.slide_findings(records, ["h2mil_table3"])
+    assert "at or below AUC 65 in 1 of 1 cells; highest 55.0 (H2-MIL Table 3, ESCA typing)" in text
+    assert "Thu. + Mid. + Bot. AUC 95.0–95.0, fold std ≤ 1.0 (1 of 1 cells within 5" in text
+    # the paper's best ties with Thu. + Bot.: named, and its 25-point fold std flagged
+    assert "tied with another row in 1 (matched or beaten by Thu. + Bot.)" in text
+    assert "Unstable across folds" in text and "Thu. + Bot. (H2-MIL Table 3, ESCA typing" in text
+    records[name("Thu. + Bot.", "typing")] = _rec(0.90)
+    text = T.slide_findings(records, ["h2mil_table3"])
+    assert "our best in 1 of 1 cells" in text and "Unstable" not in text
+    assert T.slide_findings({}, ["h2mil_table3"]) == "*No run records yet.*\n"

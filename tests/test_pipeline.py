@@ -438,3 +438,30 @@ def test_strip_noise_drops_progress_frames_and_known_chatter_but_keeps_real_warn
     )  # a real one stays
     assert outs[1]["text"] == f"{bar}\n"  # stdout is the notebook's own output: untouched
     assert not strip_noise(nb)  # nothing left to strip
+
+
+def test_kernel_shutdown_sends_no_interrupt_but_a_live_kernel_can_still_be_interrupted():
+    # jupyter_client interrupts (SIGINT) before every shutdown; on an idle papermill kernel that
+    # only makes ipykernel print "KeyboardInterrupt caught in kernel" on the terminal.
+    import asyncio
+
+    from jupyter_client.manager import AsyncKernelManager
+
+    sent = []
+
+    async def record(self):
+        sent.append(self.shutting_down)
+
+    km_class = pipeline._kernel_manager_class()
+    original = AsyncKernelManager._async_interrupt_kernel
+    AsyncKernelManager._async_interrupt_kernel = record
+    try:
+        km = km_class()
+        km.shutting_down = True
+        asyncio.run(km._async_interrupt_kernel())
+        assert sent == []
+        km.shutting_down = False
+        asyncio.run(km._async_interrupt_kernel())
+        assert sent == [False]
+    finally:
+        AsyncKernelManager._async_interrupt_kernel = original

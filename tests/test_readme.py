@@ -56,3 +56,24 @@ def test_a_labelled_run_size_is_kept_and_a_table_without_ours_is_named(tmp_path,
         script.block("bare", "all")
     with pytest.raises(ValueError, match="none: no Markdown table"):
         script.block("none", "all")
+
+
+def test_a_stand_in_column_and_a_findings_block(tmp_path, monkeypatch):
+    script = _script()
+    tables = tmp_path / "results" / "demo" / "tables"
+    tables.mkdir(parents=True)
+    (tables / "m.md").write_text(
+        "**M.** Caption.\n\n| group | Method | BRCA AUC: ours (demo) on synthetic brca / paper |\n"
+        "|---|---|---|\n| Ours | MiCo | 100.00 ± 0.00 / – |\n"
+    )
+    (tables / "slide_findings.md").write_text("- **Controls**: at chance.\n")
+    monkeypatch.setattr(script, "ROOT", tmp_path)
+    assert "on synthetic brca / paper" in script.block("m", "AUC")
+    text = "a\n<!-- generated: findings slide -->\nold\n<!-- /generated -->\nb\n"
+    new = script.regenerate(text)
+    assert (
+        new
+        == "a\n<!-- generated: findings slide -->\n- **Controls**: at chance.\n<!-- /generated -->\nb\n"
+    )
+    with pytest.raises(FileNotFoundError):
+        script.regenerate(text.replace("slide", "absent"))

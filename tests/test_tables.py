@@ -487,6 +487,16 @@ def test_render_results_beside_the_paper_and_errors(tmp_path):
     assert skipped.loc["ABiG-Net, fixed k-NN graph", col] == "not run on demo"
     assert skipped.loc["ABiG-Net (orientation variant)", col] == T.NOT_RUN
     assert skipped.loc["ABiG-Net", col] == "60.00 ± 10.00"
+    # a column that ran on something else than the paper's cohort says so in its header
+    on = T.render_results(
+        "abignet_table", {"ABiG-Net": {"crc2": (0.6, 0.1)}}, "ours (demo, 10 it.)",
+        ran={"crc2": "synthetic crc2"},
+    )  # fmt: skip
+    heads = list(T.compact(on.drop(columns=[]), "ours (demo, 10 it.)").columns)
+    assert "Ext. CRC binary ACC: ours (demo, 10 it.) on synthetic crc2 / paper" in heads
+    assert "Melanoma ACC: ours (demo, 10 it.) / paper" in heads  # not named: unchanged
+    with pytest.raises(ValueError, match="'ran' names unknown columns"):
+        T.render_results("abignet_table", {}, ran={"camelyon": "x"})
     with pytest.raises(ValueError, match="unknown rows"):
         T.render_results("nuclei_table2", {"GCN": {}})
     with pytest.raises(ValueError, match="unknown columns"):

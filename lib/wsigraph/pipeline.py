@@ -644,6 +644,16 @@ def _kernel_manager_class() -> type:
             os.makedirs(folder, exist_ok=True)
             return os.path.join(folder, f"kernel-{uuid.uuid4().hex[:12]}-ipc")
 
+        async def _async_interrupt_kernel(self) -> None:
+            # jupyter_client's shutdown sends SIGINT before its shutdown request, to break a busy
+            # kernel. papermill shuts a kernel down once its last cell has finished, so the
+            # kernel is idle; the signal only lands, now and then, inside the handler of a
+            # control message, and ipykernel then logs "KeyboardInterrupt caught in kernel" on
+            # the terminal. A kernel that ignores the shutdown request is still killed.
+            if self.shutting_down:
+                return
+            await super()._async_interrupt_kernel()
+
     return IPCKernelManager
 
 

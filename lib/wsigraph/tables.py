@@ -871,7 +871,9 @@ def compact(df: pd.DataFrame, label: str) -> pd.DataFrame:
     ``[<label> - paper]`` column exists), headed ``"<cell>: <label> / paper"``, in place of the
     separate ``<cell> [<label>]``, ``<cell> [paper]`` (and difference) columns; other columns
     are kept as they are. A Markdown table of 4 cells x 3 metrics then has 12 value columns,
-    not 24 or 36."""
+    not 24 or 36. A cell named in ``df.attrs["ran"]`` (:func:`render_results`) says what ours
+    ran on: ``"<cell>: <label> on <what> / paper"``."""
+    ran = df.attrs.get("ran", {})
     out = {}
     for col in df.columns:
         suffix = f" [{label}]"
@@ -881,7 +883,8 @@ def compact(df: pd.DataFrame, label: str) -> pd.DataFrame:
             diff = f"{head} [{label} - paper]"
             if diff in df.columns:
                 value = value + df[diff].map(lambda d: f" ({d})" if d not in ("", "–") else "")
-            out[f"{head}: {label} / paper"] = value
+            on = f" on {ran[head]}" if head in ran else ""
+            out[f"{head}: {label}{on} / paper"] = value
         elif col.endswith(" [paper]") or col.endswith(f" [{label} - paper]"):
             continue  # folded into its cell's column above
         else:
@@ -1225,7 +1228,11 @@ def get_result_table(table_id: str) -> ResultTable:
 
 
 def render_results(
-    table_id: str, ours: dict, label: str = "ours (demo)", skipped: Sequence[str] = ()
+    table_id: str,
+    ours: dict,
+    label: str = "ours (demo)",
+    skipped: Sequence[str] = (),
+    ran: dict[str, str] | None = None,
 ) -> pd.DataFrame:
     """Our numbers beside the paper's for a :class:`ResultTable`.
 
@@ -1238,6 +1245,10 @@ def render_results(
         label: the name of our column group.
         skipped: rows the profile leaves out: without numbers they read "not run on
             <profile>" rather than "not run yet".
+        ran: ``column key -> what ours ran on`` where that is not the paper's cohort (a
+            synthetic demo column, or our cohort standing in for one of the paper's); the
+            compact Markdown header then names it (``"BRCA ACC: ours (demo) on synthetic brca
+            / paper"``). Unknown keys raise ``ValueError``.
 
     Returns:
         A frame with ``group`` and the row header, then per column ``"<header> [<label>]"``,
@@ -1249,6 +1260,11 @@ def render_results(
     unknown = set(ours) - set(table.row_names)
     if unknown:
         raise ValueError(f"{table_id}: unknown rows {sorted(unknown)}; rows: {table.row_names}")
+    ran = dict(ran or {})
+    if set(ran) - set(table.column_keys):
+        raise ValueError(
+            f"{table_id}: 'ran' names unknown columns {sorted(set(ran) - set(table.column_keys))}"
+        )
     lines = []
     for row in table.rows:
         cells = ours.get(row.name, {})
@@ -1276,7 +1292,8 @@ def render_results(
                 line[f"{header} [{label} - paper]"] = diff
         lines.append(line)
     df = pd.DataFrame(lines)
-    df.attrs.update(table_id=table_id, label=label, row_header=table.row_header, counts=counts)
+    df.attrs.update(table_id=table_id, label=label, row_header=table.row_header, counts=counts,
+                    ran={header: ran[key] for key, header in table.columns if key in ran})  # fmt: skip
     return df
 
 
@@ -1287,12 +1304,13 @@ def write_results_table(
     label: str = "ours (demo)",
     demo_note: str | None = None,
     skipped: Sequence[str] = (),
+    ran: dict[str, str] | None = None,
 ) -> tuple[Path, Path]:
     """Render a :class:`ResultTable` and write ``<out_dir>/<table_id>.md`` and ``.csv``;
     ``demo_note`` (demo labels only) ends the caption: what the demo task is and which
     controls fail, written from the numbers just measured; ``skipped`` rows the profile
-    leaves out (:func:`render_results`)."""
-    df = render_results(table_id, ours, label, skipped)
+    leaves out and ``ran`` what each column ran on (:func:`render_results`)."""
+    df = render_results(table_id, ours, label, skipped, ran)
     return _write_rendered(df, get_result_table(table_id), out_dir, label, demo_note)
 
 
@@ -1418,7 +1436,7 @@ def ordering_check(table_id: str, records: dict, metric: str = "auc") -> pd.Data
         paper_best = max(both, key=lambda r: r[1])[0]
         top = max(r[2] for r in both)
         ours_top = [r[0] for r in both if round(r[2], 2) == round(top, 2)]
-        ours_best = " = ".join(ours_top)
+        ours_best = "; ".join(ours_top)  # "; ": row names such as "L = 2" hold " = "
         out.append(
             {
                 "table": table_id,
@@ -1438,6 +1456,85 @@ def ordering_check(table_id: str, records: dict, metric: str = "auc") -> pd.Data
             }
         )
     return pd.DataFrame(out)
+
+
+#: Rows above this fold std (points) are named in :func:`slide_findings` as unstable.
+UNSTABLE_STD = 20.0
+
+
+def slide_findings(records: dict, table_ids: Sequence[str] | None = None) -> str:
+    """What the slide-level demo shows, as Markdown bullets written from ``records`` (the run
+    records of ``table_ids``, default every slide-level table): whether the controls fail,
+    how precise the papers' own methods are, which of the papers' orderings hold (the paper's
+    best row and the rows that match or beat it) and which rows are unstable across folds.
+    ``05_tables`` shows it and writes it for the README, so no sentence about the results is
+    typed by hand."""
+    table_ids = list(TABLES if table_ids is None else table_ids)
+    lines = []
+    controls = [control_check(t, records) for t in table_ids]
+    controls = pd.concat(
+        [c for c in controls if not c.empty] or [pd.DataFrame()], ignore_index=True
+    )
+    if not controls.empty:
+        ok = controls["control fails"]
+        worst = controls.loc[controls["highest control AUC"].idxmax()]
+        lines.append(
+            f"- **Controls** (logistic regression on slide means): at or below AUC "
+            f"{100 * CONTROL_AUC_BOUND:.0f} in {int(ok.sum())} of {len(ok)} cells; highest "
+            f"{worst['highest control AUC']:.1f} ({get_table(worst['table']).paper} Table "
+            f"{get_table(worst['table']).number}, {DATASETS[worst['dataset']]} "
+            f"{worst['task']})."
+        )
+    for t in table_ids:
+        head = headline_check(t, records)
+        order = ordering_check(t, records)
+        if head.empty:
+            continue
+        rows = " / ".join(dict.fromkeys(head["row"]))
+        table = get_table(t)
+        text = (
+            f"- **{table.paper} Table {table.number}**: {rows} AUC {head['AUC mean'].min():.1f}–{head['AUC mean'].max():.1f}, "
+            f"fold std ≤ {head['fold std'].max():.1f} ({int(head['std within bound'].sum())} of "
+            f"{len(head)} cells within {HEADLINE_STD_BOUND:.0f} points)"
+        )
+        if not order.empty:
+            holds = order["best holds"].astype(str)
+            text += (
+                f"; the paper's best row is our best in {int((holds == 'True').sum())} of "
+                f"{len(order)} cells, tied with another row in {int((holds == 'tied').sum())}"
+            )
+            rivals = sorted(
+                {
+                    name
+                    for _, r in order.iterrows()
+                    for name in str(r["our best"]).split("; ")
+                    if name != r["paper's best"]
+                }
+            )
+            if rivals:
+                text += f" (matched or beaten by {', '.join(rivals)})"
+            text += f"; pairs of rows ordered as in the paper: {order['share'].mean():.0%}"
+        lines.append(text + ".")
+    unstable = []
+    for t in table_ids:
+        table = get_table(t)
+        by_key = _records_by_config_key(records)
+        for row in table.rows:
+            for dataset, task in _cells(table):
+                rec = _find_record(records, by_key, table, row, dataset, task)
+                ours = None if rec is None else _ours(rec, "auc")
+                if ours and ours[1] is not None and ours[1] > UNSTABLE_STD:
+                    unstable.append(
+                        f"{row.name} ({table.paper} Table {table.number}, {DATASETS[dataset]} "
+                        f"{task}: {ours[0]:.1f} ± {ours[1]:.1f})"
+                    )
+    if unstable:
+        lines.append(
+            f"- **Unstable across folds** (fold std above {UNSTABLE_STD:.0f} points): "
+            + "; ".join(dict.fromkeys(unstable))
+            + "."
+        )
+    return "\n".join(lines) + "\n" if lines else "*No run records yet.*\n"
 
 
 def demo_note(table_id: str, records: dict, task_text: str) -> str:

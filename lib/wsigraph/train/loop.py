@@ -344,7 +344,9 @@ def train_fold(
         "test": DataLoader(data["test"], batch_size=cfg.batch_size),
     }
     model = build_model(cfg.model, graphs[0].x.shape[1], n_classes, **cfg.model_config).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.Adam(
+        model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True
+    )
     weight = None
     if cfg.class_weights:
         counts = np.bincount(labels[split.train], minlength=n_classes).clip(min=1)
