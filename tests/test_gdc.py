@@ -626,6 +626,19 @@ def test_cohort_rule_on_the_gdc_path(server, client, tmp_path, monkeypatch):
     either, _ = build_tcga_cohort(profile, client, dry_run=True, progress=False, require_both=False)
     assert len(either) == len(hits) and either["staging"].isna().sum() == 1
 
+    # under ./run_all.sh (WSIGRAPH_PROGRESS=terminal) the listing also reaches the terminal
+    import io
+
+    from wsigraph import progress
+
+    terminal = io.StringIO()
+    monkeypatch.setattr(progress, "_terminal", terminal)
+    monkeypatch.setenv(progress.ENV, "terminal")
+    build_tcga_cohort(profile, client, dry_run=True, progress=False)
+    listing = terminal.getvalue()
+    assert listing.startswith(f"GDC dry run: would download {len(hits) - 1} files")
+    assert all(name in listing for name in report.summary()["file_name"])
+
 
 # ------------------------------------------------------------- a broken or hostile server
 

@@ -28,6 +28,10 @@ unless ``-p executor`` says otherwise, training its folds in-process (``executor
 on a 2-core laptop two small runs side by side beat one run with two fold workers, whose
 process start-up costs as much as a small model's training. Other notebooks run one at a time,
 in order. A failing run stops the submission of new runs; those already running finish.
+
+Progress: the library's bars (:mod:`wsigraph.progress`) draw on the terminal, never into the
+executed notebooks: per slide in 01-03, per epoch, fold or ROI in 07-09. The concurrent 04 runs
+draw none (their bars would interleave); the pipeline prints a line per finished run instead.
 """
 
 from __future__ import annotations
@@ -572,7 +576,7 @@ def _execute(nb: Path, params: dict, output: Path, declared: dict, profile, thre
     """Run one notebook into ``output``; on failure print which and where, return ``False``."""
     print(f"run_all: {nb.stem} ({_describe(params)})", flush=True)
     t0 = time.time()
-    error = _papermill(str(nb), str(output), params, threads)
+    error = _papermill(str(nb), str(output), params, threads, progress="terminal")
     if error:
         _report_failure(nb, output, error)
         return False
@@ -595,7 +599,8 @@ def _execute_concurrently(nb: Path, runs: list, declared: dict, profile, jobs: i
         while pending or active:
             while pending and not failed and len(active) < jobs:
                 params, output = pending.pop()
-                fut = pool.submit(_papermill, str(nb), str(output), params, threads)
+                # no bars: two runs' bars would interleave; a line per finished run instead
+                fut = pool.submit(_papermill, str(nb), str(output), params, threads, "off")
                 active[fut] = (params, output, time.time())
             if not active:
                 break
@@ -657,14 +662,22 @@ def _kernel_manager_class() -> type:
     return IPCKernelManager
 
 
-def _papermill(nb: str, output: str, params: dict, threads: int | None = None) -> str | None:
+def _papermill(
+    nb: str, output: str, params: dict, threads: int | None = None, progress: str = "terminal"
+) -> str | None:
     """Execute one notebook with papermill; the error text if a cell failed, else ``None``.
 
     Runs in the pipeline's process or in a worker process; ``threads`` caps the kernel's
-    intra-op threads (the kernel inherits the environment).
+    intra-op threads and ``progress`` says where the library's progress bars go
+    (:mod:`wsigraph.progress`: ``"terminal"`` or ``"off"``); the kernel inherits the environment.
     """
     import papermill as pm
 
+    from wsigraph.progress import ENV
+
+    # the kernel inherits the environment; set it for this kernel only, then restore it
+    saved = {k: os.environ.get(k) for k in (ENV, "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    os.environ[ENV] = progress
     if threads is not None:
         for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
             os.environ[var] = str(threads)
@@ -684,6 +697,12 @@ def _papermill(nb: str, output: str, params: dict, threads: int | None = None) -
         return f"cell {e.exec_count}: {e.ename}: {e.evalue}"
     except Exception as e:  # the kernel died, could not start, ...: still name the notebook
         return f"{type(e).__name__}: {e}"
+    finally:
+        for var, value in saved.items():
+            if value is None:
+                os.environ.pop(var, None)
+            else:
+                os.environ[var] = value
     return None
 
 

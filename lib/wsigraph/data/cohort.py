@@ -40,6 +40,8 @@ from pathlib import Path
 import pandas as pd
 
 from wsigraph.io import atomic_path
+from wsigraph.progress import mode as progress_mode
+from wsigraph.progress import to_terminal
 
 TASKS = ("typing", "staging")
 STAGING_CLASSES = ("early (I-II)", "late (III-IV)")
@@ -473,7 +475,9 @@ def build_tcga_cohort(
     report = client.download(
         files, profile.slides_dir, workers=workers, dry_run=dry_run, progress=progress
     )
-    if dry_run:
+    if dry_run:  # the listing is what a dry run is for: on the terminal too under ./run_all.sh
+        if progress_mode() == "terminal":
+            to_terminal(f"GDC {report}\n{report.summary().to_string(index=False)}")
         return manifest, report
     failed = {name for name, _ in report.failed}
     manifest = manifest[~manifest["file_name"].isin(failed)].reset_index(drop=True)

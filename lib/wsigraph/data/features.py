@@ -30,13 +30,14 @@ import numpy as np
 import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from wsigraph.data.encoders import Encoder, get_encoder
 from wsigraph.data.slides import Slide, SlideError
 from wsigraph.data.tiling import THUMBNAIL, TileSet, background_keep, plan_tiles
 from wsigraph.data.tissue import EmptyTissueError, rgb_variance, tissue_mask
 from wsigraph.io import DigestMismatchError, atomic_path, check_digest, content_digest
+from wsigraph.progress import progress_bar
 
 
 @dataclass(frozen=True)
@@ -206,7 +207,7 @@ def extract_features(
     notes: dict[str, str] = {}  # slide -> why its existing file is rebuilt
     jobs, ids = [], []
     rows = zip(slides["slide_id"], slides["path"], powers, strict=True)
-    for slide_id, path, power in tqdm(
+    for slide_id, path, power in progress_bar(
         list(rows), desc="tissue masks and tiles", unit="slide", disable=not progress
     ):
         try:
@@ -234,7 +235,7 @@ def extract_features(
         shuffle=False,
         persistent_workers=False,
     )
-    bar = tqdm(total=len(dataset), desc="features", unit="patch", disable=not progress)
+    bar = progress_bar(total=len(dataset), desc="features", unit="patch", disable=not progress)
     buffers: list[list] = [[] for _ in jobs]  # per slide: (features, var, error) batches
     done_upto = 0  # slides [0, done_upto) have been written
     seen = 0

@@ -83,7 +83,9 @@ from urllib.parse import quote
 import pandas as pd
 import requests
 from requests.adapters import HTTPAdapter
-from tqdm.auto import tqdm
+from tqdm import tqdm
+
+from wsigraph.progress import progress_bar
 
 GDC_API = "https://api.gdc.cancer.gov"
 
@@ -503,7 +505,7 @@ class GDCClient:
         if self._own_session and workers > 10:
             self.session = _new_session(workers, self.session)
 
-        bar = tqdm(
+        bar = progress_bar(
             total=report.planned_bytes,
             initial=on_disk,
             unit="B",

@@ -81,9 +81,9 @@ import numpy as np
 import pandas as pd
 import tifffile
 from scipy import ndimage
-from tqdm.auto import tqdm
 
 from wsigraph.io import atomic_path
+from wsigraph.progress import progress_bar
 
 # Bump when render_slide changes, so that slides written by an older generator are redrawn.
 GENERATOR_VERSION = 4
@@ -415,7 +415,7 @@ def make_demo_cohort(
         else nullcontext() as pool
     ):
         jobs = pool.map(_write_slide, todo) if pool else map(_write_slide, todo)
-        for _ in tqdm(
+        for _ in progress_bar(
             jobs,
             total=len(todo),
             desc="synthesising demo slides",

@@ -126,10 +126,10 @@ from scipy.sparse import csgraph
 from scipy.spatial import Delaunay, QhullError, Voronoi, cKDTree
 from scipy.spatial.distance import cdist
 from skimage.feature import graycomatrix, graycoprops
-from tqdm.auto import tqdm
 
 from wsigraph.graphs.label_props import glcm_table, region_table
 from wsigraph.graphs.orientation import check_label_map
+from wsigraph.progress import progress_bar
 
 __all__ = [
     "CELL_GRAPH_FEATURES",
@@ -615,7 +615,7 @@ def image_patch_features(
     rows, cols = labels.shape[0] // patch_size, labels.shape[1] // patch_size
     feats, positions, counts, skipped = [], [], [], []
     cells = [(r, c) for r in range(rows) for c in range(cols)]
-    for r, c in tqdm(cells, desc=name, disable=not progress):
+    for r, c in progress_bar(cells, desc=name, disable=not progress):
         window = np.s_[r * patch_size : (r + 1) * patch_size, c * patch_size : (c + 1) * patch_size]
         tile = labels[window]
         n = len(np.unique(tile[tile > 0]))

@@ -16,10 +16,11 @@ import numpy as np
 import pandas as pd
 import torch
 from torch_geometric.data import Data
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from wsigraph.data.features import feature_path, load_features
 from wsigraph.graphs.pyramid import SCALING, SPATIAL, load_graph, pyramid_graph, save_graph
+from wsigraph.progress import progress_bar
 
 TASKS = ("typing", "staging")
 
@@ -60,7 +61,7 @@ def build_graphs(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = []
-    for _, row in tqdm(
+    for _, row in progress_bar(
         list(manifest.iterrows()), desc="graphs", unit="slide", disable=not progress
     ):
         sid = row["slide_id"]

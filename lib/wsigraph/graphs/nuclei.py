@@ -49,11 +49,11 @@ from skimage.color import rgb2hed
 from skimage.measure import regionprops_table
 from torch import Tensor
 from torch_geometric.data import Data
-from tqdm.auto import tqdm
 
 from wsigraph.graphs.pyramid import dst_order
 from wsigraph.graphs.spatial import _as_points
 from wsigraph.io import array_digest
+from wsigraph.progress import progress_bar
 
 # The paper's distance threshold (Sec. III.B), in pixels of its images.
 RADIUS = 100.0
@@ -524,7 +524,9 @@ def build_nuclei_graphs(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     graphs = []
-    for tile_id, image, label in tqdm(list(tiles), desc="nuclei graphs", disable=not progress):
+    for tile_id, image, label in progress_bar(
+        list(tiles), desc="nuclei graphs", disable=not progress
+    ):
         path, digest = out_dir / f"{tile_id}.pt", array_digest(image)
         graph = None
         if path.is_file():

@@ -74,12 +74,12 @@ from scipy.sparse.csgraph import connected_components, minimum_spanning_tree
 from scipy.spatial import Delaunay, QhullError, cKDTree
 from torch import Tensor
 from torch_geometric.data import Data
-from tqdm.auto import tqdm
 
 from wsigraph.graphs.label_props import region_table
 from wsigraph.graphs.nuclei import RADIUS, nuclei_edges
 from wsigraph.graphs.spatial import _as_points
 from wsigraph.io import array_digest, atomic_path
+from wsigraph.progress import progress_bar
 
 # Default largest axis difference of an orientation-graph edge (COrE links nuclei whose
 # orientations are "similar"; it names no value). 30 degrees: two of the 12 default bins.
@@ -554,7 +554,7 @@ def roi_graphs(
     if len(set(ids)) != len(ids):
         raise ValueError("ids must be unique")
     out = []
-    for i, name in enumerate(tqdm(ids, desc="ROIs", unit="ROI", disable=not progress)):
+    for i, name in enumerate(progress_bar(ids, desc="ROIs", unit="ROI", disable=not progress)):
         inst = None if instances is None else instances[i]
         path = Path(cache_dir) / f"{name}.npz"
         features, grid = cached_patch_features(path, images[i], patch_size, inst, **params)

@@ -80,9 +80,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.data import Data
 from torch_geometric.loader import DataLoader
-from tqdm.auto import tqdm
 
 from wsigraph.models.abignet import ABiGNet, ABiGNetOfficial
+from wsigraph.progress import progress_bar
 from wsigraph.train.cv import Split
 from wsigraph.train.loop import (
     BestCheckpoint,
@@ -313,7 +313,7 @@ def cross_validate(
     (an :class:`OfficialBilevelConfig`) on every split (e.g. from
     :func:`wsigraph.train.cv.make_splits`), in order; ``progress`` shows a bar over the folds."""
     train = train_fold_official if isinstance(cfg, OfficialBilevelConfig) else train_fold_bilevel
-    folds = tqdm(splits, desc="folds", unit="fold", disable=not progress)
+    folds = progress_bar(splits, desc="folds", unit="fold", disable=not progress)
     return [train(graphs, labels, s, cfg, n_classes) for s in folds]
 
 

@@ -31,7 +31,7 @@ import pickle
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from tqdm.auto import tqdm
+from wsigraph.progress import progress_bar
 
 EXECUTORS = ("local", "serial", "dask")
 
@@ -112,7 +112,7 @@ def run_folds(
         return []
     n_workers = max(1, min(workers or cpu_count(), len(jobs)))
     results: list = [None] * len(jobs)
-    bar = tqdm(total=len(jobs), desc=desc, unit="job", disable=not progress)
+    bar = progress_bar(total=len(jobs), desc=desc, unit="job", disable=not progress)
 
     def done(index: int, result: Any) -> None:
         results[index] = result

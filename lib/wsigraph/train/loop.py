@@ -39,9 +39,9 @@ from torch import Tensor, nn
 from torch_geometric import seed_everything
 from torch_geometric.data import Data
 from torch_geometric.loader import DataLoader
-from tqdm.auto import tqdm
 
 from wsigraph.models import build_model
+from wsigraph.progress import progress_bar
 from wsigraph.train.cv import Split, fold_seed
 from wsigraph.train.metrics import classification_metrics
 
@@ -356,7 +356,7 @@ def train_fold(
     best = BestCheckpoint(cfg.patience)
     history = []
     start = time.perf_counter()
-    bar = tqdm(
+    bar = progress_bar(
         range(1, cfg.epochs + 1),
         desc=f"repeat {split.repeat} fold {split.fold}",
         unit="epoch",
