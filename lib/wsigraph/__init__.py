@@ -5,3 +5,11 @@ MiCo. Data flow: slide -> tiles -> features -> graph -> model -> metrics -> tabl
 """
 
 __version__ = "0.1.0"
+
+
+def load_model(path, device="cpu"):
+    """A trained slide-level model from its checkpoint, ready to score slides
+    (:func:`wsigraph.checkpoint.load_model`)."""
+    from wsigraph.checkpoint import load_model as _load
+
+    return _load(path, device)

@@ -275,11 +275,15 @@ def check_features(graphs: Sequence[Data]) -> None:
 # Jobs ----------------------------------------------------------------------------------------
 @dataclass
 class FoldJob:
-    """One (repeat, fold) to train; ``shared`` holds ``(graphs, labels)``."""
+    """One (repeat, fold) to train; ``shared`` holds ``(graphs, labels)``. With ``checkpoint``
+    (a path) the fold's chosen model is saved there (:mod:`wsigraph.checkpoint`), with
+    ``checkpoint_info`` (``model_config``, ``class_names``, ``features``, ``meta``)."""
 
     split: Split
     cfg: TrainConfig
     n_classes: int
+    checkpoint: str | None = None
+    checkpoint_info: dict | None = None
 
     @property
     def name(self) -> str:
@@ -287,13 +291,37 @@ class FoldJob:
 
 
 def run_fold_job(job: FoldJob, shared: tuple[Sequence[Data], np.ndarray]) -> dict:
-    """Worker entry point: train one fold, return :meth:`FoldResult.to_dict`."""
+    """Worker entry point: train one fold (saving its model when the job names a checkpoint),
+    return :meth:`FoldResult.to_dict`."""
     graphs, labels = shared
-    return train_fold(graphs, labels, job.split, job.cfg, job.n_classes).to_dict()
+    if job.checkpoint is None:
+        return train_fold(graphs, labels, job.split, job.cfg, job.n_classes).to_dict()
+    from wsigraph.checkpoint import save_checkpoint
+    from wsigraph.train.loop import feature_stats
+
+    result, model, _ = train_fold(
+        graphs, labels, job.split, job.cfg, job.n_classes, return_model=True
+    )
+    mean = std = None
+    if job.cfg.standardize:
+        mean, std = feature_stats(graphs, job.split.train)
+    info = job.checkpoint_info or {}
+    save_checkpoint(
+        job.checkpoint, model, job.cfg.model, info.get("model_config", job.cfg.model_config),
+        int(graphs[0].x.shape[1]), job.n_classes, mean, std, info.get("class_names"),
+        info.get("features"),
+        (info.get("meta") or {}) | {"repeat": job.split.repeat, "fold": job.split.fold},
+    )  # fmt: skip
+    return result.to_dict()
 
 
 def fold_path(out_dir: str | Path, name: str, repeat: int, fold: int) -> Path:
     return Path(out_dir) / name / f"fold_r{repeat}_f{fold}.json"
+
+
+def checkpoint_path(out_dir: str | Path, name: str, repeat: int, fold: int) -> Path:
+    """Where :func:`run_experiment` saves the model of one fold."""
+    return Path(out_dir) / name / f"fold_r{repeat}_f{fold}.pt"
 
 
 def data_digest(graphs: Sequence[Data]) -> list[str]:
@@ -508,17 +536,21 @@ def resume_folds(
     workers: int | None = None,
     scheduler=None,
     progress: bool = True,
+    artifact: Callable[[Split], Path] | None = None,
 ) -> tuple[list[dict], list[bool]]:
     """Every fold's result, reusing ``out_dir/<name>/fold_r*_f*.json`` files whose
     ``config_hash`` matches and running the rest through ``fn(job, shared)``
     (:func:`~wsigraph.train.executor.run_folds`); each new result is written as soon as its fold
-    ends, so an interrupted run resumes.
+    ends, so an interrupted run resumes. With ``artifact`` (split -> path of a file the job
+    writes, e.g. its checkpoint) a stored fold whose file is missing is trained again.
 
     Returns:
         ``(results, reused)``: one result dict per split, and whether it came from a file.
     """
     results: list[dict | None] = [
         _read_fold(fold_path(out_dir, name, s.repeat, s.fold), h)
+        if artifact is None or artifact(s).exists()
+        else None
         for s, h in zip(splits, hashes, strict=True)
     ]
     reused = [r is not None for r in results]
@@ -561,6 +593,9 @@ def run_experiment(
     val_fraction: float = 0.25,
     n_classes: int | None = None,
     progress: bool = True,
+    save_models: bool = True,
+    class_names: Sequence[str] | None = None,
+    features: dict | None = None,
 ) -> dict:
     """Train every (repeat, fold) of one experiment, resuming finished folds; write its record.
 
@@ -576,6 +611,12 @@ def run_experiment(
         val_fraction: validation share of each training split (default ``0.25``).
         n_classes: default ``max(labels) + 1`` (at least 2).
         progress: a bar over finished folds.
+        save_models: save each fold's chosen model beside its result
+            (``out_dir/<name>/fold_r<r>_f<f>.pt``, :func:`checkpoint_path`; load with
+            :func:`wsigraph.load_model`); a stored fold without its model is trained again.
+        class_names: one name per class, kept in the checkpoints.
+        features: how the slides' features were made (encoder id, patch size,
+            magnifications...), kept in the checkpoints so a new slide is made the same way.
 
     Returns:
         The run record (as written to ``out_dir/<name>.json``, NaN as ``None``).
@@ -596,9 +637,19 @@ def run_experiment(
     model = build_model(cfg.model, in_dim, n_classes, **cfg.model_config)
     model_key = model_fingerprint(model)
     hashes = [config_hash(cfg, n_classes, s, labels, slide_ids, digests, model_key) for s in splits]
+    info = {
+        "model_config": resolved_model_config(model, cfg.model_config),
+        "class_names": None if class_names is None else list(class_names),
+        "features": dict(features or {}),
+        "meta": meta | {"name": name, "git_commit": git_commit()},
+    }
+
+    def ckpt(s: Split) -> Path:
+        return checkpoint_path(out_dir, name, s.repeat, s.fold)
+
     results, reused = resume_folds(
         run_fold_job,
-        lambda s: FoldJob(s, cfg, n_classes),
+        lambda s: FoldJob(s, cfg, n_classes, str(ckpt(s)) if save_models else None, info),
         splits,
         hashes,
         out_dir,
@@ -608,6 +659,7 @@ def run_experiment(
         workers=workers,
         scheduler=scheduler,
         progress=progress,
+        artifact=ckpt if save_models else None,
     )
 
     fold_results = [FoldResult.from_dict(r) for r in results]
@@ -687,6 +739,12 @@ def run_experiment(
             for r, was_reused in zip(fold_results, reused, strict=True)
         ],
         "predictions": predictions,
+        # each fold's saved model, relative to out_dir (the profile's work folder "cv")
+        "checkpoints": [
+            {"repeat": s.repeat, "fold": s.fold, "path": f"{name}/{ckpt(s).name}"} for s in splits
+        ]
+        if save_models
+        else [],
         "official_per_repeat": per_repeat,
         "timings": {
             "total_seconds": time.perf_counter() - start,
