@@ -22,6 +22,7 @@ reported in the returned summary and the others go on.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,6 +75,15 @@ class TilingSettings:
             profile.min_tissue,
             profile.rgb_var_threshold,
         )
+
+
+def feature_settings(profile, encoder: str | None = None) -> dict:
+    """How a profile makes a slide's features, as plain values: ``profile``, ``encoder`` and
+    the :class:`TilingSettings` fields. Run records and checkpoints keep it, so a new slide is
+    tiled and encoded as the model's training slides were (``wsigraph predict``)."""
+    settings = dataclasses.asdict(TilingSettings.from_profile(profile))
+    settings["magnifications"] = list(settings["magnifications"])
+    return {"profile": profile.name, "encoder": encoder or profile.encoder} | settings
 
 
 def plan_slide(slide: Slide, settings: TilingSettings) -> tuple[TileSet, np.ndarray, np.ndarray]:
