@@ -71,10 +71,53 @@ def test_missing_magnification_is_a_clear_error_unless_supplied(tmp_path):
     path = _generic_tiff(tmp_path / "plain.tif")
     with Slide(path) as s:
         assert s.objective_power is None
-        with pytest.raises(MissingMagnificationError, match="objective_power="):
+        with pytest.raises(MissingMagnificationError, match="neither an objective power") as e:
             s.read_region_at(0, 0, 32, magnification=10)
+        # the message names the parameter and the cohort column, not a guess
+        assert "-p objective_power <magnification>" in str(e.value)
+        assert "cohort CSV column objective_power" in str(e.value) and "e.g." not in str(e.value)
     with Slide(path, objective_power=20) as s:
         assert s.read_region_at(0, 0, 32, magnification=10).shape == (32, 32, 3)
+    with Slide(path, mpp=0.25) as s:  # only the pixel size: 10 / mpp, said in a warning
+        with pytest.warns(UserWarning, match=r"taken as 10 / mpp = 40x from 0.25 um/px"):
+            assert s.base_magnification == 40.0
+
+
+def test_a_real_slide_stripped_of_its_metadata_gets_the_same_pyramid_when_told(
+    tmp_path, real_slide
+):
+    import tifffile
+
+    from wsigraph.data.features import TilingSettings, extract_features, feature_path, load_features
+
+    stripped = tmp_path / "stripped.svs"
+    stripped.write_bytes(real_slide.read_bytes())
+    tifffile.tiffcomment(stripped, comment=b"no vendor metadata")
+    with Slide(stripped) as s:
+        assert s.vendor == "generic-tiff" and s.objective_power is None and s.mpp is None
+    settings = TilingSettings((5.0, 10.0), 64, 256, 0.5, 20.0)
+    import pandas as pd
+
+    rows = pd.DataFrame(
+        {"slide_id": ["orig", "stripped"], "path": [str(real_slide), str(stripped)]}
+    )
+    out = extract_features(rows, tmp_path / "f", settings, "demo", progress=False)
+    assert out.set_index("slide_id").loc["stripped", "status"] == "failed"
+    assert "-p objective_power" in out.set_index("slide_id").loc["stripped", "error"]
+    for column, value in (("objective_power", 20.0), ("mpp", 0.499)):
+        told = rows.assign(**{column: [None, value]})
+        with pytest.warns(UserWarning) if column == "mpp" else _nothing():
+            out = extract_features(told, tmp_path / column, settings, "demo", progress=False)
+        assert (out["status"] == "done").all(), out
+        a = load_features(feature_path(tmp_path / column, "orig"))["tiles"]
+        b = load_features(feature_path(tmp_path / column, "stripped"))["tiles"]
+        assert (a.level == b.level).all() and (a.x == b.x).all() and (a.y == b.y).all()
+
+
+def _nothing():
+    import contextlib
+
+    return contextlib.nullcontext()
 
 
 @pytest.mark.parametrize("fraction", [0.0, 0.01, 0.3, 0.7, 0.97])

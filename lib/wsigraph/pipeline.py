@@ -135,6 +135,8 @@ NONE_DEFAULT_TYPES: dict[str, type] = {
     "slide_size": list,
     "pinned_manifest": str,
     "gdc_url": str,
+    "objective_power": float,
+    "mpp": float,
     # 02_tiles_features
     "encoder": str,
     "weights_path": str,
@@ -160,7 +162,7 @@ NONE_DEFAULT_TYPES: dict[str, type] = {
     "gleason_root": str,
     "max_images": int,
     "graph_radius_um": float,
-    "mpp": float,
+    "tiles_mpp": float,
     "crc_root": str,
     "melanoma_root": str,
     "label_dir": str,

@@ -39,6 +39,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from wsigraph.data.slides import Slide
 from wsigraph.io import atomic_path
 from wsigraph.progress import mode as progress_mode
 from wsigraph.progress import to_terminal
@@ -165,6 +166,45 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
         if task in df:
             df[task] = df[task].astype("Int64")
     return df
+
+
+#: Manifest columns for slides whose metadata lacks their magnification: ``objective_power``
+#: (magnification of level 0) and ``mpp`` (um per level-0 pixel; the magnification is then taken
+#: as 10 / mpp, see :mod:`wsigraph.data.slides`). Every stage that opens a slide honours them.
+MAGNIFICATION_COLUMNS = ("objective_power", "mpp")
+
+
+def with_magnification(
+    manifest: pd.DataFrame, objective_power: float | None = None, mpp: float | None = None
+) -> pd.DataFrame:
+    """A copy of ``manifest`` whose ``objective_power`` / ``mpp`` columns hold the given value
+    for every slide that has none there yet (a value in the CSV wins over the parameter).
+
+    Raises:
+        ValueError: for a value that is not a positive number.
+    """
+    out = manifest.copy()
+    for column, value in zip(MAGNIFICATION_COLUMNS, (objective_power, mpp), strict=True):
+        if value is None:
+            continue
+        if not (isinstance(value, int | float) and value > 0):
+            raise ValueError(f"{column} must be a positive number, got {value!r}")
+        if column not in out:
+            out[column] = float("nan")
+        out[column] = out[column].astype("float64").fillna(float(value))
+    return out
+
+
+def slide_of(row) -> Slide:
+    """Open the slide of one manifest row (a Series or a namedtuple row), honouring its
+    ``objective_power`` / ``mpp`` columns."""
+
+    def get(name):
+        value = row.get(name) if hasattr(row, "get") else getattr(row, name, None)
+        return None if value is None or pd.isna(value) else float(value)
+
+    path = row["path"] if hasattr(row, "get") else row.path
+    return Slide(path, objective_power=get("objective_power"), mpp=get("mpp"))
 
 
 def build_demo_cohort(profile, progress: bool = True) -> pd.DataFrame:

@@ -211,17 +211,20 @@ def extract_features(
         if isinstance(encoder, Encoder)
         else get_encoder(encoder, weights_path, _device(device))
     )
-    powers = slides["objective_power"] if "objective_power" in slides else [None] * len(slides)
+    # a slide without magnification metadata: the cohort columns objective_power / mpp
+    none = [None] * len(slides)
+    powers = slides["objective_power"] if "objective_power" in slides else none
+    mpps = slides["mpp"] if "mpp" in slides else none
 
     summary: dict[str, dict] = {}
     notes: dict[str, str] = {}  # slide -> why its existing file is rebuilt
     jobs, ids = [], []
-    rows = zip(slides["slide_id"], slides["path"], powers, strict=True)
-    for slide_id, path, power in progress_bar(
+    rows = zip(slides["slide_id"], slides["path"], powers, mpps, strict=True)
+    for slide_id, path, power, mpp in progress_bar(
         list(rows), desc="tissue masks and tiles", unit="slide", disable=not progress
     ):
         try:
-            with Slide(path, objective_power=_none_if_nan(power)) as slide:
+            with Slide(path, _none_if_nan(power), _none_if_nan(mpp)) as slide:
                 stamp = slide.properties.get("openslide.quickhash-1", "")
                 finished, why = _finished(feature_path(out_dir, slide_id), enc, settings, stamp)
                 if why:

@@ -7,9 +7,12 @@ at least as detailed as requested, reads there, and resizes down with area avera
 from a coarser level).
 
 Magnification comes from the slide's metadata (``openslide.objective-power``, which OpenSlide
-fills from e.g. Aperio's ``AppMag``). A slide without it raises :class:`MissingMagnificationError`
-unless the caller supplies ``objective_power=``; we do not guess it from the pixel size, because
-scanners disagree on the mapping (0.25 um/px is "40x" on some and "20x" on others).
+fills from e.g. Aperio's ``AppMag``), or from the caller (``objective_power=``: the notebooks'
+parameter and the cohort CSV column ``objective_power``, ``wsigraph --objective-power``). When only
+the pixel size is known (metadata or ``mpp=``), the magnification is taken as ``10 / mpp``
+(0.25 um/px is 40x, 0.5 um/px is 20x) with a warning, because scanners disagree on that mapping;
+pass the magnification itself to override it. A slide with neither raises
+:class:`MissingMagnificationError`, naming the parameters and columns that supply them.
 
 Any failure of the underlying library (not a slide, unsupported format, truncated or corrupt
 tiles) is re-raised as :class:`SlideError` naming the file.
@@ -18,6 +21,7 @@ tiles) is re-raised as :class:`SlideError` naming the file.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -131,10 +135,24 @@ class Slide:
     def base_magnification(self) -> float:
         """Objective power of level 0; raises :class:`MissingMagnificationError` if unknown."""
         if self.objective_power is None:
+            if self.mpp is not None and self.mpp > 0:
+                self.objective_power = magnification_from_mpp(self.mpp)
+                warnings.warn(
+                    f"{self.path.name}: no objective power in the metadata; its magnification is "
+                    f"taken as 10 / mpp = {self.objective_power:g}x from {self.mpp:g} um/px. Give "
+                    "the magnification itself (parameter objective_power, cohort column "
+                    "objective_power) if the scanner maps pixel size otherwise",
+                    stacklevel=2,
+                )
+                return self.objective_power
             raise MissingMagnificationError(
                 self.path,
-                "the slide's metadata has no objective power (openslide.objective-power); pass "
-                "objective_power=<level-0 magnification, e.g. 20 or 40> when opening it",
+                "the slide's metadata has neither an objective power "
+                "(openslide.objective-power) nor a pixel size (openslide.mpp-x): give the "
+                "magnification of its level 0 with the notebooks' parameter objective_power "
+                "(./run_all.sh -p objective_power <magnification>) or the cohort CSV column "
+                "objective_power, or its pixel size in um with -p mpp / the column mpp "
+                "(wsigraph commands: --objective-power / --mpp)",
             )
         return self.objective_power
 
@@ -264,6 +282,14 @@ class Slide:
         mag = f"{self.objective_power:g}x" if self.objective_power else "unknown magnification"
         sizes = ", ".join(f"{lv.width}x{lv.height}" for lv in self.levels)
         return f"Slide({self.path.name!r}, {self.vendor}, {mag}, levels=[{sizes}])"
+
+
+def magnification_from_mpp(mpp: float) -> float:
+    """The magnification commonly meant by a level-0 pixel size: ``10 / mpp`` (0.25 um/px ->
+    40x, 0.5 -> 20x, 1.0 -> 10x), to one decimal."""
+    if not mpp > 0:
+        raise ValueError(f"mpp must be > 0, got {mpp}")
+    return round(10.0 / float(mpp), 1)
 
 
 def open_slide(
