@@ -215,3 +215,64 @@ def test_demo_rejects_tiny_patches_and_warns_on_weights():
         get_encoder("demo").encode(_patches(side=8))
     with pytest.warns(UserWarning, match="no weights"):
         get_encoder("demo", weights_path="unused.pth")
+
+
+# timm encoders ---------------------------------------------------------------------------------
+def _timm_weights(tmp_path, name="vit_tiny_patch16_224", suffix=".safetensors", head=True):
+    """A timm model initialised at random and saved to a file (nothing is downloaded)."""
+    import timm
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    full = timm.create_model(name, pretrained=False, num_classes=7 if head else 0)
+    path = tmp_path / f"{name}{suffix}"
+    state = {k: v.contiguous() for k, v in full.state_dict().items()}
+    if suffix == ".safetensors":
+        save_file(state, str(path))
+    else:
+        torch.save({"state_dict": state}, path)
+    return path, full
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pth"])
+def test_a_timm_model_from_a_local_file_encodes_with_its_own_normalisation(
+    tmp_path, suffix, monkeypatch
+):
+    import timm
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # a download attempt would fail loudly
+    path, full = _timm_weights(tmp_path, suffix=suffix)
+    enc = get_encoder("timm:vit_tiny_patch16_224", path)
+    config = timm.data.resolve_data_config({}, model=full)
+    assert enc.name == "timm:vit_tiny_patch16_224" and enc.out_dim == full.num_features == 192
+    assert enc.input_size == config["input_size"][-1] == 224
+    assert enc.mean == tuple(config["mean"]) and enc.std == tuple(config["std"])
+    patches = torch.randint(0, 256, (2, 64, 64, 3), dtype=torch.uint8)
+    out = enc.encode(patches)
+    assert out.shape == (2, 192) and torch.isfinite(out).all()
+    # the same numbers as the file's model without its head, fed timm's own preprocessing
+    x = patches.permute(0, 3, 1, 2).float() / 255
+    x = torch.nn.functional.interpolate(x, size=(224, 224), mode="bilinear", antialias=True)
+    mean, std = (
+        torch.tensor(config["mean"]).view(1, 3, 1, 1),
+        torch.tensor(config["std"]).view(1, 3, 1, 1),
+    )
+    full.eval()
+    with torch.no_grad():
+        expected = full.forward_head(full.forward_features((x - mean) / std), pre_logits=True)
+    torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_timm_errors_name_close_matches_the_file_and_mismatched_weights(tmp_path):
+    with pytest.raises(
+        ValueError,
+        match="timm has no model 'vit_tiny_patch16_22'.*close matches: vit_tiny_patch16_224",
+    ):
+        get_encoder("timm:vit_tiny_patch16_22", tmp_path / "x.safetensors")
+    with pytest.raises(WeightsNotFoundError, match="timm:vit_tiny_patch16_224"):
+        get_encoder("timm:vit_tiny_patch16_224", tmp_path / "absent.safetensors")
+    path, _ = _timm_weights(tmp_path, "resnet10t")
+    with pytest.raises(WeightsMismatchError, match="does not match VisionTransformer"):
+        get_encoder("timm:vit_tiny_patch16_224", path)
+    with pytest.raises(ValueError, match="or timm:<model name>"):
+        get_encoder("uni")

@@ -7,6 +7,8 @@ Which encoder each paper uses:
   on TCGA: 1024-d features (``"kimianet"``).
 - **MiCo** follows CLAM and uses an ImageNet **ResNet-50 truncated after layer3**, average
   pooled: 1024-d features (``"resnet50-trunc"``).
+- ``"timm:<model name>"``: any timm model (UNI, CONCH's vision tower, Virchow, ...), with its
+  weights from a local file and its normalisation and input size from timm's pretrained config.
 - ``"demo"`` is **not a learned encoder**: a fixed bank of colour, optical-density and
   Gaussian-derivative filters that runs on two CPU cores with no weights file. It exists so the
   synthetic demo profile runs end to end; numbers obtained with it are demo numbers and say
@@ -398,6 +400,67 @@ def _build_demo(weights_path: Path | None) -> Encoder:
     return Encoder("demo", module, module.out_dim, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), None)
 
 
+# --- timm encoders ---------------------------------------------------------------------------
+
+TIMM_PREFIX = "timm:"
+
+
+def _read_any_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """A state dict from a ``.safetensors`` file (UNI, Virchow and most Hugging Face releases)
+    or a PyTorch file (:func:`_read_state_dict`)."""
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except Exception as err:
+            raise ValueError(f"Could not read safetensors file {path}: {err}") from err
+    return _read_state_dict(path)
+
+
+def _build_timm(model_name: str, weights_path: Path | None) -> Encoder:
+    """Any timm model as a patch encoder (``encoder="timm:<model_name>"``): the model with its
+    classifier removed (``num_classes=0``, so it returns pooled features), the weights read
+    from ``weights_path`` (nothing is downloaded: ``pretrained=False``), and the normalisation
+    and input size of the model's pretrained config (:func:`timm.data.resolve_data_config`).
+
+    UNI (``vit_large_patch16_224`` with ``init_values=1e-5``), CONCH's vision tower and Virchow
+    are timm models whose weights their authors distribute as files; any keyword they need
+    beyond the name is part of the model name's registered config in timm.
+    """
+    import difflib
+
+    import timm
+
+    known = timm.list_models()
+    if model_name not in known:
+        close = difflib.get_close_matches(model_name, known, n=5, cutoff=0.6)
+        hint = f"; close matches: {', '.join(close)}" if close else ""
+        raise ValueError(f"timm has no model {model_name!r}{hint} (timm.list_models() lists all)")
+    name = f"{TIMM_PREFIX}{model_name}"
+    path = _require_file(
+        weights_path, name, f"{model_name}.safetensors",
+        "Weights of timm models come from their authors (for UNI, CONCH or Virchow after "
+        "accepting their licence on Hugging Face); download the file once and keep it locally.",
+    )  # fmt: skip
+    module = timm.create_model(model_name, pretrained=False, num_classes=0)
+    state = {
+        _strip_prefixes(k, ("module.", "model.")): v for k, v in _read_any_state_dict(path).items()
+    }
+    head = {
+        k
+        for k in state
+        if k.startswith(("head.", "fc.", "classifier.")) and k not in module.state_dict()
+    }
+    _load_strict(module, {k: v for k, v in state.items() if k not in head}, path)
+    config = timm.data.resolve_data_config({}, model=module)
+    size = config["input_size"][-1]
+    return Encoder(
+        name, module, int(module.num_features), tuple(config["mean"]), tuple(config["std"]),
+        int(size),
+    )  # fmt: skip
+
+
 # --- registry --------------------------------------------------------------------------------
 
 ENCODERS: dict[str, Callable[[Path | None], Encoder]] = {
@@ -415,7 +478,8 @@ def get_encoder(
     """Build a registered encoder in eval mode on ``device``.
 
     Args:
-        name: One of :data:`ENCODERS` (``"kimianet"``, ``"resnet50-trunc"``, ``"demo"``).
+        name: One of :data:`ENCODERS` (``"kimianet"``, ``"resnet50-trunc"``, ``"demo"``), or
+            ``"timm:<model name>"`` for any timm model (:func:`_build_timm`).
         weights_path: Weights file of a learned encoder (ignored by ``"demo"``).
             (default: ``None``)
         device: Where the module runs. (default: ``"cpu"``)
@@ -425,9 +489,14 @@ def get_encoder(
         WeightsNotFoundError: A learned encoder's weights file is missing.
         WeightsMismatchError: The weights do not fit the architecture.
     """
-    if name not in ENCODERS:
-        raise ValueError(f"Unknown encoder {name!r}; allowed: {', '.join(ENCODERS)}")
     path = None if weights_path is None else Path(weights_path).expanduser()
-    encoder = ENCODERS[name](path)
+    if name.startswith(TIMM_PREFIX):
+        encoder = _build_timm(name[len(TIMM_PREFIX) :], path)
+    elif name not in ENCODERS:
+        raise ValueError(
+            f"Unknown encoder {name!r}; allowed: {', '.join(ENCODERS)}, or timm:<model name>"
+        )
+    else:
+        encoder = ENCODERS[name](path)
     encoder.module.to(device).eval().requires_grad_(False)
     return encoder
