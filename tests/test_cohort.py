@@ -1,6 +1,7 @@
 """TCGA cohort rules (labels, one slide per case, pinning) and the offline TCGA-CDR counts."""
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -142,12 +143,17 @@ class FakeGDC:
     def download(self, files, dest, workers=4, dry_run=False, progress=True):
         self.calls.append((len(files), dry_run))
         names = [f["file_name"] for f in files]
-        return _Report(failed=[(n, "md5 mismatch") for n in names if n in self.fail])
+        # the first file was found in gdc-client's layout <file_id>/<file_name>
+        located = {names[0]: Path(dest) / files[0]["file_id"] / names[0]} if names else {}
+        return _Report(
+            failed=[(n, "md5 mismatch") for n in names if n in self.fail], located=located
+        )
 
 
 @dataclass
 class _Report:
     failed: list
+    located: dict
 
 
 def test_build_tcga_cohort_writes_manifest_and_pin(tmp_path, monkeypatch):
@@ -171,6 +177,8 @@ def test_build_tcga_cohort_writes_manifest_and_pin(tmp_path, monkeypatch):
     assert not profile.cohort_csv.exists()  # a dry run writes nothing
     manifest, report = C.build_tcga_cohort(profile, client)
     assert len(manifest) == 4 and "TCGA-K2-01Z-00-DX1.2.svs" not in set(manifest["file_name"])
+    first, where = next(iter(report.located.items()))  # a file found in place is used there
+    assert manifest.set_index("file_name").loc[first, "path"] == str(where)
     assert C.read_manifest(profile.cohort_csv)["slide_id"].tolist() == manifest["slide_id"].tolist()
     pinned = pd.read_csv(profile.work_dir / "cohort_pinned.csv")
     assert list(pinned.columns) == list(C.PINNED_COLUMNS) and len(pinned) == 4

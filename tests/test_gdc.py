@@ -475,6 +475,16 @@ def test_complete_files_are_skipped(server, client, tmp_path):
     assert md5(tmp_path / f["file_name"]) == f["md5sum"]
 
 
+def test_a_file_in_gdc_clients_layout_is_used_in_place(server, client, tmp_path):
+    f = server.flat()[4]
+    where = tmp_path / f["file_id"] / f["file_name"]  # gdc-client download <file_id>
+    where.parent.mkdir()
+    where.write_bytes(server.blobs[f["file_id"]])
+    report = client.download([f], tmp_path, progress=False, verify_existing=True)
+    assert report.skipped == [f["file_name"]] and report.located == {f["file_name"]: where}
+    assert server.requests("/data/") == [] and not (tmp_path / f["file_name"]).exists()
+
+
 def test_dry_run_lists_without_fetching(server, client, tmp_path):
     files = server.flat()[:3]
     (tmp_path / files[0]["file_name"]).write_bytes(server.blobs[files[0]["file_id"]])

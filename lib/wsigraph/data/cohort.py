@@ -521,6 +521,10 @@ def build_tcga_cohort(
         return manifest, report
     failed = {name for name, _ in report.failed}
     manifest = manifest[~manifest["file_name"].isin(failed)].reset_index(drop=True)
+    located = getattr(report, "located", {})  # used in place, e.g. gdc-client's <file_id>/<name>
+    manifest["path"] = [
+        str(located.get(n, p)) for n, p in zip(manifest["file_name"], manifest["path"], strict=True)
+    ]
     manifest["file_size"] = manifest["file_size"].astype("int64")  # bad sizes failed above
     write_manifest(manifest, profile.cohort_csv)
     pin(manifest).to_csv(profile.work_dir / "cohort_pinned.csv", index=False)

@@ -178,7 +178,9 @@ class DownloadReport:
 
     Attributes:
         downloaded: names fetched and verified in this call, in input order.
-        skipped: names already present under their final name (size, and md5 if asked, right).
+        skipped: names already present under their final name (size, and md5 if asked, right),
+            in the folder itself or in gdc-client's layout ``<file_id>/<file_name>``.
+        located: name -> path of each skipped file (where it was found; used in place).
         failed: ``(name, reason)`` pairs: refused names, duplicates, exhausted retries, md5.
         bytes: bytes received over the network in this call.
         planned: ``(name, size)`` of the files that were (dry run: would be) fetched.
@@ -192,6 +194,7 @@ class DownloadReport:
     planned: list[tuple[str, int]] = field(default_factory=list)
     dry_run: bool = False
     sizes: dict[str, int] = field(default_factory=dict, repr=False)
+    located: dict[str, Path] = field(default_factory=dict)
 
     @property
     def planned_bytes(self) -> int:
@@ -589,10 +592,21 @@ class GDCClient:
                 continue
             report.sizes[name] = size
             final = dest / name
-            if final.is_file() and final.stat().st_size == size:
-                if not verify_existing or _md5(final, self.md5_chunk_size) == md5:
-                    report.skipped.append(name)
-                    continue
+            # present already: here, or where gdc-client puts it (<file_id>/<file_name>)
+            found = next(
+                (
+                    p
+                    for p in (final, dest / str(f["file_id"]) / name)
+                    if p.is_file()
+                    and p.stat().st_size == size
+                    and (not verify_existing or _md5(p, self.md5_chunk_size) == md5)
+                ),
+                None,
+            )
+            if found is not None:
+                report.skipped.append(name)
+                report.located[name] = found
+                continue
             part = _part(final)
             have = part.stat().st_size if part.is_file() else 0
             jobs.append(
