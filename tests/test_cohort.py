@@ -381,3 +381,58 @@ def test_demo_cohort_follows_the_corrected_names():
         _, s0, _, s1 = C.PAPER_COUNTS[("H2-MIL", name, "staging")]
         assert d.staging_minority == round(s1 * d.n_slides / (s0 + s1))
     assert demo["esca"].n_slides == 200 and demo["esca"].typing_minority == 73
+
+
+def test_your_own_cohort_csv_is_read_in_place(tmp_path, real_slide):
+    csv = tmp_path / "cohort.csv"
+    copy = tmp_path / "slides" / "b.svs"
+    copy.parent.mkdir()
+    copy.write_bytes(real_slide.read_bytes())
+    (tmp_path / "slides" / "c.svs").write_bytes(real_slide.read_bytes())
+    csv.write_text(
+        "path,case_id,grade,typing,mpp\n"
+        f"{real_slide},P1,low,KIRP,\n"
+        "slides/b.svs,,high,,0.25\n"  # relative to the CSV; no typing label
+        "slides/c.svs,P1,,KICH,\n"  # no grade label
+    )
+    m = C.read_cohort_csv(csv)
+    assert m["slide_id"].tolist() == [real_slide.stem, "b", "c"]
+    assert m["path"].tolist()[:2] == [str(real_slide), str(copy.resolve())]  # used in place
+    assert m["case_id"].tolist() == ["P1", "b", "P1"] and set(m["dataset"]) == {"custom"}
+    assert m["grade"].tolist()[:2] == [1, 0] and m["grade_name"].tolist()[:2] == ["low", "high"]
+    assert m["typing"].isna().tolist() == [False, True, False] and m["grade"].isna().tolist()[2]
+    assert m["mpp"].isna().tolist() == [True, False, True]
+    ordered = C.read_cohort_csv(csv, labels=["grade"], classes={"grade": ["low", "high"]})
+    assert ordered["grade"].tolist()[:2] == [0, 1] and "typing" not in ordered
+    # written as a manifest, it reads back and its slides open honouring mpp
+    C.write_manifest(m, tmp_path / "manifest.csv")
+    back = C.read_manifest(tmp_path / "manifest.csv")
+    with C.slide_of(back.iloc[1]) as s:
+        assert s.mpp == 0.25
+
+
+def test_a_bad_cohort_csv_lists_every_bad_row_at_once(tmp_path, real_slide):
+    csv = tmp_path / "bad.csv"
+    csv.write_text(
+        "slide_id,path,grade,objective_power\n"
+        f"a,{real_slide},low,\n"
+        f"a,{real_slide},high,40\n"  # duplicate id
+        "c,missing.svs,mid,-5\n"  # no file, unknown label, bad magnification
+    )
+    with pytest.raises(ValueError) as e:
+        C.read_cohort_csv(csv, classes={"grade": ["low", "high"]})
+    text = str(e.value)
+    assert "4 problem(s)" in text
+    assert "line 3: duplicate slide 'a' (also line 2)" in text
+    assert "line 4 (c): no slide file at" in text
+    assert "line 4: label 'mid' in column 'grade' is not one of ['low', 'high']" in text
+    assert "line 4: objective_power '-5' is not a positive number" in text
+    (tmp_path / "nolabel.csv").write_text(f"path\n{real_slide}\n")
+    with pytest.raises(ValueError, match="no label column: add one"):
+        C.read_cohort_csv(tmp_path / "nolabel.csv")
+    (tmp_path / "nopath.csv").write_text("file,grade\nx,low\n")
+    with pytest.raises(ValueError, match="no 'path' column"):
+        C.read_cohort_csv(tmp_path / "nopath.csv")
+    (tmp_path / "one.csv").write_text(f"path,grade\n{real_slide},low\n")
+    with pytest.raises(ValueError, match="column 'grade' has 1 class"):
+        C.read_cohort_csv(tmp_path / "one.csv")

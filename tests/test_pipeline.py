@@ -465,3 +465,28 @@ def test_kernel_shutdown_sends_no_interrupt_but_a_live_kernel_can_still_be_inter
         assert sent == [False]
     finally:
         AsyncKernelManager._async_interrupt_kernel = original
+
+
+@pytest.mark.slow
+def test_your_own_cohort_csv_runs_through_01_to_03(tmp_path, monkeypatch, real_slide):
+    """`-p cohort_csv`: your slides, in place, through the cohort, features and graph stages;
+    one of them without magnification metadata, given by its CSV column."""
+    import tifffile
+
+    monkeypatch.setenv("WSIGRAPH_WORK", str(tmp_path / "work"))
+    monkeypatch.setenv("WSIGRAPH_RESULTS", str(tmp_path / "results"))
+    slides = tmp_path / "my_slides"
+    slides.mkdir()
+    stripped = slides / "no_metadata.svs"
+    stripped.write_bytes(real_slide.read_bytes())
+    tifffile.tiffcomment(stripped, comment=b"no vendor metadata")
+    csv = tmp_path / "cohort.csv"
+    csv.write_text(f"path,typing,objective_power\n{real_slide},tumour,\n{stripped},normal,20\n")
+    assert pipeline.main(["--only", "01", "02", "03", "-p", "cohort_csv", str(csv)]) == 0
+    manifest = read_manifest(tmp_path / "work" / "demo" / "cohort.csv")
+    assert manifest["path"].tolist() == [str(real_slide), str(stripped)]  # used in place
+    assert set(manifest["typing_name"]) == {"tumour", "normal"}
+    a = load_graph(tmp_path / "work" / "demo" / "graphs" / f"{real_slide.stem}.pt")
+    b = load_graph(tmp_path / "work" / "demo" / "graphs" / "no_metadata.pt")
+    assert a.num_nodes == b.num_nodes > 20 and int(b.y_typing) == 0 and int(a.y_typing) == 1
+    assert not list(tmp_path.glob("work/demo/slides/*.svs"))  # nothing copied

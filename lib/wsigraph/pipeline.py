@@ -136,6 +136,7 @@ NONE_DEFAULT_TYPES: dict[str, type] = {
     "pinned_manifest": str,
     "gdc_url": str,
     "objective_power": float,
+    "cohort_csv": str,
     "mpp": float,
     # 02_tiles_features
     "encoder": str,

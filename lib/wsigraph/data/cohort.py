@@ -37,6 +37,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from wsigraph.data.slides import Slide
@@ -205,6 +206,107 @@ def slide_of(row) -> Slide:
 
     path = row["path"] if hasattr(row, "get") else row.path
     return Slide(path, objective_power=get("objective_power"), mpp=get("mpp"))
+
+
+#: Columns of a cohort CSV that are not labels (:func:`read_cohort_csv`).
+COHORT_CSV_COLUMNS = ("slide_id", "path", "case_id", "dataset", *MAGNIFICATION_COLUMNS)
+
+
+def read_cohort_csv(
+    path: str | Path,
+    labels: list[str] | None = None,
+    classes: dict[str, list] | None = None,
+    root: str | Path | None = None,
+) -> pd.DataFrame:
+    """Your own cohort as a manifest: a CSV with a ``path`` column (one slide file per row,
+    used where it is: nothing is copied), one or more label columns, and optional
+    ``slide_id`` (default: the file name's stem), ``case_id`` (default: the slide id),
+    ``dataset`` (default ``"custom"``), ``objective_power`` and ``mpp`` columns.
+
+    Label columns hold class names (an empty cell: the slide has no label for that column). The
+    pipeline's paper tables train the columns named ``typing`` and ``staging``; any other
+    label column is kept too (``<label>`` the class index, ``<label>_name`` the name).
+
+    Args:
+        path: the CSV.
+        labels: the label columns (default: every column not in :data:`COHORT_CSV_COLUMNS`).
+        classes: per label column, its class names in index order (default: sorted); a value
+            outside them is an error.
+        root: folder that relative paths start from (default: the CSV's folder).
+
+    Raises:
+        FileNotFoundError: no CSV at ``path``.
+        ValueError: one message listing every bad row and column: no ``path`` column, no label
+            column, a missing slide file, a duplicate slide id, an unknown label, a label column
+            with fewer than two classes, a magnification that is not a positive number.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no cohort CSV")
+    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    root = Path(root) if root is not None else path.parent
+    if "path" not in df.columns:
+        raise ValueError(f"{path}: no 'path' column (columns: {', '.join(df.columns)})")
+    labels = (
+        list(labels)
+        if labels is not None
+        else [c for c in df.columns if c not in COHORT_CSV_COLUMNS]
+    )
+    problems = [f"no label column {c!r}" for c in labels if c not in df.columns]
+    if not labels:
+        problems.append(
+            "no label column: add one (e.g. 'typing') beside "
+            + ", ".join(c for c in df.columns if c in COHORT_CSV_COLUMNS)
+        )
+    out = pd.DataFrame()
+    paths = [p if Path(p).is_absolute() else str((root / p).resolve()) for p in df["path"]]
+    ids = [
+        r["slide_id"] or Path(p).stem if "slide_id" in df else Path(p).stem
+        for r, p in zip(df.to_dict("records"), paths, strict=True)
+    ]
+    seen: dict[str, int] = {}
+    for i, (sid, p) in enumerate(zip(ids, paths, strict=True)):
+        line = i + 2  # the header is line 1
+        if not df["path"].iloc[i]:
+            problems.append(f"line {line}: empty path")
+        elif not Path(p).is_file():
+            problems.append(f"line {line} ({sid}): no slide file at {p}")
+        if sid in seen:
+            problems.append(f"line {line}: duplicate slide {sid!r} (also line {seen[sid]})")
+        seen.setdefault(sid, line)
+    out["slide_id"] = ids
+    out["dataset"] = df["dataset"].replace("", "custom") if "dataset" in df else "custom"
+    out["path"] = paths
+    out["case_id"] = (
+        df["case_id"].where(df["case_id"] != "", out["slide_id"]) if "case_id" in df else ids
+    )
+    for column in MAGNIFICATION_COLUMNS:
+        if column in df:
+            values = pd.to_numeric(df[column].replace("", None), errors="coerce")
+            bad = (df[column] != "") & ~(values > 0)
+            problems += [
+                f"line {i + 2}: {column} {df[column].iloc[i]!r} is not a positive number"
+                for i in np.flatnonzero(bad)
+            ]
+            out[column] = values
+    for column in [c for c in labels if c in df.columns]:
+        given = df[column]
+        names = list((classes or {}).get(column) or sorted(set(given) - {""}))
+        unknown = ~given.isin(names) & (given != "")
+        problems += [
+            f"line {i + 2}: label {given.iloc[i]!r} in column {column!r} is not one of {names}"
+            for i in np.flatnonzero(unknown)
+        ]
+        if len(names) < 2:
+            problems.append(
+                f"column {column!r} has {len(names)} class(es) {names}: a label needs two or more"
+            )
+        code = {n: k for k, n in enumerate(names)}
+        out[column] = pd.array([code.get(v) for v in given], dtype="Int64")
+        out[f"{column}_name"] = given.replace("", None)
+    if problems:
+        raise ValueError(f"{path}: {len(problems)} problem(s):\n  " + "\n  ".join(problems))
+    return out
 
 
 def build_demo_cohort(profile, progress: bool = True) -> pd.DataFrame:

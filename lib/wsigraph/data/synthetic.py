@@ -697,6 +697,8 @@ def hierarchy_oracle_auc(manifest: pd.DataFrame, features_dir: str | Path) -> pd
                 | {f"oracle {k}": v for k, v in stat.items()}
             )
     df = pd.DataFrame(rows)
+    if df.empty:  # no demo slide in the cohort (e.g. your own cohort CSV on the demo profile)
+        return pd.DataFrame()
     out = []
     for dataset, sub in df.groupby("dataset", sort=True):
         for task, positive in (("typing", 0), ("staging", 1)):

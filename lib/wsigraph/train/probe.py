@@ -50,7 +50,7 @@ def linear_probe(
     """
     rows = []
     for dataset, sub in manifest.groupby("dataset", sort=True):
-        for task in tasks:
+        for task in (t for t in tasks if t in sub.columns):  # a cohort may label only some
             lab = sub[sub[task].notna() & sub["slide_id"].isin(pooled)]
             if lab.empty or lab[task].nunique() < 2:
                 continue
