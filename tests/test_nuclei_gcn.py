@@ -174,3 +174,30 @@ def test_runs_on_cuda_like_on_cpu(variant):
     torch.testing.assert_close(out.cpu(), expected, atol=1e-4, rtol=1e-4)
     scores, _ = occlusion_importance(model, _graph(15, 7).cuda())
     assert scores.shape == (15,)
+
+
+@pytest.mark.parametrize("variant", ["edge", "attention"])
+def test_fig3_importance_reuses_the_fold_model_a_run_saved(tmp_path, variant):
+    from wsigraph.train.cv import make_splits
+    from wsigraph.train.loop import TrainConfig
+    from wsigraph.train.run import checkpoint_path, run_experiment
+    from wsigraph.viz.nuclei import fold_importance
+
+    graphs = [_graph(12 + i % 5, seed=i, y=i % 2) for i in range(16)]
+    labels = np.array([i % 2 for i in range(16)])
+    for g in graphs:
+        del g.y
+    cfg = TrainConfig("nuclei-gcn", {"variant": variant}, lr=1e-2, epochs=2, batch_size=4, seed=0)
+    run_experiment("nuc", graphs, labels, cfg, tmp_path, folds=2, repeats=1, executor="serial",
+                   progress=False)  # fmt: skip
+    split = make_splits(labels, 2, 1, 0.25, seed=0)[0]
+    picks = [int(split.test[0]), int(split.test[1])]
+    saved = checkpoint_path(tmp_path, "nuc", 0, 0)
+    metrics, reused = fold_importance(graphs, labels, cfg, split, picks, saved)
+    trained_metrics, trained = fold_importance(graphs, labels, cfg, split, picks)
+    assert metrics == {} and "auc" in trained_metrics  # the saved model: no training
+    for i in picks:  # the same fold, seed and data: the same model, the same importance
+        np.testing.assert_allclose(reused[i], trained[i], rtol=1e-4, atol=1e-5)
+    other = TrainConfig("mean-mlp", {}, epochs=1)
+    with pytest.raises(ValueError, match="holds a 'nuclei-gcn' model, not 'mean-mlp'"):
+        fold_importance(graphs, labels, other, split, picks, saved)

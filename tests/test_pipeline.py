@@ -206,7 +206,7 @@ PAPERS = [
 
 
 @pytest.mark.slow
-def test_every_notebook_executes_with_tiny_parameters(tmp_path, monkeypatch, capfd):
+def test_every_notebook_executes_with_tiny_parameters(tmp_path, monkeypatch, capfd, real_slide):
     """01-09 end to end on a tiny cohort: one 04_train run, every table, every figure; each
     figure a notebook saves is shown inline in its executed copy, and the kernels print no
     transport warning."""
@@ -263,6 +263,36 @@ def test_every_notebook_executes_with_tiny_parameters(tmp_path, monkeypatch, cap
     mico = (results / "tables" / "mico_table1.md").read_text()
     assert "| MiCo |" in mico and "| MiCo (per-slide anchors) |" in mico
     assert "| mean-pool + LR (control) |" in mico and "co-occur" in mico  # demo: synthetic_mico
+    # README "Your own slides": a fold model 04 saved on demo scores the real slide
+    from wsigraph import cli
+
+    ckpt = tmp_path / "work" / "demo" / "cv" / run.name / "fold_r0_f0.pt"
+    assert {"path": f"{run.name}/fold_r0_f0.pt", "repeat": 0, "fold": 0} in record["checkpoints"]
+    work, out = str(tmp_path / "mine"), tmp_path / "predictions.csv"
+    assert (
+        cli.main(
+            ["predict", str(real_slide), "--model", str(ckpt), "--work", work, "--out", str(out)]
+        )
+        == 0
+    )
+    scored = pd.read_csv(out)
+    assert {"p_squamous", "p_adenocarcinoma"} <= set(scored.columns) and len(scored) == 1
+    assert (
+        cli.main(
+            [
+                "heatmap",
+                str(real_slide),
+                "--model",
+                str(ckpt),
+                "--work",
+                work,
+                "--out",
+                str(tmp_path / "hm"),
+            ]
+        )
+        == 0
+    )
+    assert (tmp_path / "hm" / f"{real_slide.stem}_patches.geojson").stat().st_size > 1000
 
 
 def _two_notebooks(nbdir):

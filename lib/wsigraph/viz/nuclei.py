@@ -16,6 +16,8 @@ RSF + Attention model is visualised by its attention scores instead, as in the p
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
@@ -200,8 +202,12 @@ def segmentation_figure(
     return fig
 
 
-def fold_importance(graphs, labels, cfg, split, picks) -> tuple[dict, dict[int, np.ndarray]]:
-    """Trains ``cfg`` on one split and scores the nuclei of some of its held-out tiles.
+def fold_importance(
+    graphs, labels, cfg, split, picks, checkpoint=None
+) -> tuple[dict, dict[int, np.ndarray]]:
+    """Trains ``cfg`` on one split (or loads the model a run saved for it: ``checkpoint``, a
+    fold model of :func:`wsigraph.train.run.run_experiment` trained with ``cfg`` on ``split``)
+    and scores the nuclei of some of its held-out tiles.
 
     RSF + Attention is read through its attention scores, the other variants through Eq. 5
     occlusion (:func:`occlusion_importance`), as in the paper's Fig. 3.
@@ -221,7 +227,17 @@ def fold_importance(graphs, labels, cfg, split, picks) -> tuple[dict, dict[int, 
     missing = [i for i in picks if int(i) not in test]
     if missing:
         raise ValueError(f"tiles {missing} are not in the split's test fold")
-    result, model, test_graphs = train_fold(graphs, labels, split, cfg, return_model=True)
+    if checkpoint is not None and Path(checkpoint).is_file():
+        from wsigraph.checkpoint import load_model
+
+        saved = load_model(checkpoint)
+        if saved.model_name != cfg.model:
+            raise ValueError(f"{checkpoint} holds a {saved.model_name!r} model, not {cfg.model!r}")
+        model, metrics = saved.model, {}
+        test_graphs = [saved.prepare(graphs[int(i)]) for i in split.test]
+    else:
+        result, model, test_graphs = train_fold(graphs, labels, split, cfg, return_model=True)
+        metrics = result.metrics
     device = next(model.parameters()).device
     out = {}
     for i in picks:
@@ -232,7 +248,7 @@ def fold_importance(graphs, labels, cfg, split, picks) -> tuple[dict, dict[int, 
             out[int(i)] = model.last_attention.cpu().numpy()
         else:
             out[int(i)] = occlusion_importance(model, g)[0].numpy()
-    return result.metrics, out
+    return metrics, out
 
 
 def nucleus_map(image: np.ndarray, instances: np.ndarray) -> np.ndarray:
