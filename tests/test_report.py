@@ -94,7 +94,9 @@ def test_index_rerenders_only_changed_notebooks_and_handles_empty_folders(result
     os.utime(nb, (page.stat().st_mtime + 10, page.stat().st_mtime + 10))
     write_index(results)
     assert "hello from the kernel" in page.read_text()
-    assert "html/runs/" not in write_index(results, runs=False).read_text()
+    light = write_index(results, runs=False).read_text()
+    assert "html/runs/" not in light  # not rendered, but linked and counted
+    assert "1 training runs" in light and 'href="runs/' in light and "not rendered here" in light
     empty = tmp_path / "empty"
     empty.mkdir()
     assert "none yet" in write_index(empty).read_text()

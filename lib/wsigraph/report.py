@@ -120,7 +120,14 @@ def write_index(results_dir: str | os.PathLike, runs: bool = True) -> Path:
     if not results.is_dir():
         raise FileNotFoundError(f"no results folder {results}; run ./run_all.sh first")
     notebooks = _render_all(results, "notebooks")
-    runs = _render_all(results, "runs") if runs else []
+    rendered = runs
+    if runs:
+        runs = _render_all(results, "runs")
+    else:  # not rendered: linked as the executed notebooks and run records they are
+        runs = [
+            (p.stem, p.relative_to(results).as_posix())
+            for p in sorted((results / "runs").glob("*.ipynb"))
+        ]
 
     tables: dict[str, list[str]] = {}
     for path in sorted((results / "tables").glob("*")):
@@ -152,7 +159,13 @@ def write_index(results_dir: str | os.PathLike, runs: bool = True) -> Path:
             _section(
                 "Training runs",
                 _links(runs),
-                "04_train executed once per table run (one row, dataset and task).",
+                "04_train executed once per table run (one row, dataset and task)"
+                + (
+                    "."
+                    if rendered
+                    else ": the executed notebooks (not rendered here, to keep the page light; "
+                    "GitHub and Jupyter show them) beside their run records (runs/*.json)."
+                ),
             )
         )
     name = html.escape(results.name)
