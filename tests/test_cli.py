@@ -119,3 +119,17 @@ def test_a_slide_without_magnification_needs_and_takes_objective_power(
     assert "0.5 µm/px taken as 20x (10 / mpp)" in capsys.readouterr().err
     assert cli.main(["features", str(copy), "--objective-power", "-3"]) == 2
     assert "--objective-power must be > 0" in capsys.readouterr().err
+
+
+def test_model_takes_a_run_record_and_names_a_missing_fold(tmp_path, monkeypatch):
+    import json
+
+    monkeypatch.setenv("WSIGRAPH_WORK", str(tmp_path / "work"))
+    record = tmp_path / "run.json"
+    record.write_text(json.dumps({"meta": {"profile": "demo"}, "checkpoints": [
+        {"repeat": 0, "fold": 0, "path": "abc/fold_r0_f0.pt"},
+        {"repeat": 0, "fold": 1, "path": "abc/fold_r0_f1.pt"}]}))  # fmt: skip
+    assert cli.model_path(record, 1) == tmp_path / "work" / "demo" / "cv" / "abc" / "fold_r0_f1.pt"
+    assert cli.model_path(tmp_path / "m.pt") == tmp_path / "m.pt"
+    with pytest.raises(cli.CLIError, match=r"lists no saved model for fold 4 \(folds: \[0, 1\]\)"):
+        cli.model_path(record, 4)

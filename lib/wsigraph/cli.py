@@ -7,8 +7,9 @@
     wsigraph predict  SLIDE... --model CKPT [--out predictions.csv]
     wsigraph heatmap  SLIDE    --model CKPT --out DIR
 
-A checkpoint (``CKPT``) is a fold model that ``./run_all.sh`` saved
-(``work/<profile>/cv/<run name>/fold_r<r>_f<f>.pt``, :mod:`wsigraph.checkpoint`); it knows how
+A checkpoint (``CKPT``) is a fold model that ``./run_all.sh`` saved (a ``.pt`` file under
+``work/<profile>/cv/``, :mod:`wsigraph.checkpoint`), or the run record that lists them
+(``results/<profile>/runs/<run>.json``: its fold-0 model, ``--fold`` another); it knows how
 its slides' features were made (encoder, magnifications, patch size, tissue thresholds), and every
 subcommand given ``--model`` makes a new slide's features the same way. Features and graphs are
 cached in ``--work`` (default ``wsigraph-work``) by slide file name, so ``predict`` and
@@ -32,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 EPILOG = """examples:
-  wsigraph features slides/*.svs --model work/demo/cv/h2mil_table1__h2-mil__esca__typing/fold_r0_f0.pt
+  wsigraph features slides/*.svs --model results/demo/runs/h2mil_table1__h2-mil__esca__typing.json
   wsigraph predict slides/*.svs --model CKPT --out predictions.csv
   wsigraph heatmap slides/TCGA-XX.svs --model CKPT --out heatmaps/
   wsigraph features slide.tif --profile demo --objective-power 20
@@ -56,8 +57,10 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("slides", nargs="+", type=Path, metavar="SLIDE", help="slide files")
         sp.add_argument(
             "--model", type=Path, required=model_required, metavar="CKPT",
-            help="a saved fold model (.pt); its feature settings are used",
+            help="a saved fold model (.pt), or a run record (results/<profile>/runs/<run>.json) "
+            "whose fold --fold model is used; its feature settings are used",
         )  # fmt: skip
+        sp.add_argument("--fold", type=int, default=0, help="with a run record: the fold (0)")
         sp.add_argument(
             "--profile", default="demo",
             help="feature settings when no --model is given (default: demo)",
@@ -111,7 +114,7 @@ def _settings(args):
     if args.model is not None:
         from wsigraph.checkpoint import load_model
 
-        ckpt = load_model(args.model, _device(args.device))
+        ckpt = load_model(model_path(args.model, args.fold), _device(args.device))
         feats = ckpt.features
         if not feats.get("encoder"):
             raise CLIError(f"{args.model} does not say how its features were made (no encoder)")
@@ -127,6 +130,28 @@ def _settings(args):
         profile = get_profile(args.profile)
         settings, encoder = TilingSettings.from_profile(profile), profile.encoder
     return settings, args.encoder or encoder, ckpt
+
+
+def model_path(model: Path, fold: int = 0) -> Path:
+    """The checkpoint a ``--model`` names: a ``.pt`` file as it is, or a run record
+    (``results/<profile>/runs/<run>.json``) whose repeat-0 fold ``fold`` model it lists (under
+    the profile's work folder ``cv/``)."""
+    if model.suffix != ".json":
+        return model
+    from wsigraph.profiles import get_profile
+
+    if not model.is_file():
+        raise FileNotFoundError(f"no run record at {model}")
+    record = json.loads(model.read_text())
+    listed = record.get("checkpoints") or []
+    hit = [c for c in listed if c.get("repeat") == 0 and c.get("fold") == fold]
+    if not hit:
+        raise CLIError(
+            f"{model} lists no saved model for fold {fold} (folds: "
+            f"{sorted(c.get('fold') for c in listed) or 'none'}); rerun its 04_train run"
+        )
+    profile = get_profile(record.get("meta", {}).get("profile") or "demo")
+    return profile.work_dir / "cv" / hit[0]["path"]
 
 
 def _device(device: str) -> str:

@@ -20,6 +20,7 @@ still switches a bar off (``progress=False`` in worker processes).
 
 from __future__ import annotations
 
+import atexit
 import io
 import os
 import sys
@@ -53,6 +54,7 @@ def terminal_stream():
         try:
             fd = os.dup(sys.stderr.fileno())
             _terminal = os.fdopen(fd, "w", buffering=1, encoding="utf-8", errors="replace")
+            atexit.register(_terminal.close)
         except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
             _terminal = sys.__stderr__
     return _terminal
