@@ -528,16 +528,33 @@ MUTATIONS: list[Mutation] = [
     M(
         "gdc-existing-file-size-not-checked",
         "lib/wsigraph/data/gdc.py",
-        "            if final.is_file() and final.stat().st_size == size:",
-        "            if final.is_file():",
+        "                    and p.stat().st_size == size",
+        "                    and p.stat().st_size >= 0",
         ("tests/test_gdc.py::test_truncated_final_file_is_fetched_again",),
     ),
     M(
         "gdc-verify-existing-ignored",
         "lib/wsigraph/data/gdc.py",
-        "                if not verify_existing or _md5(final, self.md5_chunk_size) == md5:",
-        "                if not verify_existing or _md5(final, self.md5_chunk_size) != '':",
+        "                    and (not verify_existing or _md5(p, self.md5_chunk_size) == md5)",
+        "                    and (not verify_existing or _md5(p, self.md5_chunk_size) != '')",
         ("tests/test_gdc.py::test_complete_files_are_skipped",),
+    ),
+    # ---- saved models and CLAM bags -----------------------------------------------------------
+    M(
+        "checkpoint-normaliser-dropped",
+        "lib/wsigraph/checkpoint.py",
+        "        if self.feature_mean is not None:",
+        "        if False:",
+        (
+            "tests/test_checkpoint.py::test_every_fold_saves_a_model_that_reproduces_its_test_predictions",
+        ),
+    ),
+    M(
+        "clam-fine-patch-under-the-thumbnail",
+        "lib/wsigraph/data/clam.py",
+        "        parent.append(1 + idx[inside])",
+        "        parent.append(idx[inside])",
+        ("tests/test_clam.py::test_two_clam_bags_make_the_pyramid_and_a_model_reads_it",),
     ),
     # ---- survival: NLL, risk, c-index, bins --------------------------------------------------
     M(

@@ -89,6 +89,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import warnings
+
+    # a deprecation notice of a library import, not a message for whoever runs the command
+    warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.* is deprecated")
     args = _parser().parse_args(argv)
     try:
         return {"features": _features, "graph": _graph, "predict": _predict, "heatmap": _heatmap}[
