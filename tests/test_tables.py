@@ -396,6 +396,14 @@ def test_write_table(tmp_path):
     gcn = df.set_index(["Method", "cell"]).loc[("GCN + IHPool", "KICA Typing ACC")]
     assert gcn["ours_mean"] == pytest.approx(92.0) and gcn["ours_std"] == pytest.approx(1.0)
     assert gcn["status"] == "measured" and gcn["official_variant"] == "acc_thr"
+    paper = T.get_row("h2mil_table2", "GCN + IHPool").paper[("kica", "typing", "acc")]
+    assert (gcn["paper_mean"], gcn["paper_std"]) == (paper.mean, paper.std)
+    # the CSV holds the unrounded numbers, not the Markdown's two decimals read back
+    precise = {T.run_name("h2mil_table2", "GCN + IHPool", "kica", "typing"): record(acc=0.923456)}
+    fine = T.numeric(T.render("h2mil_table2", precise), "ours (demo)").set_index(["Method", "cell"])
+    assert fine.loc[("GCN + IHPool", "KICA Typing ACC"), "ours_mean"] == pytest.approx(92.3456)
+    with pytest.raises(ValueError, match="render"):
+        T.numeric(pd.DataFrame({"group": [], "Method": []}), "ours (demo)")
     assert (
         df.set_index(["Method", "cell"]).loc[("MinMax", "KICA Typing ACC"), "status"] == T.NOT_RUN
     )

@@ -673,16 +673,18 @@ def _ours(record: dict, metric: str) -> tuple[float, float | None] | None:
     return 100 * mean, None if std is None else 100 * float(std)
 
 
-def _extra(record: dict | None, metric: str, kind: str, paper: str) -> str:
-    """A CSV-only cell: our std over the repeats' means, or the official variant's mean ± std."""
+def _extra(
+    record: dict | None, metric: str, kind: str, paper: str
+) -> tuple[float, float | None] | None:
+    """A CSV-only cell, in percent: our std over the repeats' means as ``(std, None)``, or the
+    official variant's ``(mean, std)``; ``None`` where there is none."""
     if record is None:
-        return ""
+        return None
     summary = record.get("summary", {})
     if kind == "std_repeats":
         std = summary.get(metric, {}).get("std_repeats")
-        return "" if std is None or not math.isfinite(std) else f"{100 * std:.2f}"
-    value = _ours(record, OFFICIAL_VARIANT[(paper, metric)])
-    return "" if value is None else _fmt(*value)
+        return None if std is None or not math.isfinite(std) else (100 * std, None)
+    return _ours(record, OFFICIAL_VARIANT[(paper, metric)])
 
 
 def _fmt(mean: float, std: float | None) -> str:
@@ -803,7 +805,7 @@ def render(
     """
     table = get_table(table_id)
     by_key = _records_by_config_key(records)
-    lines, counts = [], {}
+    lines, counts, values = [], {}, {}
     for row in table.rows:
         line = {"group": row.group, table.row_header: row.name}
         extra: dict[str, str] = {}
@@ -818,19 +820,25 @@ def render(
                 line[c_ours] = NOT_RUN if rec is None else NOT_MEASURED
             else:
                 line[c_ours] = _fmt(*ours)
+                values[(row.name, c_ours)] = ours
                 n = rec.get("summary", {}).get(metric, {}).get("n")
                 if n is not None:
                     counts[(row.name, c_ours)] = int(n)
             line[c_paper] = "–" if paper is None else str(paper)
+            if paper is not None:
+                values[(row.name, c_paper)] = (paper.mean, paper.std)
             if c_diff:
                 line[c_diff[0]] = (
                     "" if ours is None or paper is None else _diff(ours[0], paper.mean)
                 )
             for kind, col in extra_column_names(table, dataset, task, metric, label).items():
-                extra[col] = _extra(rec, metric, kind, table.paper)
+                number = _extra(rec, metric, kind, table.paper)
+                extra[col] = "" if number is None else _fmt(*number)
+                if number is not None:
+                    values[(row.name, col)] = number
         lines.append(line | extra)
     df = pd.DataFrame(lines)  # the CSV-only columns come last
-    df.attrs.update(extra_columns=list(extra), counts=counts)
+    df.attrs.update(extra_columns=list(extra), counts=counts, values=values)
     df.attrs.update(table_id=table_id, label=label, row_header=table.row_header)
     return df
 
@@ -931,19 +939,10 @@ def _write_rendered(
     return md, csv
 
 
-_NUMBER = re.compile(r"^\s*([+-]?\d+(?:\.\d+)?)(?:\s*±\s*(\d+(?:\.\d+)?))?\s*$")
 NUMERIC_COLUMNS = (
     "cell", "ours_mean", "ours_std", "ours_n", "ours_std_repeats", "official_variant",
     "official_mean", "official_std", "paper_mean", "paper_std", "status",
 )  # fmt: skip
-
-
-def _parse(text) -> tuple[float, float]:
-    """``"97.00 ± 1.00"`` -> (97.0, 1.0); ``"94.00"`` -> (94.0, nan); anything else (nan, nan)."""
-    m = _NUMBER.match(str(text))
-    if not m:
-        return math.nan, math.nan
-    return float(m.group(1)), math.nan if m.group(2) is None else float(m.group(2))
 
 
 def numeric(df: pd.DataFrame, label: str) -> pd.DataFrame:
@@ -953,21 +952,32 @@ def numeric(df: pd.DataFrame, label: str) -> pd.DataFrame:
     std and number of test folds ``n``, our std over the repeats' means, the official code's
     variant of the metric (its name, mean and std, where there is one), the paper's mean and
     std (empty where it prints none), and ``status``: ``measured``, or why there is no number
-    of ours (``not run yet``, ``not run on demo``, ``not measured``)."""
+    of ours (``not run yet``, ``not run on demo``, ``not measured``). The numbers are the
+    unrounded values the frame was rendered from (``df.attrs["values"]``), not its printed
+    strings read back."""
     header = df.attrs.get("row_header") or df.columns[1]
     counts = df.attrs.get("counts", {})
+    if "values" not in df.attrs:
+        raise ValueError("numeric() needs a frame from render() or render_results()")
+    values = df.attrs["values"]
     suffix = f" [{label}]"
+
+    def number(row, col) -> tuple[float, float]:  # the unrounded (mean, std); nan where none
+        mean, std = values.get((row, col), (math.nan, math.nan))
+        return mean, math.nan if std is None else std
+
     rows = []
     for _, line in df.iterrows():
+        name = line[header]
         for col in df.columns:
             if not col.endswith(suffix) or f"{col[: -len(suffix)]} [paper]" not in df.columns:
                 continue
             head = col[: -len(suffix)]
-            ours_mean, ours_std = _parse(line[col])
-            paper_mean, paper_std = _parse(line[f"{head} [paper]"])
+            ours_mean, ours_std = number(name, col)
+            paper_mean, paper_std = number(name, f"{head} [paper]")
             official = [c for c in df.columns if c.startswith(f"{head} [{label}, official code's ")]
             variant = official[0].rsplit("official code's ", 1)[1].rstrip("]") if official else ""
-            off_mean, off_std = _parse(line[official[0]]) if official else (math.nan, math.nan)
+            off_mean, off_std = number(name, official[0]) if official else (math.nan, math.nan)
             repeats = f"{head} [{label}, std over repeats]"
             rows.append(
                 {
@@ -977,7 +987,7 @@ def numeric(df: pd.DataFrame, label: str) -> pd.DataFrame:
                     "ours_mean": ours_mean,
                     "ours_std": ours_std,
                     "ours_n": counts.get((line[header], col)),
-                    "ours_std_repeats": _parse(line[repeats])[0] if repeats in df else math.nan,
+                    "ours_std_repeats": number(name, repeats)[0],
                     "official_variant": variant,
                     "official_mean": off_mean,
                     "official_std": off_std,
@@ -1256,7 +1266,7 @@ def render_results(
         a demo label, ``"<header> [<label> - paper]"``.
     """
     table = get_result_table(table_id)
-    counts = {}
+    counts, values = {}, {}
     unknown = set(ours) - set(table.row_names)
     if unknown:
         raise ValueError(f"{table_id}: unknown rows {sorted(unknown)}; rows: {table.row_names}")
@@ -1285,15 +1295,18 @@ def render_results(
                     raise ValueError(f"{table_id} {row.name!r} {key}: {mean} is not a fraction")
                 mean, std = 100 * mean, None if std is None else 100 * std
                 ours_text = _fmt(mean, std)
+                values[(row.name, f"{header} [{label}]")] = (mean, std)
                 diff = "" if paper is None else _diff(mean, paper.mean)
             line[f"{header} [{label}]"] = ours_text
             line[f"{header} [paper]"] = "–" if paper is None else str(paper)
+            if paper is not None:
+                values[(row.name, f"{header} [paper]")] = (paper.mean, paper.std)
             if compares(label):
                 line[f"{header} [{label} - paper]"] = diff
         lines.append(line)
     df = pd.DataFrame(lines)
     df.attrs.update(table_id=table_id, label=label, row_header=table.row_header, counts=counts,
-                    ran={header: ran[key] for key, header in table.columns if key in ran})  # fmt: skip
+                    values=values, ran={header: ran[key] for key, header in table.columns if key in ran})  # fmt: skip
     return df
 
 
