@@ -263,6 +263,51 @@ def slide_layout(spec: SlideSpec) -> SlideLayout:
     return SlideLayout(kind.astype(np.int64), block, textured, reactive)
 
 
+def spec_of(row) -> SlideSpec:
+    """The spec that drew a demo slide, from its manifest row: the ``gen_`` columns that
+    :func:`make_demo_cohort` writes (a mapping or a :class:`pandas.Series`).
+
+    Raises:
+        ValueError: the row holds no generator values (not a demo slide).
+    """
+    from dataclasses import fields
+
+    get = row.get if hasattr(row, "get") else row.__getitem__
+    missing = [f.name for f in fields(SlideSpec)[4:] if get(f"gen_{f.name}") is None]
+    if missing:
+        raise ValueError(
+            f"{get('slide_id')} is not a demo slide: its manifest row has no generator values "
+            f"(gen_{missing[0]}, ...)"
+        )
+    cast = {"int": int, "float": float, "str": lambda v: "" if pd.isna(v) else str(v)}
+    values = {f.name: cast[f.type](get(f"gen_{f.name}")) for f in fields(SlideSpec)[4:]}
+    return SlideSpec(
+        slide_id=str(get("slide_id")),
+        dataset=str(get("dataset")),
+        typing=int(get("typing")),
+        staging=int(get("staging")),
+        **values,
+    )
+
+
+def signal_cells(spec: SlideSpec, task: str, pos: np.ndarray) -> np.ndarray:
+    """Whether each level-0 position ``pos`` (``[N, 2]``, x, y) lies in a lattice cell that
+    carries ``task``'s fine texture: the chromatin texture for typing
+    (:attr:`SlideLayout.textured`), the stromal stripes for staging
+    (:attr:`SlideLayout.reactive`). These are the 10x patches a model must relate to their 5x
+    parent to read the label; positions off the lattice are ``False``."""
+    if task not in ("typing", "staging"):
+        raise ValueError(f"unknown demo task {task!r}; known: typing, staging")
+    lay = slide_layout(spec)
+    carries = lay.textured if task == "typing" else lay.reactive
+    pos = np.asarray(pos, np.float64).reshape(-1, 2)
+    i, j = (pos[:, 1] // spec.cell).astype(int), (pos[:, 0] // spec.cell).astype(int)
+    inside = (i >= 0) & (j >= 0) & (i < carries.shape[0]) & (j < carries.shape[1])
+    out = np.zeros(len(pos), bool)
+    out[inside] = carries[i[inside], j[inside]]
+    return out
+
+
 def _choose_cells(rng, of_type, in_mixed, mixed: bool, share: float) -> np.ndarray:
     """``share`` of the smaller of (mixed, compact) cells of a type, drawn from one of them."""
     n = round(share * min(int((of_type & in_mixed).sum()), int((of_type & ~in_mixed).sum())))

@@ -11,6 +11,8 @@ it gathers, ordered by its centre's fitness.
 
 from __future__ import annotations
 
+import math
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -43,6 +45,27 @@ def fitness_map(infos: list[PoolInfo | None]) -> tuple[np.ndarray, np.ndarray, n
         last_fitness = f[info.centre.cpu()]
         node = info.assignment.cpu()[node]
     return heat.numpy(), node.numpy(), last_fitness.numpy()
+
+
+def heat_on_signal(heat: np.ndarray, signal: np.ndarray) -> dict[str, float]:
+    """Where a slide's heat lies against the patches known to carry the signal (``signal``,
+    boolean per patch; e.g. :func:`wsigraph.data.synthetic.signal_cells` on a demo slide).
+
+    Returns:
+        ``patch_share`` (the share of patches that carry the signal), ``heat_share`` (their
+        share of the total heat; equal to ``patch_share`` when the heat ignores the signal) and
+        ``auc`` (the ROC AUC of the heat for telling signal patches from the rest; 0.5 by
+        chance, NaN when all or none carry it).
+    """
+    heat, signal = np.asarray(heat, np.float64), np.asarray(signal, bool)
+    if heat.shape != signal.shape:
+        raise ValueError(f"heat {heat.shape} and signal {signal.shape} differ in shape")
+    total = heat.sum()
+    return {
+        "patch_share": float(signal.mean()) if len(signal) else math.nan,
+        "heat_share": float(heat[signal].sum() / total) if total > 0 else math.nan,
+        "auc": float(roc_auc_score(signal, heat)) if 0 < signal.sum() < len(signal) else math.nan,
+    }
 
 
 def draw_fitness(
