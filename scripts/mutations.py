@@ -274,8 +274,8 @@ MUTATIONS: list[Mutation] = [
     M(
         "loop-no-optimiser-step",
         "lib/wsigraph/train/loop.py",
-        "            optimizer.step()",
-        "            pass  # optimizer.step()",
+        "        optimizer.step()",
+        "        pass  # optimizer.step()",
         ("tests/test_learning.py::test_h2mil_and_higt_rank_held_out_slides",),
     ),
     # ---- HIViT (HIGT Eq. 4-7) --------------------------------------------------------------
@@ -1145,6 +1145,53 @@ MUTATIONS: list[Mutation] = [
         '    "brca": MiCoDemoSpec("brca", "typing", seed=12),',
         '    "brca": MiCoDemoSpec("brca", "typing", seed=12, separation=5.0),',
         ("tests/test_synthetic_mico.py::test_subtyping_columns_differ_only_by_seed",),
+    ),
+    # ---- issues 18-19: figure findings, refit, your own label column ------------------------
+    M(
+        "signal-cells-swap-rows-and-columns",
+        "lib/wsigraph/data/synthetic.py",
+        "    i, j = (pos[:, 1] // spec.cell).astype(int), (pos[:, 0] // spec.cell).astype(int)",
+        "    i, j = (pos[:, 0] // spec.cell).astype(int), (pos[:, 1] // spec.cell).astype(int)",
+        ("tests/test_figure_findings.py",),
+    ),
+    M(
+        "heat-share-of-the-other-patches",
+        "lib/wsigraph/viz/interpret.py",
+        '        "heat_share": float(heat[signal].sum() / total) if total > 0 else math.nan,',
+        '        "heat_share": float(heat[~signal].sum() / total) if total > 0 else math.nan,',
+        ("tests/test_figure_findings.py",),
+    ),
+    M(
+        "refit-for-all-epochs-not-the-folds-median",
+        "lib/wsigraph/train/run.py",
+        "    epochs = max(1, int(np.round(np.median([r.best_epoch for r in fold_results]))))",
+        "    epochs = cfg.epochs",
+        (
+            "tests/test_checkpoint.py::test_refit_trains_one_model_on_every_slide_for_the_folds_median_best_epoch",
+        ),
+    ),
+    M(
+        "refit-standardises-with-the-first-slides-only",
+        "lib/wsigraph/train/loop.py",
+        "        mean, std = feature_stats(graphs, every)",
+        "        mean, std = feature_stats(graphs, every[: len(every) // 2])",
+        (
+            "tests/test_checkpoint.py::test_refit_trains_one_model_on_every_slide_for_the_folds_median_best_epoch",
+        ),
+    ),
+    M(
+        "own-label-must-be-binary",
+        "lib/wsigraph/train/run.py",
+        "    valid = values.isin([0, 1]) if task in TASKS else values.map(_class)",
+        "    valid = values.isin([0, 1])",
+        ("tests/test_train.py::test_load_graphs",),
+    ),
+    M(
+        "table-csv-paper-value-is-ours",
+        "lib/wsigraph/tables.py",
+        "                values[(row.name, c_paper)] = (paper.mean, paper.std)",
+        "                values[(row.name, c_paper)] = ours or (paper.mean, paper.std)",
+        ("tests/test_tables.py::test_write_table",),
     ),
 ]
 

@@ -307,6 +307,16 @@ def test_train_fold_official_is_deterministic_and_learns():
     )[0]  # fmt: skip
     assert all(math.isnan(h["outer_loss"]) for h in control.history)
     assert all(h["mean_edge_weight"] == 0.0 for h in control.history)
+    # keep_first: the first fold's model and test graphs, the same fold as trained alone
+    short = OfficialBilevelConfig(model_config=SMALL, iterations=3, device="cpu")
+    kept, (model, test) = cross_validate(graphs, labels, [split, split], short, keep_first=True)
+    alone = train_fold_official(graphs, labels, split, short)
+    assert [r.metrics for r in kept] == [alone.metrics, alone.metrics]
+    assert len(test) == len(split.test)
+    model.eval()
+    with torch.no_grad():
+        probs = torch.cat([model(g).softmax(-1) for g in test])
+    np.testing.assert_allclose(probs.numpy(), np.asarray(alone.test_probs), atol=1e-5)
 
 
 def test_config_errors():

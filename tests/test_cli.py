@@ -133,3 +133,13 @@ def test_model_takes_a_run_record_and_names_a_missing_fold(tmp_path, monkeypatch
     assert cli.model_path(tmp_path / "m.pt") == tmp_path / "m.pt"
     with pytest.raises(cli.CLIError, match=r"lists no saved model for fold 4 \(folds: \[0, 1\]\)"):
         cli.model_path(record, 4)
+    with pytest.raises(
+        cli.CLIError, match="has no refit model; rerun its run with 04_train's -p refit true"
+    ):
+        cli.model_path(record, "refit")
+    data = json.loads(record.read_text()) | {"refit": {"path": "abc/refit.pt", "epochs": 7}}
+    record.write_text(json.dumps(data))
+    assert cli.model_path(record, "refit") == tmp_path / "work" / "demo" / "cv" / "abc" / "refit.pt"
+    assert cli._fold("refit") == "refit" and cli._fold("2") == 2
+    with pytest.raises(Exception, match="a fold number or 'refit'"):
+        cli._fold("last")

@@ -3,6 +3,7 @@
 import json
 
 import nbformat
+import numpy as np
 import pandas as pd
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
@@ -279,6 +280,26 @@ def test_every_notebook_executes_with_tiny_parameters(tmp_path, monkeypatch, cap
     heatmap = ["heatmap", str(real_slide), "--model", str(ckpt), "--work", work]
     assert cli.main([*heatmap, "--out", str(tmp_path / "hm")]) == 0
     assert (tmp_path / "hm" / f"{real_slide.stem}_patches.geojson").stat().st_size > 1000
+    # 04 on your own label column (as read_cohort_csv writes it), with a model refit on all
+    cohort = tmp_path / "work" / "demo" / "cohort.csv"
+    esca = manifest["dataset"] == "esca"
+    grade = np.where(esca, np.arange(len(manifest)) % 2, np.nan)
+    names = pd.Series(grade).map({0.0: "G1", 1.0: "G3"}).fillna("")
+    manifest.assign(grade=grade, grade_name=names).to_csv(cohort, index=False)
+    own = ["-p", "row", "H2-MIL", "-p", "dataset", "esca", "-p", "label_column", "grade"]
+    assert pipeline.main(["--only", "04", *own, "-p", "refit", "true", *QUICK]) == 0
+    own_run = results / "runs" / "own__h2mil_table1__h2-mil__esca__grade"
+    own_record = json.loads(own_run.with_suffix(".json").read_text())
+    assert own_record["meta"]["task"] == "grade" and own_record["meta"]["own_label"]
+    assert own_record["refit"]["n_slides"] == 12 and own_run.with_suffix(".ipynb").exists()
+    assert (
+        "h2mil_table1__h2-mil__esca__grade"
+        not in (results / "tables" / "h2mil_table1.csv").read_text()
+    )
+    refit = ["predict", str(real_slide), "--model", str(own_run.with_suffix(".json")), "--fold",
+             "refit", "--work", work, "--out", str(tmp_path / "refit.csv")]  # fmt: skip
+    assert cli.main(refit) == 0
+    assert {"p_G1", "p_G3"} <= set(pd.read_csv(tmp_path / "refit.csv").columns)
 
 
 def _two_notebooks(nbdir):
@@ -410,6 +431,22 @@ def test_unknown_table_or_row_lists_the_valid_ones_before_anything_runs(capsys, 
     err = capsys.readouterr().err
     assert expected in err and "nothing was run" in err
     assert pipeline.main(["-p", "row", "H2-MIL", "-p", "task", "staging", "--check"]) == 0
+
+
+def test_your_own_label_column_is_one_run_outside_the_tables(capsys):
+    from wsigraph.profiles import get_profile
+
+    assert pipeline.main(["-p", "label_column", "grade", "--only", "04", "--check"]) == 2
+    assert "name the row to train and your cohort's dataset too" in capsys.readouterr().err
+    own = ["-p", "row", "H2-MIL", "-p", "dataset", "custom", "-p", "label_column", "grade"]
+    assert pipeline.main([*own, "--only", "04", "--check"]) == 0  # no paper dataset needed
+    nb = pipeline.NOTEBOOKS_DIR / "04_train.ipynb"
+    declared = pipeline.declared_parameters(nb)
+    given = {"row": "H2-MIL", "dataset": "custom", "label_column": "grade", "refit": True}
+    [(params, output)] = pipeline.expand(nb, get_profile("demo"), given, declared)
+    assert output.name == "own__h2mil_table1__h2-mil__custom__grade.ipynb"
+    assert params["table"] == "h2mil_table1" and params["refit"] is True
+    assert params["label_column"] == "grade" and "task" not in params
 
 
 def test_a_successful_run_ends_with_the_report_page(fake_notebooks, tmp_path, monkeypatch, capsys):

@@ -349,8 +349,16 @@ def test_load_graphs(tmp_path):
     assert torch.equal(loaded[2].x, graphs[3].x)
     with pytest.raises(ValueError, match="known datasets: esca, kica"):
         load_graphs(profile, manifest, "brca", "typing")
-    with pytest.raises(ValueError, match="known tasks: typing, staging"):
+    with pytest.raises(ValueError, match=r"known tasks \(label columns\): typing, staging$"):
         load_graphs(profile, manifest, "esca", "grade")
+    # your own label column (read_cohort_csv: class indices beside <label>_name), 3 classes
+    own = manifest.assign(grade=[2, 0, 1, None, 1], grade_name=["G3", "G1", "G2", "", "G2"])
+    _, labels, ids = load_graphs(profile, own, "esca", "grade")
+    assert ids == ["slide-00", "slide-01", "slide-02"] and labels.tolist() == [2, 0, 1]
+    with pytest.raises(ValueError, match=r"grade labels must be class indices.*slide-01"):
+        load_graphs(profile, own.assign(grade=[2, 0.5, 1, None, 1]), "esca", "grade")
+    with pytest.raises(ValueError, match="known tasks .*typing, staging, grade"):
+        load_graphs(profile, own, "esca", "grade_name")
     with pytest.raises(ValueError, match="slide-03"):
         load_graphs(profile, manifest, "esca", "staging")
     nan = graphs[3].clone()

@@ -9,7 +9,8 @@
 
 A checkpoint (``CKPT``) is a fold model that ``./run_all.sh`` saved (a ``.pt`` file under
 ``work/<profile>/cv/``, :mod:`wsigraph.checkpoint`), or the run record that lists them
-(``results/<profile>/runs/<run>.json``: its fold-0 model, ``--fold`` another); it knows how
+(``results/<profile>/runs/<run>.json``: its fold-0 model, ``--fold`` another, ``--fold refit``
+the model refit on every labelled slide when the run made one); it knows how
 its slides' features were made (encoder, magnifications, patch size, tissue thresholds), and every
 subcommand given ``--model`` makes a new slide's features the same way. Features and graphs are
 cached in ``--work`` (default ``wsigraph-work``) by slide file name, so ``predict`` and
@@ -60,7 +61,11 @@ def _parser() -> argparse.ArgumentParser:
             help="a saved fold model (.pt), or a run record (results/<profile>/runs/<run>.json) "
             "whose fold --fold model is used; its feature settings are used",
         )  # fmt: skip
-        sp.add_argument("--fold", type=int, default=0, help="with a run record: the fold (0)")
+        sp.add_argument(
+            "--fold", type=_fold, default=0, metavar="N|refit",
+            help="with a run record: the fold whose model is used (0), or 'refit' for the model "
+            "refit on every labelled slide (04_train -p refit true)",
+        )  # fmt: skip
         sp.add_argument(
             "--profile", default="demo",
             help="feature settings when no --model is given (default: demo)",
@@ -136,10 +141,20 @@ def _settings(args):
     return settings, args.encoder or encoder, ckpt
 
 
-def model_path(model: Path, fold: int = 0) -> Path:
+def _fold(text: str) -> int | str:
+    if text == "refit":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a fold number or 'refit', not {text!r}") from None
+
+
+def model_path(model: Path, fold: int | str = 0) -> Path:
     """The checkpoint a ``--model`` names: a ``.pt`` file as it is, or a run record
     (``results/<profile>/runs/<run>.json``) whose repeat-0 fold ``fold`` model it lists (under
-    the profile's work folder ``cv/``)."""
+    the profile's work folder ``cv/``), or with ``fold="refit"`` its model refit on every
+    labelled slide."""
     if model.suffix != ".json":
         return model
     from wsigraph.profiles import get_profile
@@ -147,6 +162,14 @@ def model_path(model: Path, fold: int = 0) -> Path:
     if not model.is_file():
         raise FileNotFoundError(f"no run record at {model}")
     record = json.loads(model.read_text())
+    profile = get_profile(record.get("meta", {}).get("profile") or "demo")
+    if fold == "refit":
+        if not record.get("refit"):
+            raise CLIError(
+                f"{model} has no refit model; rerun its run with 04_train's -p refit true, or "
+                "pass --fold N for a fold model"
+            )
+        return profile.work_dir / "cv" / record["refit"]["path"]
     listed = record.get("checkpoints") or []
     hit = [c for c in listed if c.get("repeat") == 0 and c.get("fold") == fold]
     if not hit:
@@ -154,7 +177,6 @@ def model_path(model: Path, fold: int = 0) -> Path:
             f"{model} lists no saved model for fold {fold} (folds: "
             f"{sorted(c.get('fold') for c in listed) or 'none'}); rerun its 04_train run"
         )
-    profile = get_profile(record.get("meta", {}).get("profile") or "demo")
     return profile.work_dir / "cv" / hit[0]["path"]
 
 

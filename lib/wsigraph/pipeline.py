@@ -70,6 +70,8 @@ EXAMPLES = """examples:
   ./run_all.sh --only 01 02             a subset, by number or name
   ./run_all.sh --only 04 -p table h2mil_table1 -p row H2-MIL   one table row
   ./run_all.sh --only 04 --all-rows     every table row, not only the demo's run set
+  ./run_all.sh --only 04 -p row H2-MIL -p dataset custom -p label_column grade -p refit true
+                                        your cohort's label column, plus a model refit on all
   ./run_all.sh --list                   notebooks, parameters, tables and rows
   ./run_all.sh -p n_slides 8 --check    check the -p values, run nothing
 """
@@ -329,7 +331,15 @@ def check_runs(values: dict) -> list[str]:
     if table is not None:
         runs = [r for r in runs if r[0] == table]
     where = f" of table {table}" if table is not None else ""
-    for i, key in enumerate(("row", "dataset", "task"), start=1):
+    own = values.get("label_column") is not None
+    if own and ("row" not in values or "dataset" not in values):
+        return [
+            f"-p label_column {values['label_column']}: name the row to train and your cohort's "
+            "dataset too, e.g. -p row H2-MIL -p dataset custom (the CSV's 'dataset' column; "
+            "default custom)"
+        ]
+    # with your own label column, the dataset is your cohort's and there is no paper task
+    for i, key in [(1, "row")] if own else enumerate(("row", "dataset", "task"), start=1):
         if key not in values:
             continue
         valid = list(dict.fromkeys(r[i] for r in runs))
@@ -790,7 +800,9 @@ def expand(
     an explicit ``-p row``), into
     ``results/<profile>/runs/<run name>.ipynb``; runs that are the same experiment under another
     table (equal config key, e.g. H2-MIL in Table 1 and "L = 2" in Table 4) run once, and the
-    tables reuse their record. ``-p table/row/dataset/task`` narrow the runs. Every other
+    tables reuse their record. ``-p table/row/dataset/task`` narrow the runs; with
+    ``-p label_column`` it runs once, the row on your dataset's label column (``-p row`` and
+    ``-p dataset`` required, checked by :func:`check_runs`). Every other
     notebook runs once into ``results/<profile>/notebooks/``.
     """
     base = {k: v for k, v in ({"profile": profile.name} | given).items() if k in declared}
@@ -798,6 +810,14 @@ def expand(
         return [(base, profile.results_dir / "notebooks" / nb.name)]
     from wsigraph.tables import config_key, get_row, implemented_runs, run_name
 
+    if given.get("label_column") is not None:  # your own label: one run, outside the tables
+        from wsigraph.tables import TABLES, own_run_name
+
+        row, dataset, label = given["row"], given["dataset"], given["label_column"]
+        table = given.get("table") or next(t for t in TABLES if row in rows_with_model(t))
+        run = {"table": table, "row": row, "dataset": dataset, "label_column": label}
+        name = own_run_name(table, row, dataset, label)
+        return [(base | run, profile.results_dir / "runs" / f"{name}.ipynb")]
     wanted = {k: given[k] for k in ("table", "row", "dataset", "task") if k in given}
     seen, out = set(), []
     limit = None if all_rows or "row" in wanted else profile
@@ -816,6 +836,13 @@ def expand(
     if not out:
         raise SystemExit(f"run_all: no implemented table run matches {wanted}")
     return out
+
+
+def rows_with_model(table_id: str) -> list[str]:
+    """The rows of ``table_id`` that have a model (that ``04_train`` can run)."""
+    from wsigraph.tables import get_table
+
+    return [r.name for r in get_table(table_id).rows if r.model is not None]
 
 
 def _scrub(path: Path) -> None:

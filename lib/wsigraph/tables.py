@@ -567,6 +567,16 @@ def run_name(table_id: str, row_name: str, dataset: str, task: str) -> str:
     return f"{table_id}__{_slug(row_name)}__{dataset}__{task}"
 
 
+def own_run_name(table_id: str, row_name: str, dataset: str, label: str) -> str:
+    """Name of a run of one table row on *your* label column (``04_train -p label_column``),
+    e.g. ``"own__h2mil_table1__h2-mil__custom__grade"``: the row's model and settings on a
+    dataset and label that are no cell of the paper's table, so the tables never show it."""
+    get_row(table_id, row_name)
+    if not str(dataset).strip() or not str(label).strip():
+        raise ValueError(f"dataset and label must be non-empty, got {dataset!r}, {label!r}")
+    return f"own__{table_id}__{_slug(row_name)}__{_slug(dataset)}__{_slug(label)}"
+
+
 def run_config(row: Row, dataset: str, task: str) -> dict:
     """The model config of one run: ``row.config`` with that cell's overrides applied."""
     return row.config | row.cell_config.get((dataset, task), {})

@@ -308,13 +308,26 @@ def cross_validate(
     cfg: BilevelConfig | OfficialBilevelConfig,
     n_classes: int = 2,
     progress: bool = False,
-) -> list[FoldResult]:
+    keep_first: bool = False,
+) -> list[FoldResult] | tuple[list[FoldResult], tuple[nn.Module, list[Data]]]:
     """:func:`train_fold_bilevel` (a :class:`BilevelConfig`) or :func:`train_fold_official`
     (an :class:`OfficialBilevelConfig`) on every split (e.g. from
-    :func:`wsigraph.train.cv.make_splits`), in order; ``progress`` shows a bar over the folds."""
+    :func:`wsigraph.train.cv.make_splits`), in order; ``progress`` shows a bar over the folds.
+
+    ``keep_first`` also returns the first split's trained model and its standardised test
+    graphs (``return_model`` of the fold function), so a figure can draw a held-out fold
+    without training it again."""
     train = train_fold_official if isinstance(cfg, OfficialBilevelConfig) else train_fold_bilevel
     folds = progress_bar(splits, desc="folds", unit="fold", disable=not progress)
-    return [train(graphs, labels, s, cfg, n_classes) for s in folds]
+    results, first = [], None
+    for i, s in enumerate(folds):
+        if keep_first and i == 0:
+            result, *first = train(graphs, labels, s, cfg, n_classes, True)
+            first = tuple(first)
+        else:
+            result = train(graphs, labels, s, cfg, n_classes)
+        results.append(result)
+    return (results, first) if keep_first else results
 
 
 def fold_table(results: Sequence[FoldResult], **keys) -> pd.DataFrame:

@@ -305,6 +305,86 @@ def setup_fold(
     return seed, device, data
 
 
+def train_epoch(
+    model: nn.Module,
+    loader: DataLoader,
+    optimizer: torch.optim.Optimizer,
+    device: torch.device,
+    weight: Tensor | None = None,
+    seen: _TrainOutputs | None = None,
+) -> float:
+    """One pass over ``loader`` with the model in training mode; returns the mean loss per
+    graph (``seen``, when given, collects the pass's outputs for a training AUC)."""
+    model.train()
+    total, n = 0.0, 0
+    if seen is not None:
+        seen.clear()
+    for batch in loader:
+        batch = batch.to(device)
+        optimizer.zero_grad()
+        loss = training_loss(model, batch, weight)
+        if seen is not None:
+            seen.label(batch.y)
+        loss.backward()
+        optimizer.step()
+        total += loss.item() * batch.num_graphs
+        n += batch.num_graphs
+    return total / n
+
+
+def class_weight(labels: np.ndarray, n_classes: int, device: torch.device) -> Tensor:
+    """Inverse-frequency class weights of ``labels`` (``N / (classes x count)``)."""
+    counts = np.bincount(labels, minlength=n_classes).clip(min=1)
+    return torch.tensor(len(labels) / (n_classes * counts), dtype=torch.float32, device=device)
+
+
+def refit(
+    graphs: Sequence[Data],
+    labels: np.ndarray,
+    cfg: TrainConfig,
+    epochs: int,
+    n_classes: int = 2,
+) -> tuple[nn.Module, Tensor | None, Tensor | None]:
+    """One model trained on *every* labelled slide for ``epochs`` epochs, with no validation
+    part and no model selection (choose ``epochs`` from cross-validation, e.g. the folds' median
+    best epoch, as :func:`wsigraph.train.run.run_experiment` does). Seeded with ``cfg.seed``.
+
+    Its numbers cannot be measured (no slide is held out): report the cross-validation's, and
+    use this model to score new slides.
+
+    Returns:
+        ``(model, feature mean, feature std)``: the trained model, on the CPU and in eval mode,
+        and the statistics its inputs were standardised with (``None`` without
+        ``cfg.standardize``).
+    """
+    labels = np.asarray(labels).astype(np.int64)
+    if len(labels) != len(graphs):
+        raise ValueError(f"{len(graphs)} graphs but {len(labels)} labels")
+    if epochs < 1:
+        raise ValueError(f"epochs must be >= 1, got {epochs}")
+    seed_everything(cfg.seed)
+    device = resolve_device(cfg.device)
+    every = np.arange(len(graphs))
+    mean = std = None
+    if cfg.standardize:
+        mean, std = feature_stats(graphs, every)
+    data = prepare(list(graphs), labels, mean, std)
+    loader = DataLoader(
+        data,
+        batch_size=cfg.batch_size,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(cfg.seed),
+    )
+    model = build_model(cfg.model, graphs[0].x.shape[1], n_classes, **cfg.model_config).to(device)
+    optimizer = torch.optim.Adam(
+        model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True
+    )
+    weight = class_weight(labels, n_classes, device) if cfg.class_weights else None
+    for _ in range(epochs):
+        train_epoch(model, loader, optimizer, device, weight)
+    return model.eval().cpu(), mean, std
+
+
 def train_fold(
     graphs: Sequence[Data],
     labels: np.ndarray,
@@ -347,11 +427,7 @@ def train_fold(
     optimizer = torch.optim.Adam(
         model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True
     )
-    weight = None
-    if cfg.class_weights:
-        counts = np.bincount(labels[split.train], minlength=n_classes).clip(min=1)
-        weight = torch.tensor(len(split.train) / (n_classes * counts), dtype=torch.float32)
-        weight = weight.to(device)
+    weight = class_weight(labels[split.train], n_classes, device) if cfg.class_weights else None
 
     best = BestCheckpoint(cfg.patience)
     history = []
@@ -364,24 +440,13 @@ def train_fold(
     )
     seen = _TrainOutputs(model)
     for epoch in bar:
-        model.train()
-        total, n = 0.0, 0
-        seen.clear()
-        for batch in loaders["train"]:
-            batch = batch.to(device)
-            optimizer.zero_grad()
-            loss = training_loss(model, batch, weight)
-            seen.label(batch.y)
-            loss.backward()
-            optimizer.step()
-            total += loss.item() * batch.num_graphs
-            n += batch.num_graphs
+        train_loss = train_epoch(model, loaders["train"], optimizer, device, weight, seen)
         val = evaluate(model, loaders["val"], device)
         best.update(epoch, val["auc"], val["loss"], model)
         history.append(
             {
                 "epoch": epoch,
-                "train_loss": total / n,
+                "train_loss": train_loss,
                 "train_auc": seen.auc(n_classes),
                 "val_loss": val["loss"],
                 "val_auc": val["auc"],

@@ -77,6 +77,11 @@ def load_graphs(
 ) -> tuple[list[Data], np.ndarray, list[str]]:
     """The graphs of one dataset's slides that have a label for ``task``, in manifest order.
 
+    ``task`` is a label column of the manifest: the papers' ``typing`` or ``staging`` (two
+    classes, 0 and 1), or any other label column of your cohort CSV
+    (:func:`wsigraph.data.cohort.read_cohort_csv` writes ``<label>`` as class indices 0 .. C-1
+    beside ``<label>_name``).
+
     Graphs are read from ``profile.graphs_dir / f"{slide_id}.pt"``. Slides whose label is
     missing or ``-1`` are dropped. A labelled slide whose graph file is missing or damaged
     (a slide that failed in the features or graphs stage) is dropped from cross-validation
@@ -89,8 +94,8 @@ def load_graphs(
 
     Raises:
         ValueError: unknown dataset or task (the message lists the known ones), no labelled
-            slide, a label outside {0, 1} (naming the slide), or a graph whose stored label
-            disagrees with the manifest.
+            slide, a label outside {0, 1} for typing / staging or not a class index for another
+            column (naming the slide), or a graph whose stored label disagrees with the manifest.
         FileNotFoundError: graph files are missing or damaged and ``missing_slides="error"``
             (or no labelled slide has a graph): the message names the slides and the stage.
     """
@@ -99,19 +104,23 @@ def load_graphs(
     if missing_slides not in ("drop", "error"):
         raise ValueError(f"missing_slides must be 'drop' or 'error', got {missing_slides!r}")
 
-    if task not in TASKS or task not in manifest.columns:
-        known = [t for t in TASKS if t in manifest.columns]
-        raise ValueError(f"unknown task {task!r}; known tasks: {', '.join(known)}")
+    if task not in manifest.columns or not (task in TASKS or f"{task}_name" in manifest.columns):
+        known = label_columns(manifest)
+        raise ValueError(
+            f"unknown task {task!r}; known tasks (label columns): {', '.join(known) or 'none'}"
+        )
     datasets = sorted(manifest["dataset"].dropna().astype(str).unique())
     if dataset not in datasets:
         raise ValueError(f"unknown dataset {dataset!r}; known datasets: {', '.join(datasets)}")
     sub = manifest[manifest["dataset"] == dataset]
     values = pd.to_numeric(sub[task], errors="coerce")
     sub, values = sub[values.notna() & (values != -1)], values[values.notna() & (values != -1)]
-    bad = sub.loc[~values.isin([0, 1]), "slide_id"].tolist()
+    valid = values.isin([0, 1]) if task in TASKS else values.map(_class)
+    bad = sub.loc[~valid, "slide_id"].tolist()
     if bad:
         shown = {s: values[sub["slide_id"] == s].iloc[0] for s in bad[:5]}
-        raise ValueError(f"{task} labels must be 0 or 1; slide(s) {shown} have other values")
+        what = "0 or 1" if task in TASKS else "class indices 0, 1, ..."
+        raise ValueError(f"{task} labels must be {what}; slide(s) {shown} have other values")
     if sub.empty:
         raise ValueError(f"no slide of dataset {dataset!r} has a {task} label")
     slide_ids = sub["slide_id"].astype(str).tolist()
@@ -181,6 +190,13 @@ def load_graphs(
                 "rebuild the graphs (notebooks/03_graphs.ipynb)"
             )
     return graphs, labels, slide_ids
+
+
+def label_columns(manifest: pd.DataFrame) -> list[str]:
+    """The label columns of a manifest: ``typing`` and ``staging`` where present, then every
+    other column ``c`` with a ``c_name`` companion (your cohort CSV's labels)."""
+    named = [c for c in manifest.columns if f"{c}_name" in manifest.columns]
+    return list(dict.fromkeys([*(t for t in TASKS if t in manifest.columns), *named]))
 
 
 def _class(v) -> bool:
@@ -313,6 +329,39 @@ def run_fold_job(job: FoldJob, shared: tuple[Sequence[Data], np.ndarray]) -> dic
         (info.get("meta") or {}) | {"repeat": job.split.repeat, "fold": job.split.fold},
     )  # fmt: skip
     return result.to_dict()
+
+
+def refit_path(out_dir: str | Path, name: str) -> Path:
+    """Where :func:`run_experiment` saves the model refit on every labelled slide."""
+    return Path(out_dir) / name / "refit.pt"
+
+
+def _refit(name, graphs, labels, cfg, n_classes, fold_results, hashes, out_dir, info) -> dict:
+    """Train (or reuse) the refit model of :func:`run_experiment`; its entry of the record."""
+    from wsigraph.checkpoint import CheckpointError, load_model, save_checkpoint
+    from wsigraph.train.loop import refit
+
+    epochs = max(1, int(np.round(np.median([r.best_epoch for r in fold_results]))))
+    key = hashlib.blake2b(
+        json.dumps([hashes, epochs]).encode(), digest_size=8
+    ).hexdigest()  # the folds' settings and data, and the epoch count
+    path = refit_path(out_dir, name)
+    entry = {"path": f"{name}/{path.name}", "epochs": epochs, "n_slides": len(labels)}
+    if path.exists():
+        try:
+            if load_model(path).meta.get("refit_key") == key:
+                return entry | {"reused": True}
+        except (CheckpointError, OSError):
+            pass  # damaged or of another version: train it again
+    start = time.perf_counter()
+    model, mean, std = refit(graphs, labels, cfg, epochs, n_classes)
+    save_checkpoint(
+        path, model, cfg.model, info["model_config"], int(graphs[0].x.shape[1]), n_classes,
+        mean, std, info["class_names"], info["features"],
+        info["meta"] | {"refit": True, "epochs": epochs, "n_slides": len(labels),
+                        "refit_key": key},
+    )  # fmt: skip
+    return entry | {"reused": False, "seconds": time.perf_counter() - start}
 
 
 def fold_path(out_dir: str | Path, name: str, repeat: int, fold: int) -> Path:
@@ -596,6 +645,7 @@ def run_experiment(
     save_models: bool = True,
     class_names: Sequence[str] | None = None,
     features: dict | None = None,
+    refit: bool = False,
 ) -> dict:
     """Train every (repeat, fold) of one experiment, resuming finished folds; write its record.
 
@@ -617,6 +667,11 @@ def run_experiment(
         class_names: one name per class, kept in the checkpoints.
         features: how the slides' features were made (encoder id, patch size,
             magnifications...), kept in the checkpoints so a new slide is made the same way.
+        refit: also train one model on *every* labelled slide, for the folds' median best
+            epoch, with no selection (:func:`wsigraph.train.loop.refit`), and save it as
+            ``out_dir/<name>/refit.pt`` (:func:`refit_path`; the record's ``"refit"``). It is the
+            model to score new slides with; its quality is the cross-validation's, as nothing
+            is held out from it. Resumed when the folds and the epoch count are unchanged.
 
     Returns:
         The run record (as written to ``out_dir/<name>.json``, NaN as ``None``).
@@ -663,6 +718,11 @@ def run_experiment(
     )
 
     fold_results = [FoldResult.from_dict(r) for r in results]
+    refitted = (
+        _refit(name, graphs, labels, cfg, n_classes, fold_results, hashes, out_dir, info)
+        if refit
+        else None
+    )
     context = {k: meta.get(k) for k in META_COLUMNS}
     rows = [
         context
@@ -745,6 +805,7 @@ def run_experiment(
         ]
         if save_models
         else [],
+        "refit": refitted,
         "official_per_repeat": per_repeat,
         "timings": {
             "total_seconds": time.perf_counter() - start,
