@@ -9,6 +9,7 @@ from wsigraph.nn import attention
 from wsigraph.nn.attention import (
     segment_attention,
     segment_attention_reference,
+    segment_attention_sparse,
     segment_attention_triton,
     segment_softmax,
 )
@@ -203,6 +204,49 @@ def test_triton_interpreter_one_input_needs_grad():
         torch.testing.assert_close(actual[0], expected[0], atol=1e-5, rtol=1e-4)
 
 
+# --- sparse CSR path (CPU) -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("heads,channels", HC)
+@pytest.mark.parametrize("case", list(CASES))
+def test_sparse_matches_dense(case, heads, channels):
+    src, seg, n, s = graph = make_graph(case)
+    score, value = make_inputs(graph, heads, channels)
+    actual = outputs_and_grads(segment_attention_sparse, score, value, src, seg, s)
+    expected = outputs_and_grads(dense_attention, score, value, src, seg, s)
+    assert actual[0].shape == (s, heads, channels)
+    assert_all_close(actual, expected, atol=1e-10, rtol=1e-9)
+
+
+def test_sparse_gradcheck_layout_reuse_and_single_precision():
+    src, seg, n, s = graph = make_graph("hub")
+    score, value = make_inputs(graph, heads=2, channels=3)
+    assert torch.autograd.gradcheck(
+        lambda a, v: segment_attention_sparse(a, v, src, seg, s), (score, value)
+    )
+    ptr = attention._ptr_from_seg(seg, s)
+    layout = attention.SparseLayout(src, seg, ptr, n, 2)
+    for _ in range(2):  # one layout, several calls (its transpose is built once)
+        again = outputs_and_grads(
+            lambda a, v, *_: segment_attention_sparse(a, v, src, seg, s, ptr, layout=layout),
+            score, value, src, seg, s,
+        )  # fmt: skip
+        assert_all_close(
+            again, outputs_and_grads(segment_attention_reference, score, value, src, seg, s),
+            atol=1e-12, rtol=1e-10,
+        )  # fmt: skip
+    with pytest.raises(ValueError, match="does not fit"):
+        one_head = make_inputs(graph, heads=1, channels=3)
+        segment_attention_sparse(*one_head, src, seg, s, layout=layout)
+    score32, value32 = make_inputs(graph, heads=3, channels=5, dtype=torch.float32, scale=200.0)
+    actual = outputs_and_grads(segment_attention_sparse, score32, value32, src, seg, s)
+    expected = outputs_and_grads(dense_attention, score32.double(), value32.double(), src, seg, s)
+    assert all(torch.isfinite(t).all() for t in actual)
+    assert_all_close(actual, [t.float() for t in expected], atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="float32/float64 CPU"):
+        segment_attention_sparse(score32.half(), value32.half(), src, seg, s)
+
+
 # --- dispatch -------------------------------------------------------------------------------
 
 
@@ -210,7 +254,11 @@ def test_dispatch(monkeypatch):
     src, seg, _, s = graph = make_graph("random")
     score, value = make_inputs(graph, heads=2, channels=3, dtype=torch.float32)
     calls = []
-    for name in ("segment_attention_reference", "segment_attention_triton"):
+    for name in (
+        "segment_attention_reference",
+        "segment_attention_sparse",
+        "segment_attention_triton",
+    ):
         original = getattr(attention, name)
 
         def spy(*args, name=name, original=original, **kw):
@@ -220,11 +268,14 @@ def test_dispatch(monkeypatch):
         monkeypatch.setattr(attention, name, spy)
 
     monkeypatch.delenv(attention.ENV_VAR, raising=False)
-    segment_attention(score, value, src, seg, s)
-    assert attention._backend(value) == "reference"
+    segment_attention(score, value, src, seg, s)  # float32 on the CPU: the sparse path
+    assert attention._backend(value) == "sparse"
+    assert attention._backend(value.half()) == "reference"  # no CPU sparse product for it
     monkeypatch.setenv(attention.ENV_VAR, "reference")
     segment_attention(score, value, src, seg, s)
-    assert calls == ["segment_attention_reference"] * 2
+    assert calls == ["segment_attention_sparse", "segment_attention_reference"]
+    monkeypatch.setenv(attention.ENV_VAR, "sparse")
+    assert attention._backend(value) == "sparse" and attention._backend(value.half()) == "reference"
     if attention.HAS_TRITON and torch.cuda.is_available():
         monkeypatch.delenv(attention.ENV_VAR)
         assert attention._backend(value.cuda()) == "triton"

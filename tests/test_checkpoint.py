@@ -49,31 +49,33 @@ def test_refit_trains_one_model_on_every_slide_for_the_folds_median_best_epoch(t
     from wsigraph.train.loop import refit
     from wsigraph.train.run import refit_path
 
-    graphs, labels = toy_graphs(12)
-    run = dict(cfg=CFG, out_dir=tmp_path, folds=3, repeats=1, executor="serial", progress=False)
+    graphs, labels = toy_graphs(12, shift=0.5)  # a harder task: the folds stop improving early
+    cfg = CFG.__class__(**CFG.to_dict() | {"lr": 5e-2})
+    run = dict(cfg=cfg, out_dir=tmp_path, folds=3, repeats=1, executor="serial", progress=False)
     record = run_experiment("toy", graphs, labels, **run, class_names=["a", "b"], refit=True)
     best = sorted(d["best_epoch"] for d in record["fold_details"])
     entry = record["refit"]
+    assert best[1] < cfg.epochs  # so the median below is not the configured epoch count
     assert entry["epochs"] == best[1] and entry["n_slides"] == 12 and not entry["reused"]
     assert entry["path"] == "toy/refit.pt" and refit_path(tmp_path, "toy").exists()
     ckpt = load_model(tmp_path / entry["path"])
     assert ckpt.meta["refit"] and ckpt.meta["epochs"] == best[1] and ckpt.class_names == ["a", "b"]
     # the normaliser is every slide's, and the model is exactly loop.refit's (seeded)
-    model, mean, std = refit(graphs, labels, CFG, best[1])
+    model, mean, std = refit(graphs, labels, cfg, best[1])
     x = torch.cat([g.x for g in graphs])
     torch.testing.assert_close(ckpt.feature_mean, x.mean(0), rtol=0, atol=1e-5)
     for a, b in zip(ckpt.model.state_dict().values(), model.state_dict().values(), strict=True):
         torch.testing.assert_close(a, b)
-    # it separates the (easy) training slides, and a rerun reuses it
+    # it scores the slides it was trained on, and a rerun reuses it
     probs = torch.stack([ckpt.predict(g) for g in graphs])[:, 1].numpy()
-    assert ((probs > 0.5) == labels.astype(bool)).mean() >= 0.9
+    assert ((probs > 0.5) == labels.astype(bool)).mean() >= 0.75
     again = run_experiment("toy", graphs, labels, **run, class_names=["a", "b"], refit=True)
     assert again["refit"]["reused"] and again["refit"]["epochs"] == best[1]
-    other = run_experiment("toy", graphs, labels, **run | {"cfg": CFG.__class__(**CFG.to_dict() | {"lr": 5e-3})}, refit=True)  # fmt: skip
+    other = run_experiment("toy", graphs, labels, **run | {"cfg": CFG}, refit=True)
     assert not other["refit"]["reused"]
     assert run_experiment("toy", graphs, labels, **run)["refit"] is None
     with pytest.raises(ValueError, match="epochs must be >= 1"):
-        refit(graphs, labels, CFG, 0)
+        refit(graphs, labels, cfg, 0)
 
 
 def _saved(tmp_path, dim=8):

@@ -945,7 +945,7 @@ def _write_rendered(
     with atomic_path(md) as tmp:
         tmp.write_text(to_markdown(df, table, label, demo_note), encoding="utf-8")
     with atomic_path(csv) as tmp:
-        numeric(df, label).to_csv(tmp, index=False, encoding="utf-8")
+        numeric(df, label).to_csv(tmp, index=False, encoding="utf-8", float_format="%.6g")
     return md, csv
 
 

@@ -1,7 +1,13 @@
 r"""Segment attention: softmax of edge scores per segment, then a weighted sum of source values.
 
-One operation with two implementations behind one switch (``DESIGN.md``, "Sparse attention"):
+One operation with three implementations behind one switch (``DESIGN.md``, "Sparse attention"):
 
+* :func:`segment_attention_sparse` -- the CPU path: the softmax weights of each head become the
+  values of one block-diagonal sparse CSR matrix (rows: segment x head, columns: source x
+  head), so the forward pass is one sparse x dense product, the value gradient one product with
+  its transpose and the score gradient one sampled dense x dense product
+  (``torch.sparse.sampled_addmm``): PyTorch's sparse kernels (MKL on x86), with no
+  ``[E, H, C]`` message tensor at all;
 * :func:`segment_attention_reference` -- plain PyTorch: an ``autograd.Function`` that keeps
   the [E, H] softmax weights, never builds an :math:`E \times N` or :math:`N \times N` tensor,
   and sums the [E, H, C] messages chunk by chunk with segment reductions over the sorted edges
@@ -11,15 +17,16 @@ One operation with two implementations behind one switch (``DESIGN.md``, "Sparse
   ``SPLIT`` edges are cut into pieces whose partial results a second small kernel merges), and
   recomputed weights with atomic value gradients in backward.
 
-:func:`segment_attention` picks the kernel for CUDA tensors (when Triton imports) and the
-reference elsewhere; ``WSIGRAPH_ATTENTION=reference`` or ``=triton`` forces one (``triton`` on
-CPU needs ``TRITON_INTERPRET=1`` set before this module is imported, as ``tests/conftest.py``
-does).
+:func:`segment_attention` picks the kernel for CUDA tensors (when Triton imports), the sparse
+path for float32 / float64 CPU tensors and the reference elsewhere;
+``WSIGRAPH_ATTENTION=reference``, ``=sparse`` or ``=triton`` forces one (``triton`` on CPU needs
+``TRITON_INTERPRET=1`` set before this module is imported, as ``tests/conftest.py`` does).
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 
 import numpy as np
 import torch
@@ -36,8 +43,10 @@ except ImportError:  # pragma: no cover - triton ships with CUDA builds of torch
     HAS_TRITON = False
 
 __all__ = [
+    "SparseLayout",
     "segment_attention",
     "segment_attention_reference",
+    "segment_attention_sparse",
     "segment_attention_triton",
     "segment_softmax",
 ]
@@ -247,6 +256,157 @@ def segment_attention_reference(
     if ptr is None:
         ptr = _ptr_from_seg(seg, num_segments)
     return _SegmentAttentionReference.apply(score, value, src, seg, ptr)
+
+
+# --------------------------------------------------------------------------------------------
+# Sparse CSR path (CPU)
+# --------------------------------------------------------------------------------------------
+
+# PyTorch warns once per process that sparse CSR support is "in beta"; the products used here
+# are tested against the dense and reference results (tests/test_attention.py), so the notice
+# would only be noise in every executed notebook.
+warnings.filterwarnings(
+    "ignore", message="Sparse CSR tensor support is in beta", category=UserWarning
+)
+
+#: dtypes PyTorch's CPU sparse CSR products support; others fall back to the reference.
+SPARSE_DTYPES = (torch.float32, torch.float64)
+
+
+def _csr(crow: Tensor, cols: Tensor, values: Tensor, shape: tuple[int, int]) -> Tensor:
+    """A CSR matrix from arrays built correct by construction (no invariant check, no warning)."""
+    return torch.sparse_csr_tensor(crow, cols, values, shape, check_invariants=False)
+
+
+class SparseLayout:
+    """The index arrays of :func:`segment_attention_sparse` for one edge structure and head
+    count: they depend on ``src``, ``ptr`` and ``heads`` only, so one layout serves every call
+    on the same graph (pass it as ``layout=``).
+
+    The matrix is block-diagonal over heads: row ``t * H + h`` (segment ``t``, head ``h``)
+    holds, at column ``src[e] * H + h``, the weight of each edge ``e`` of segment ``t``; with
+    ``value`` viewed as ``[N * H, C]``, ``A @ value`` is the attention output viewed as
+    ``[S * H, C]``. Row ``t * H + h`` starts at ``ptr[t] * H + h * deg(t)``, so edge ``e`` of
+    head ``h`` sits at position ``pos[e, h] = ptr[t] * H + h * deg(t) + (e - ptr[t])``: no sort.
+    The transpose (for the value gradient) sorts the columns once, when first needed.
+    """
+
+    def __init__(self, src: Tensor, seg: Tensor, ptr: Tensor, num_nodes: int, heads: int):
+        num_edges, num_segments = src.numel(), ptr.numel() - 1
+        h = torch.arange(heads, device=src.device)
+        deg = ptr[1:] - ptr[:-1]  # [S]
+        start = ptr.index_select(0, seg)  # [E], first edge of each edge's segment
+        offset = torch.arange(num_edges, device=src.device) - start
+        self.pos = (
+            (start * heads + offset)[:, None] + h * deg.index_select(0, seg)[:, None]
+        ).reshape(-1)  # [E * H], position of (edge, head) in the CSR arrays
+        self.cols = torch.empty(num_edges * heads, dtype=torch.long, device=src.device)
+        self.cols[self.pos] = (src[:, None] * heads + h).reshape(-1)
+        self.crow = torch.cat([(ptr[:-1, None] * heads + h * deg[:, None]).reshape(-1),
+                               ptr[-1:] * heads])  # fmt: skip
+        self.shape = (num_segments * heads, num_nodes * heads)
+        self.heads = heads
+        self._transpose: tuple[Tensor, Tensor, Tensor] | None = None
+
+    def matrix(self, weight: Tensor) -> tuple[Tensor, Tensor]:
+        """The CSR matrix of per-edge, per-head ``weight`` ``[E, H]``, and its value array."""
+        values = weight.new_empty(weight.numel())
+        values[self.pos] = weight.reshape(-1)
+        return _csr(self.crow, self.cols, values, self.shape), values
+
+    def transpose(self, values: Tensor) -> Tensor:
+        """The transpose of the matrix with CSR ``values``, as a CSR matrix."""
+        if self._transpose is None:
+            perm = torch.argsort(self.cols, stable=True)
+            rows = torch.repeat_interleave(
+                torch.arange(self.shape[0], device=self.cols.device), self.crow.diff()
+            )
+            crow = torch.zeros(self.shape[1] + 1, dtype=torch.long, device=self.cols.device)
+            crow[1:] = torch.bincount(self.cols, minlength=self.shape[1]).cumsum(0)
+            self._transpose = (perm, crow, rows[perm])
+        perm, crow, rows = self._transpose
+        return _csr(crow, rows, values[perm], self.shape[::-1])
+
+
+class _SegmentAttentionSparse(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, score, value, seg, ptr, layout):
+        num_segments, (num_nodes, heads, channels) = ptr.numel() - 1, value.shape
+        p = torch.empty_like(score)  # [E, H], softmax weights
+        if score.numel() == 0:
+            out = value.new_zeros(num_segments, heads, channels)
+            values = p.reshape(-1)
+        else:
+            smax = segment(score.detach(), ptr, reduce="max")  # [S, H]
+            torch.exp(score.detach() - smax.index_select(0, seg), out=p)
+            p /= segment(p, ptr, reduce="sum").index_select(0, seg)
+            matrix, values = layout.matrix(p)
+            flat = value.detach().reshape(num_nodes * heads, channels)
+            out = (matrix @ flat).view(num_segments, heads, channels)
+        ctx.layout = layout
+        ctx.save_for_backward(p, value, seg, out, values)
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out):
+        p, value, seg, out, values = ctx.saved_tensors
+        layout = ctx.layout
+        need_score, need_value = ctx.needs_input_grad[:2]
+        num_nodes, heads, channels = value.shape
+        grad_score = torch.zeros_like(p) if need_score else None
+        grad_value = torch.zeros_like(value) if need_value else None
+        if p.numel() == 0:
+            return grad_score, grad_value, None, None, None
+        g = grad_out.contiguous().reshape(-1, channels)  # [S * H, C]
+        if need_score:  # d out / d p at the edges: <grad_out[seg], value[src]>, sampled
+            matrix = _csr(layout.crow, layout.cols, values, layout.shape)
+            flat = value.reshape(num_nodes * heads, channels)
+            g_p = torch.sparse.sampled_addmm(matrix, g, flat.T, beta=0.0).values()
+            g_p = g_p.index_select(0, layout.pos).view_as(p)
+            delta = (grad_out * out).sum(-1)  # [S, H]
+            grad_score = p * (g_p - delta.index_select(0, seg))
+        if need_value:
+            grad_value = (layout.transpose(values) @ g).view(num_nodes, heads, channels)
+        return grad_score, grad_value, None, None, None
+
+
+def segment_attention_sparse(
+    score: Tensor,
+    value: Tensor,
+    src: Tensor,
+    seg: Tensor,
+    num_segments: int,
+    ptr: Tensor | None = None,
+    *,
+    assume_sorted: bool = False,
+    layout: SparseLayout | None = None,
+) -> Tensor:
+    """Sparse-CSR :func:`segment_attention` (same signature, shapes and result) for float32
+    and float64 CPU tensors: one sparse x dense product forward, one with the transpose and one
+    sampled product backward (:class:`SparseLayout`). Peak memory is :math:`O(E H)` indices and
+    weights plus the :math:`(N + S) H C` inputs and outputs; no message tensor is built.
+
+    Args:
+        layout: the :class:`SparseLayout` of ``(src, seg, ptr, heads)`` from an earlier call on
+            the same edges, to skip rebuilding it (default: built here).
+    """
+    _check(score, value, src, seg, num_segments, ptr, assume_sorted)
+    if value.dtype not in SPARSE_DTYPES or value.is_cuda:
+        raise ValueError(
+            f"segment_attention_sparse takes float32/float64 CPU tensors, got {value.dtype} on "
+            f"{value.device}; use segment_attention, which picks a path for them"
+        )
+    if ptr is None:
+        ptr = _ptr_from_seg(seg, num_segments)
+    if layout is None:
+        layout = SparseLayout(src, seg, ptr, value.size(0), value.size(1))
+    elif layout.shape != (num_segments * value.size(1), value.size(0) * value.size(1)):
+        raise ValueError(
+            f"layout of shape {layout.shape} does not fit {num_segments} segments, "
+            f"{value.size(0)} nodes and {value.size(1)} heads"
+        )
+    return _SegmentAttentionSparse.apply(score, value, seg, ptr, layout)
 
 
 # --------------------------------------------------------------------------------------------
@@ -531,13 +691,21 @@ def segment_attention_triton(
 
 
 def _backend(value: Tensor) -> str:
-    """Returns ``"triton"`` or ``"reference"`` for inputs like ``value`` (honours ENV_VAR)."""
+    """Returns ``"triton"``, ``"sparse"`` or ``"reference"`` for inputs like ``value`` (honours
+    ENV_VAR; ``sparse`` asked for on inputs it does not take falls back to the reference)."""
     choice = os.environ.get(ENV_VAR, "auto").strip().lower() or "auto"
-    if choice not in ("auto", "reference", "triton"):
-        raise ValueError(f"{ENV_VAR} must be 'auto', 'reference' or 'triton', got {choice!r}")
+    if choice not in ("auto", "reference", "sparse", "triton"):
+        raise ValueError(
+            f"{ENV_VAR} must be 'auto', 'reference', 'sparse' or 'triton', got {choice!r}"
+        )
+    sparse_ok = not value.is_cuda and value.dtype in SPARSE_DTYPES
+    if choice == "sparse":
+        return "sparse" if sparse_ok else "reference"
     if choice != "auto":
         return choice
-    return "triton" if HAS_TRITON and value.is_cuda else "reference"
+    if HAS_TRITON and value.is_cuda:
+        return "triton"
+    return "sparse" if sparse_ok else "reference"
 
 
 def segment_attention(
@@ -565,9 +733,10 @@ def segment_attention(
     by the resolution-level attention of Eq. 2. Segments without edges give :math:`\mathbf{0}`. Differentiable in
     ``score`` and ``value``; no :math:`E \times N` or :math:`N \times N` tensor is ever built.
 
-    CUDA tensors use the fused Triton kernel (:func:`segment_attention_triton`), others the
-    PyTorch reference (:func:`segment_attention_reference`); the environment variable
-    ``WSIGRAPH_ATTENTION=reference`` (or ``=triton``) forces one.
+    CUDA tensors use the fused Triton kernel (:func:`segment_attention_triton`), float32 and
+    float64 CPU tensors PyTorch's sparse CSR products (:func:`segment_attention_sparse`), others
+    the PyTorch reference (:func:`segment_attention_reference`); the environment variable
+    ``WSIGRAPH_ATTENTION=reference`` (or ``=sparse``, ``=triton``) forces one.
 
     Args:
         score (torch.Tensor): Activated attention logits per edge and head (e.g. LeakyReLU'd),
@@ -587,8 +756,13 @@ def segment_attention(
           seg :math:`(E)`, ptr :math:`(S + 1)`
         - **output:** :math:`(S, H, C)`
     """
-    if _backend(value) == "triton":
+    backend = _backend(value)
+    if backend == "triton":
         return segment_attention_triton(
+            score, value, src, seg, num_segments, ptr, assume_sorted=assume_sorted
+        )
+    if backend == "sparse":
+        return segment_attention_sparse(
             score, value, src, seg, num_segments, ptr, assume_sorted=assume_sorted
         )
     return segment_attention_reference(
