@@ -5,13 +5,20 @@ children, 30 % of cells removed as background), with 1024-d input features (Kimi
 and 256 channels, it times forward + backward (best of a few) and measures peak memory for:
 
 * ``ours``: :class:`wsigraph.nn.raconv.RAConv` on :func:`~wsigraph.nn.attention.segment_attention`
-  (the PyTorch reference on CPU; on CUDA the Triton kernel, and the reference as ``ours-reference``);
+  (on CPU the sparse CSR path, on CUDA the Triton kernel), and the same layer on the plain
+  PyTorch reference as ``ours-reference``;
 * ``official``: RAConv as the official H2-MIL/HIGT code computes it -- prototypes by scattering
   the *raw* neighbour features, two PyG-style message passings, and the product of the two
   attentions matched through a boolean ``E x N'`` matrix (``torch.where(type_edge == soft_index
   [:, None])``, N' = number of (node, resolution) prototypes). Re-implemented here from the
   official code's structure for the comparison only; the library never uses it;
 * ``gatconv``: :class:`torch_geometric.nn.GATConv` with the same heads and channels.
+
+**The attention part** (issue 21): the same forward + backward without the shared projection
+``z = W x`` (1024 -> 4 x 256), which both formulations compute identically: ``z`` is given
+(a leaf that takes the gradient) and each layer's ``attend`` does the rest -- ours
+(:meth:`RAConv.attend`: scores, both attentions, the weighted sum) against the official
+formulation's (its prototype gather and projection, the ``E x N'`` match, the messages).
 
 A method whose estimated memory exceeds the budget is skipped, and the output says so. Peak
 memory: ``torch.cuda.max_memory_allocated`` on CUDA; on CPU the peak of bytes held by torch
@@ -70,9 +77,12 @@ class OfficialRAConv(nn.Module):
         self.t_att_r = nn.Parameter(torch.randn(1, heads, out_channels) * 0.05)
 
     def forward(self, x, edge_index, node_type):
+        return self.attend(x, self.lin(x).view(x.size(0), self.H, self.C), edge_index, node_type)
+
+    def attend(self, x, x_l, edge_index, node_type):
+        """Everything after the shared projection ``x_l = lin(x)``."""
         N, H, C = x.size(0), self.H, self.C
         src, dst = edge_index
-        x_l = self.lin(x).view(N, H, C)
         a_l, a_r = (x_l * self.att_l).sum(-1), (x_l * self.att_r).sum(-1)
         # resolution-level graph, as the official code builds it: raw neighbour features gathered
         # per edge, scattered into T * N prototype slots, and the slots in use found through a
@@ -134,6 +144,20 @@ def measure(model, gat, x, edge_index, level, repeats, device) -> dict:
     return {"seconds": min(times), "seconds_all": times, "peak_bytes": peak_bytes(run, device)}
 
 
+def measure_attention(model, x, edge_index, level, repeats, device) -> dict:
+    """Forward + backward of ``model.attend`` from a given projection (see the docstring)."""
+    with torch.no_grad():
+        z = model.lin(x).view(x.size(0), HEADS, CH)
+    z.requires_grad_(True)
+
+    def run():
+        z.grad = None
+        model.attend(x, z, edge_index, level).square().mean().backward()
+
+    times = best_time(run, repeats, device)
+    return {"seconds": min(times), "seconds_all": times, "peak_bytes": peak_bytes(run, device)}
+
+
 def _show(m: dict) -> str:
     return f"{m['seconds'] * 1e3:10.1f} ms  peak {m['peak_bytes'] / 2**20:9.1f} MiB"
 
@@ -168,7 +192,7 @@ def main() -> None:
             repeats = 3 if N <= 20_000 else 1
             row["methods"][name] = measure(model, gat, x, edge_index, level, repeats, device)
             print(f"  {name:>15}: {_show(row['methods'][name])}")
-            if name == "ours" and device.type == "cuda":  # the reference on the GPU too
+            if name == "ours":  # the same layer on the plain PyTorch reference
                 os.environ["WSIGRAPH_ATTENTION"] = "reference"
                 row["methods"]["ours-reference"] = measure(
                     model, gat, x, edge_index, level, repeats, device
@@ -188,6 +212,23 @@ def main() -> None:
             print(
                 f"  ours vs {name}: {r['time']:.1f}x faster, {r['peak_memory']:.1f}x less peak memory"
             )
+        part = {}
+        for name in ("ours", "official"):
+            spec = methods[name]
+            if isinstance(spec, str):
+                continue
+            repeats = 3 if N <= 20_000 else 1
+            part[name] = measure_attention(spec[0], x, edge_index, level, repeats, device)
+            print(f"  {'attention part, ' + name:>24}: {_show(part[name])}")
+        if "official" in part:
+            part["ratio_official_vs_ours"] = {
+                "time": part["official"]["seconds"] / part["ours"]["seconds"],
+                "peak_memory": part["official"]["peak_bytes"] / max(1, part["ours"]["peak_bytes"]),
+            }
+            r = part["ratio_official_vs_ours"]
+            print(f"  attention part, ours vs official: {r['time']:.1f}x faster, "
+                  f"{r['peak_memory']:.1f}x less peak memory")  # fmt: skip
+        row["attention_part"] = part
         results.append(row)
 
     path = write_record(

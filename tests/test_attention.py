@@ -218,6 +218,29 @@ def test_sparse_matches_dense(case, heads, channels):
     assert_all_close(actual, expected, atol=1e-10, rtol=1e-9)
 
 
+@pytest.mark.parametrize("heads,channels", [(1, 5), (3, 5), (3, 1)])
+@pytest.mark.parametrize("case", ["random", "sparse", "hub", "no_edges"])
+def test_mean_heads_is_the_mean_of_the_heads(case, heads, channels):
+    src, seg, n, s = graph = make_graph(case)
+    score, value = make_inputs(graph, heads, channels)
+
+    def averaged(*args):
+        return dense_attention(*args).mean(1)
+
+    expected = outputs_and_grads(averaged, score, value, src, seg, s)
+    for op in (segment_attention_sparse, segment_attention):
+        actual = outputs_and_grads(
+            lambda *a, op=op: op(*a, mean_heads=True), score, value, src, seg, s
+        )
+        assert actual[0].shape == (s, channels)
+        assert_all_close(actual, expected, atol=1e-10, rtol=1e-9)
+    if case == "hub":
+        assert torch.autograd.gradcheck(
+            lambda a, v: segment_attention_sparse(a, v, src, seg, s, mean_heads=True),
+            (score, value),
+        )
+
+
 def test_sparse_gradcheck_layout_reuse_and_single_precision():
     src, seg, n, s = graph = make_graph("hub")
     score, value = make_inputs(graph, heads=2, channels=3)

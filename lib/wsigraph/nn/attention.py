@@ -278,6 +278,13 @@ def _csr(crow: Tensor, cols: Tensor, values: Tensor, shape: tuple[int, int]) -> 
     return torch.sparse_csr_tensor(crow, cols, values, shape, check_invariants=False)
 
 
+def _spmm(matrix: Tensor, dense: Tensor) -> Tensor:
+    """``matrix @ dense`` for a CSR ``matrix``, written straight into one new tensor
+    (``matrix @ dense`` itself allocates the result twice on the CPU)."""
+    out = dense.new_empty(matrix.size(0), dense.size(1))
+    return torch.addmm(out, matrix, dense, beta=0.0, out=out)  # beta=0: out's contents unread
+
+
 class SparseLayout:
     """The index arrays of :func:`segment_attention_sparse` for one edge structure and head
     count: they depend on ``src``, ``ptr`` and ``heads`` only, so one layout serves every call
@@ -289,29 +296,54 @@ class SparseLayout:
     ``[S * H, C]``. Row ``t * H + h`` starts at ``ptr[t] * H + h * deg(t)``, so edge ``e`` of
     head ``h`` sits at position ``pos[e, h] = ptr[t] * H + h * deg(t) + (e - ptr[t])``: no sort.
     The transpose (for the value gradient) sorts the columns once, when first needed.
+
+    With ``mean_heads`` the heads are averaged inside the product: row ``t`` holds, at column
+    ``src[e] * H + h``, the weight of edge ``e`` and head ``h`` divided by ``H``, so
+    ``A @ value`` is the head-averaged output ``[S, C]`` and no ``[S, H, C]`` tensor exists.
+    Its entries are the ``[E, H]`` weights in their own order (``pos`` is ``None``, the
+    identity).
     """
 
-    def __init__(self, src: Tensor, seg: Tensor, ptr: Tensor, num_nodes: int, heads: int):
+    def __init__(
+        self,
+        src: Tensor,
+        seg: Tensor,
+        ptr: Tensor,
+        num_nodes: int,
+        heads: int,
+        mean_heads: bool = False,
+    ):
         num_edges, num_segments = src.numel(), ptr.numel() - 1
         h = torch.arange(heads, device=src.device)
-        deg = ptr[1:] - ptr[:-1]  # [S]
-        start = ptr.index_select(0, seg)  # [E], first edge of each edge's segment
-        offset = torch.arange(num_edges, device=src.device) - start
-        self.pos = (
-            (start * heads + offset)[:, None] + h * deg.index_select(0, seg)[:, None]
-        ).reshape(-1)  # [E * H], position of (edge, head) in the CSR arrays
-        self.cols = torch.empty(num_edges * heads, dtype=torch.long, device=src.device)
-        self.cols[self.pos] = (src[:, None] * heads + h).reshape(-1)
-        self.crow = torch.cat([(ptr[:-1, None] * heads + h * deg[:, None]).reshape(-1),
-                               ptr[-1:] * heads])  # fmt: skip
-        self.shape = (num_segments * heads, num_nodes * heads)
-        self.heads = heads
+        self.heads, self.mean_heads = heads, mean_heads
+        self.scale = 1.0 / heads if mean_heads else 1.0  # folded into the matrix's values
+        if mean_heads:
+            self.pos = None  # the identity
+            self.cols = (src[:, None] * heads + h).reshape(-1)
+            self.crow = ptr * heads
+            self.shape = (num_segments, num_nodes * heads)
+        else:
+            deg = ptr[1:] - ptr[:-1]  # [S]
+            start = ptr.index_select(0, seg)  # [E], first edge of each edge's segment
+            offset = torch.arange(num_edges, device=src.device) - start
+            self.pos = (
+                (start * heads + offset)[:, None] + h * deg.index_select(0, seg)[:, None]
+            ).reshape(-1)  # [E * H], position of (edge, head) in the CSR arrays
+            self.cols = torch.empty(num_edges * heads, dtype=torch.long, device=src.device)
+            self.cols[self.pos] = (src[:, None] * heads + h).reshape(-1)
+            self.crow = torch.cat([(ptr[:-1, None] * heads + h * deg[:, None]).reshape(-1),
+                                   ptr[-1:] * heads])  # fmt: skip
+            self.shape = (num_segments * heads, num_nodes * heads)
         self._transpose: tuple[Tensor, Tensor, Tensor] | None = None
 
     def matrix(self, weight: Tensor) -> tuple[Tensor, Tensor]:
-        """The CSR matrix of per-edge, per-head ``weight`` ``[E, H]``, and its value array."""
-        values = weight.new_empty(weight.numel())
-        values[self.pos] = weight.reshape(-1)
+        """The CSR matrix of per-edge, per-head ``weight`` ``[E, H]`` (divided by ``H`` with
+        ``mean_heads``), and its value array."""
+        if self.pos is None:
+            values = weight.reshape(-1) * self.scale
+        else:
+            values = weight.new_empty(weight.numel())
+            values[self.pos] = weight.reshape(-1) * self.scale
         return _csr(self.crow, self.cols, values, self.shape), values
 
     def transpose(self, values: Tensor) -> Tensor:
@@ -334,7 +366,7 @@ class _SegmentAttentionSparse(torch.autograd.Function):
         num_segments, (num_nodes, heads, channels) = ptr.numel() - 1, value.shape
         p = torch.empty_like(score)  # [E, H], softmax weights
         if score.numel() == 0:
-            out = value.new_zeros(num_segments, heads, channels)
+            out = value.new_zeros(num_segments, *(() if layout.mean_heads else (heads,)), channels)
             values = p.reshape(-1)
         else:
             smax = segment(score.detach(), ptr, reduce="max")  # [S, H]
@@ -342,32 +374,42 @@ class _SegmentAttentionSparse(torch.autograd.Function):
             p /= segment(p, ptr, reduce="sum").index_select(0, seg)
             matrix, values = layout.matrix(p)
             flat = value.detach().reshape(num_nodes * heads, channels)
-            out = (matrix @ flat).view(num_segments, heads, channels)
+            out = _spmm(matrix, flat).view(num_segments, *(() if layout.mean_heads else (heads,)),
+                                           channels)  # fmt: skip
         ctx.layout = layout
-        ctx.save_for_backward(p, value, seg, out, values)
+        ctx.save_for_backward(p, value, seg, ptr, values)  # not out: see backward
         return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out):
-        p, value, seg, out, values = ctx.saved_tensors
+        p, value, seg, ptr, values = ctx.saved_tensors
         layout = ctx.layout
         need_score, need_value = ctx.needs_input_grad[:2]
         num_nodes, heads, channels = value.shape
-        grad_score = torch.zeros_like(p) if need_score else None
-        grad_value = torch.zeros_like(value) if need_value else None
         if p.numel() == 0:
-            return grad_score, grad_value, None, None, None
-        g = grad_out.contiguous().reshape(-1, channels)  # [S * H, C]
+            return (
+                torch.zeros_like(p) if need_score else None,
+                torch.zeros_like(value) if need_value else None,
+                None, None, None,
+            )  # fmt: skip
+        grad_score = grad_value = None
+        g = grad_out.contiguous().reshape(-1, channels)  # [S * H, C], or [S, C] (mean_heads)
         if need_score:  # d out / d p at the edges: <grad_out[seg], value[src]>, sampled
             matrix = _csr(layout.crow, layout.cols, values, layout.shape)
             flat = value.reshape(num_nodes * heads, channels)
-            g_p = torch.sparse.sampled_addmm(matrix, g, flat.T, beta=0.0).values()
-            g_p = g_p.index_select(0, layout.pos).view_as(p)
-            delta = (grad_out * out).sum(-1)  # [S, H]
+            g_p = torch.sparse.sampled_addmm(
+                matrix, g, flat.T, beta=0.0, alpha=layout.scale
+            ).values()  # with mean_heads, d out / d p is value / H
+            if layout.pos is not None:
+                g_p = g_p.index_select(0, layout.pos)
+            g_p = g_p.view_as(p)  # [E, H]
+            # <grad_out[t], out[t]> = sum over t's edges of p * g_p: no [S, H, C] product, and
+            # the output need not be kept for backward
+            delta = segment(p * g_p, ptr, reduce="sum")  # [S, H]
             grad_score = p * (g_p - delta.index_select(0, seg))
         if need_value:
-            grad_value = (layout.transpose(values) @ g).view(num_nodes, heads, channels)
+            grad_value = _spmm(layout.transpose(values), g).view(num_nodes, heads, channels)
         return grad_score, grad_value, None, None, None
 
 
@@ -381,6 +423,7 @@ def segment_attention_sparse(
     *,
     assume_sorted: bool = False,
     layout: SparseLayout | None = None,
+    mean_heads: bool = False,
 ) -> Tensor:
     """Sparse-CSR :func:`segment_attention` (same signature, shapes and result) for float32
     and float64 CPU tensors: one sparse x dense product forward, one with the transpose and one
@@ -388,8 +431,10 @@ def segment_attention_sparse(
     weights plus the :math:`(N + S) H C` inputs and outputs; no message tensor is built.
 
     Args:
-        layout: the :class:`SparseLayout` of ``(src, seg, ptr, heads)`` from an earlier call on
-            the same edges, to skip rebuilding it (default: built here).
+        layout: the :class:`SparseLayout` of ``(src, seg, ptr, heads, mean_heads)`` from an
+            earlier call on the same edges, to skip rebuilding it (default: built here).
+        mean_heads: as :func:`segment_attention`: the mean over heads, ``[S, C]``, computed in
+            the product.
     """
     _check(score, value, src, seg, num_segments, ptr, assume_sorted)
     if value.dtype not in SPARSE_DTYPES or value.is_cuda:
@@ -399,12 +444,17 @@ def segment_attention_sparse(
         )
     if ptr is None:
         ptr = _ptr_from_seg(seg, num_segments)
+    heads = value.size(1)
     if layout is None:
-        layout = SparseLayout(src, seg, ptr, value.size(0), value.size(1))
-    elif layout.shape != (num_segments * value.size(1), value.size(0) * value.size(1)):
+        layout = SparseLayout(src, seg, ptr, value.size(0), heads, mean_heads)
+    elif layout.mean_heads != mean_heads or layout.shape != (
+        num_segments * (1 if mean_heads else heads),
+        value.size(0) * heads,
+    ):
         raise ValueError(
-            f"layout of shape {layout.shape} does not fit {num_segments} segments, "
-            f"{value.size(0)} nodes and {value.size(1)} heads"
+            f"layout of shape {layout.shape} (mean_heads={layout.mean_heads}) does not fit "
+            f"{num_segments} segments, {value.size(0)} nodes and {heads} heads "
+            f"(mean_heads={mean_heads})"
         )
     return _SegmentAttentionSparse.apply(score, value, seg, ptr, layout)
 
@@ -717,6 +767,7 @@ def segment_attention(
     ptr: Tensor | None = None,
     *,
     assume_sorted: bool = False,
+    mean_heads: bool = False,
 ) -> Tensor:
     r"""Multi-head attention over segments of CSR-sorted edges: a softmax of the edge scores
     within each segment, then the weighted sum of source values
@@ -750,21 +801,22 @@ def segment_attention(
         assume_sorted (bool, optional): Skip the data checks (``seg`` sorted, indices in range,
             ``ptr`` matching ``seg``), which synchronise a GPU; shapes are still checked.
             (default: :obj:`False`)
+        mean_heads (bool, optional): Return the mean over the heads, :math:`(S, C)`. The
+            sparse CPU path computes it inside its product (no :math:`(S, H, C)` tensor, a
+            quarter of the memory for 4 heads); the others average their output.
+            (default: :obj:`False`)
 
     Shapes:
         - **input:** score :math:`(E, H)`, value :math:`(N, H, C)`, src :math:`(E)`,
           seg :math:`(E)`, ptr :math:`(S + 1)`
-        - **output:** :math:`(S, H, C)`
+        - **output:** :math:`(S, H, C)`, or :math:`(S, C)` with ``mean_heads``
     """
     backend = _backend(value)
-    if backend == "triton":
-        return segment_attention_triton(
-            score, value, src, seg, num_segments, ptr, assume_sorted=assume_sorted
-        )
     if backend == "sparse":
         return segment_attention_sparse(
-            score, value, src, seg, num_segments, ptr, assume_sorted=assume_sorted
-        )
-    return segment_attention_reference(
-        score, value, src, seg, num_segments, ptr, assume_sorted=assume_sorted
-    )
+            score, value, src, seg, num_segments, ptr, assume_sorted=assume_sorted,
+            mean_heads=mean_heads,
+        )  # fmt: skip
+    op = segment_attention_triton if backend == "triton" else segment_attention_reference
+    out = op(score, value, src, seg, num_segments, ptr, assume_sorted=assume_sorted)
+    return out.mean(1) if mean_heads else out

@@ -34,12 +34,6 @@ def _glorot(t: Tensor) -> None:
     nn.init.uniform_(t, -bound, bound)
 
 
-def _score(x: Tensor, weight: Tensor, att: Tensor) -> Tensor:
-    """Per-head :math:`a^\top W x`, ``[N, H]``, as ``x @ (a^T W)``: no ``[N, H, C]`` temporary."""
-    H = att.size(1)
-    return x @ torch.einsum("hcf,hc->fh", weight.view(H, -1, weight.size(1)), att[0])
-
-
 def _segment_logsumexp(score: Tensor, seg: Tensor, num_segments: int) -> Tensor:
     """``log(sum(exp(score)))`` per segment, ``[S, H]`` (``-inf`` for empty segments)."""
     H = score.size(1)
@@ -85,21 +79,32 @@ class _ResolutionAttention(nn.Module):
         _glorot(self.att_proto)
 
     def forward(
-        self, x: Tensor, weight: Tensor, src: Tensor, group: Tensor, num_nodes: int
-    ) -> Tensor:
+        self,
+        x: Tensor,
+        weight: Tensor,
+        src: Tensor,
+        group: Tensor,
+        num_nodes: int,
+        extra: Tensor | None = None,
+    ) -> Tensor | tuple[Tensor, Tensor]:
         """log alpha_r ``[N, R, H]`` from the input ``x`` [N, F] and the layer's ``W`` [H*C, F].
 
         ``group`` = dst * R + level[src] per edge. As the prototype is a mean of ``z = W x`` and
         the score is linear in it, :math:`U_r^\top h_r` is the mean over the neighbours of
         :math:`U_r^\top z_{v'}`: scalars per edge and head, so no prototype vector (and no
         ``[N, R, H, C]`` tensor) is ever formed.
+
+        ``extra`` (``[K, H, C]``, the layer's node-level attention vectors) also returns
+        :math:`a_k^\top z_v` for each, ``[N, K, H]``: every score of the layer comes from one
+        product ``x @ (a^T W)``, so the backward pass forms one ``W``-sized gradient, not one
+        per attention vector.
         """
         R, H = self.num_levels, self.att_self.size(1)
         W = weight.view(H, -1, weight.size(1))  # [H, C, F]
-        w_self = torch.einsum("hcf,rhc->frh", W, self.att_self).reshape(x.size(1), R * H)
-        w_proto = torch.einsum("hcf,rhc->frh", W, self.att_proto).reshape(x.size(1), R * H)
-        s_self = (x @ w_self).view(num_nodes, R, H)  # U_r^T z_v, for every r
-        s_nbr = (x @ w_proto).view(num_nodes, R, H)  # U_r^T z_v', for every r
+        att = [self.att_self, self.att_proto] + ([] if extra is None else [extra])
+        w_all = torch.einsum("hcf,khc->fkh", W, torch.cat(att))  # [F, K', H]
+        s_all = (x @ w_all.reshape(x.size(1), -1)).view(num_nodes, w_all.size(1), H)  # [N,K',H]
+        s_self, s_nbr = s_all[:, :R], s_all[:, R : 2 * R]  # U_r^T z_v and U_r^T z_v', every r
         level_src = group % R
         s_proto = scatter(
             s_nbr[src, level_src], group, dim=0, dim_size=num_nodes * R, reduce="mean"
@@ -108,7 +113,8 @@ class _ResolutionAttention(nn.Module):
         score = s_self + s_proto.view(num_nodes, R, H)  # [N, R, H]
         score = F.leaky_relu(score, self.negative_slope).masked_fill(~present, float("-inf"))
         log_alpha = torch.log_softmax(score, dim=1)  # absent resolutions: -inf
-        return torch.nan_to_num(log_alpha, nan=float("-inf"))  # nodes without neighbours
+        log_alpha = torch.nan_to_num(log_alpha, nan=float("-inf"))  # nodes without neighbours
+        return log_alpha if extra is None else (log_alpha, s_all[:, 2 * R :])
 
     @staticmethod
     def dropout(log_alpha: Tensor, p: float, training: bool) -> Tensor:
@@ -211,30 +217,49 @@ class RAConv(_DualAttentionConv):
     def forward(
         self, x: Tensor, edge_index: Tensor, level: Tensor, return_attention_weights: bool = False
     ) -> Tensor | tuple[Tensor, tuple[Tensor, Tensor]]:
+        z = self.lin(x).view(x.size(0), self.heads, self.out_channels)  # [N, H, C]
+        return self.attend(x, z, edge_index, level, return_attention_weights)
+
+    def attend(
+        self,
+        x: Tensor,
+        z: Tensor,
+        edge_index: Tensor,
+        level: Tensor,
+        return_attention_weights: bool = False,
+    ) -> Tensor | tuple[Tensor, tuple[Tensor, Tensor]]:
+        """The layer after its shared projection ``z = W x`` ``[N, H, C]``: the two attentions
+        and the weighted sum (the attention scores read ``x`` through :math:`a^\top W`, so no
+        per-head score vector is formed). :meth:`forward` is ``attend(x, lin(x), ...)``; the
+        benchmark times this part alone."""
         N, H, C, R = x.size(0), self.heads, self.out_channels, self.num_levels
         if self.add_self_loops:
             edge_index = _with_self_loops(edge_index, N)
-        z = self.lin(x).view(N, H, C)  # [N, H, C]
         src, dst = edge_index
         group = dst * R + level[src]  # segment of each edge: (destination, source resolution)
         order = torch.argsort(group, stable=True)
         src, dst, group = src[order], dst[order], group[order]
 
-        log_alpha = self.resolution(x, self.lin.weight, src, group, N)  # [N, R, H]
+        extra = torch.cat([self.att_dst, self.att_src])  # node level: a_dst^T z_v, a_src^T z_v'
+        log_alpha, s = self.resolution(x, self.lin.weight, src, group, N, extra)  # [N, R, H]
         log_alpha = self.resolution.dropout(log_alpha, self.dropout, self.training)
-        score = F.leaky_relu(
-            _score(x, self.lin.weight, self.att_dst)[dst]
-            + _score(x, self.lin.weight, self.att_src)[src],
-            self.negative_slope,
-        )  # [E, H]
+        score = F.leaky_relu(s[:, 0][dst] + s[:, 1][src], self.negative_slope)  # [E, H]
         # alpha_vv' = alpha_r * softmax_{N_r(v)}(score) is itself a softmax over all of v's edges
         # of log(alpha_r) + score - logsumexp_{N_r(v)}(score): one O(E) attention over
         # destinations, with no [N * R, H, C] tensor of per-resolution outputs.
         lse = _segment_logsumexp(score, group, N * R)  # [N*R, H]
         log_w = log_alpha.reshape(N * R, H)[group].clamp(min=-1e30) + score - lse[group]
-        out = segment_attention(log_w, z, src, dst, N)  # [N, H, C]
-        out = out * log_alpha.exp().sum(1).unsqueeze(-1)  # total weight: 1 without dropout
-        out = out.reshape(N, H * C) if self.concat else out.mean(1)
+        # Without dropout the resolution weights of a node sum to 1 (or to 0 for a node without
+        # neighbours, whose output is 0 anyway): nothing to rescale, and the mean over heads can
+        # be taken inside the attention (no [N, H, C] output on the CPU path).
+        rescale = self.training and self.dropout > 0
+        if not (self.concat or rescale):
+            out = segment_attention(log_w, z, src, dst, N, mean_heads=True)  # [N, C]
+        else:
+            out = segment_attention(log_w, z, src, dst, N)  # [N, H, C]
+            if rescale:  # the total weight left after dropout
+                out = out * log_alpha.exp().sum(1).unsqueeze(-1)
+            out = out.reshape(N, H * C) if self.concat else out.mean(1)
         if self.bias is not None:
             out = out + self.bias
         if return_attention_weights:
@@ -273,14 +298,11 @@ class HGATConv(_DualAttentionConv):
         group = edge_index[1] * R + level[edge_index[0]]
         order = torch.argsort(group, stable=True)  # sorted by group is sorted by destination too
         src, dst, group = edge_index[0][order], edge_index[1][order], group[order]
-        log_alpha = self.resolution.dropout(
-            self.resolution(x, self.lin.weight, src, group, N), self.dropout, self.training
-        )
+        extra = torch.cat([self.att_dst, self.att_src])
+        log_alpha, s = self.resolution(x, self.lin.weight, src, group, N, extra)
+        log_alpha = self.resolution.dropout(log_alpha, self.dropout, self.training)
         alpha_t = log_alpha.exp()  # [N, R, H]
-        raw = (
-            _score(x, self.lin.weight, self.att_dst)[dst]
-            + _score(x, self.lin.weight, self.att_src)[src]
-        )
+        raw = s[:, 0][dst] + s[:, 1][src]
         score = F.leaky_relu(alpha_t.view(N * R, H)[group] * raw, self.negative_slope)
         out = segment_attention(score, z, src, dst, N)  # [N, H, C]
         out = out.reshape(N, H * C) if self.concat else out.mean(1)
