@@ -11,7 +11,9 @@ It times, on the same inputs and in one process (the best of at least ``--repeat
 of as many as fit in ``MIN_SECONDS`` for small sizes, after one warm-up),
 ``out = op(...)`` followed by ``torch.autograd.grad(out, (score, value), grad_out)``:
 
-* ``reference``: :func:`wsigraph.nn.attention.segment_attention_reference` (ours on CPU);
+* ``sparse``: :func:`wsigraph.nn.attention.segment_attention_sparse` (ours on CPU: PyTorch's
+  sparse CSR products);
+* ``reference``: :func:`wsigraph.nn.attention.segment_attention_reference` (plain PyTorch);
 * ``triton``: :func:`wsigraph.nn.attention.segment_attention_triton` (ours on CUDA);
 * ``pyg_naive``: ``torch_geometric.utils.softmax`` + gather ``value[src] * alpha`` +
   ``torch_geometric.utils.scatter(..., reduce="sum")``, the formulation of PyG's ``GATConv``.
@@ -42,7 +44,11 @@ from torch_geometric.utils import softmax as pyg_softmax
 from wsigraph.bench import best_time, cpu_name, environment, peak_bytes
 from wsigraph.graphs.pyramid import pyramid_edges
 from wsigraph.nn import attention
-from wsigraph.nn.attention import segment_attention_reference, segment_attention_triton
+from wsigraph.nn.attention import (
+    segment_attention_reference,
+    segment_attention_sparse,
+    segment_attention_triton,
+)
 
 SEED = 0
 GRIDS = (10, 30, 63, 141)  # 5x grid sides: 501, 4,501, 19,846, 99,406 nodes
@@ -107,7 +113,7 @@ def run_size(side: int, methods: dict[str, Callable], repeats: int, device) -> d
         row["methods"][name] = dict(
             seconds=min(times), seconds_all=times, peak_bytes=peak, max_abs_error=error
         )
-    ours = "triton" if "triton" in methods else "reference"
+    ours = "triton" if "triton" in methods else "sparse"
     row["ours"] = ours
     row["ratios_vs_ours"] = {
         name: dict(
@@ -131,6 +137,8 @@ def main() -> None:
     methods: dict[str, Callable] = {}
     if device.type == "cuda" and attention.HAS_TRITON and not attention._interpreted():
         methods["triton"] = segment_attention_triton
+    else:
+        methods["sparse"] = segment_attention_sparse
     methods["reference"] = segment_attention_reference
     methods["pyg_naive"] = pyg_naive
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
