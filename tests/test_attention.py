@@ -341,8 +341,13 @@ def test_validation_errors():
     for args, match in bad:
         with pytest.raises(ValueError, match=match):
             op(*args)
-    # The fast path skips only the data checks.
-    segment_attention(score, value, src, seg.flip(0), s, assume_sorted=True)
+    # The fast path skips only the data checks; the sparse path still checks the CSR arrays
+    # it builds, as its kernels would crash on bad ones.
+    segment_attention_reference(score, value, src, seg.flip(0), s, assume_sorted=True)
+    with pytest.raises(ValueError, match="not sorted ascending or does not match ptr"):
+        segment_attention(score, value, src, seg.flip(0), s, assume_sorted=True)
+    with pytest.raises(ValueError, match="src is out of range"):
+        segment_attention(score, value, src + n, seg, s, assume_sorted=True)
     with pytest.raises(ValueError, match="heads"):
         segment_attention(score, value[:, :1], src, seg, s, assume_sorted=True)
 

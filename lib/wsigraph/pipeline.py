@@ -149,6 +149,7 @@ NONE_DEFAULT_TYPES: dict[str, type] = {
     # 03_graphs
     "draw_slides": list,
     # 04_train, 06, 07, 08, 09
+    "label_column": str,
     "epochs": int,
     "folds": int,
     "repeats": int,

@@ -329,12 +329,30 @@ class SparseLayout:
             self.pos = (
                 (start * heads + offset)[:, None] + h * deg.index_select(0, seg)[:, None]
             ).reshape(-1)  # [E * H], position of (edge, head) in the CSR arrays
-            self.cols = torch.empty(num_edges * heads, dtype=torch.long, device=src.device)
+            # -1 marks a slot no edge fills (only with bad input): _check then refuses it
+            self.cols = torch.full((num_edges * heads,), -1, dtype=torch.long, device=src.device)
             self.cols[self.pos] = (src[:, None] * heads + h).reshape(-1)
             self.crow = torch.cat([(ptr[:-1, None] * heads + h * deg[:, None]).reshape(-1),
                                    ptr[-1:] * heads])  # fmt: skip
             self.shape = (num_segments * heads, num_nodes * heads)
         self._transpose: tuple[Tensor, Tensor, Tensor] | None = None
+        self._check(num_edges * heads)
+
+    def _check(self, nnz: int) -> None:
+        """The CSR arrays are trusted by the sparse kernels, which do not check them (a bad
+        one crashes the process), so they are checked here even under ``assume_sorted``: an
+        O(E) pass on the CPU, where it costs no device synchronisation."""
+        bad = (
+            self.crow[0] != 0
+            or self.crow[-1] != nnz
+            or bool((self.crow.diff() < 0).any())
+            or (nnz > 0 and bool((self.cols < 0).any() | (self.cols >= self.shape[1]).any()))
+        )
+        if bad:
+            raise ValueError(
+                "segment_attention_sparse: seg is not sorted ascending or does not match ptr, "
+                "or src is out of range (assume_sorted=True skips the data checks, not this one)"
+            )
 
     def matrix(self, weight: Tensor) -> tuple[Tensor, Tensor]:
         """The CSR matrix of per-edge, per-head ``weight`` ``[E, H]`` (divided by ``H`` with
