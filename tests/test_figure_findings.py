@@ -82,6 +82,8 @@ def test_figure_findings_are_written_from_the_numbers():
     )
     worse = T.figure_findings(costs=costs, cost_auc={"HIGT (Ours)": 90.0, "H2-MIL": 99.5})
     assert "holds here against none of them" in worse
+    unrun = T.figure_findings(costs=costs, cost_auc={"HIGT (Ours)": 99.0})  # H2-MIL not run
+    assert "H2-MIL did not run on this profile" in unrun and "holds here" not in unrun
     # ABMIL alone: less memory than HIGT, a larger model, so neither is cheaper on both counts
     assert "does not show at this scale" in T.figure_findings(costs=costs.drop(index="H2-MIL"))
 

@@ -1652,12 +1652,21 @@ def figure_findings(
             text += f". It is cheaper on both counts than {', '.join(both)}"
         auc = {k: v for k, v in (cost_auc or {}).items() if v is not None}
         if ours in auc and both:
-            kept = [m for m in both if m in auc and auc[ours] >= auc[m] - 1.0]
-            text += (
-                f"; its {cost_cell} AUC is {auc[ours]:.1f}, so the paper's claim (the AUC kept "
-                "at a lower memory and model size) holds here against "
-                + (", ".join(f"{m} ({auc[m]:.1f})" for m in kept) if kept else "none of them")
-            )
+            scored = [m for m in both if m in auc]
+            kept = [m for m in scored if auc[ours] >= auc[m] - 1.0]
+            text += f"; its {cost_cell} AUC is {auc[ours]:.1f}"
+            if scored:
+                text += (
+                    ", so the paper's claim (the AUC kept at a lower memory and model size) "
+                    "holds here against "
+                    + (", ".join(f"{m} ({auc[m]:.1f})" for m in kept) if kept else "none of them")
+                )
+            unscored = [m for m in both if m not in auc]
+            if unscored:
+                text += (
+                    f"; {', '.join(unscored)} did not run on this profile, so the AUC side of "
+                    "the claim is not measured against it"
+                )
         lines.append(text + ".")
     by_row: dict[str, list] = {}
     for name, dataset, task, rec in curves:
