@@ -49,15 +49,15 @@ MUTATIONS: list[Mutation] = [
     M(
         "attention-softmax-no-max-shift-sign",
         "lib/wsigraph/nn/attention.py",
-        "            torch.exp(score.detach() - smax.index_select(0, seg), out=p)",
-        "            torch.exp(smax.index_select(0, seg) - score.detach(), out=p)",
+        "    torch.exp(score - smax.index_select(0, seg), out=out)",
+        "    torch.exp(smax.index_select(0, seg) - score, out=out)",
         ("tests/test_attention.py",),
     ),
     M(
         "attention-softmax-not-normalised",
         "lib/wsigraph/nn/attention.py",
-        '            p /= segment(p, ptr, reduce="sum").index_select(0, seg)',
-        '            p /= segment(p, ptr, reduce="sum").index_select(0, seg).mean()',
+        '    out /= segment(out, ptr, reduce="sum").index_select(0, seg)',
+        '    out /= segment(out, ptr, reduce="sum").index_select(0, seg).mean()',
         ("tests/test_attention.py",),
     ),
     M(
@@ -139,10 +139,10 @@ MUTATIONS: list[Mutation] = [
     M(
         "raconv-concat-channel-major",
         "lib/wsigraph/nn/raconv.py",
-        "        out = out * log_alpha.exp().sum(1).unsqueeze(-1)  # total weight: 1 without dropout\n"
-        "        out = out.reshape(N, H * C) if self.concat else out.mean(1)",
-        "        out = out * log_alpha.exp().sum(1).unsqueeze(-1)  # total weight: 1 without dropout\n"
-        "        out = out.transpose(1, 2).reshape(N, H * C) if self.concat else out.mean(1)",
+        "                out = out * log_alpha.exp().sum(1).unsqueeze(-1)\n"
+        "            out = out.reshape(N, H * C) if self.concat else out.mean(1)",
+        "                out = out * log_alpha.exp().sum(1).unsqueeze(-1)\n"
+        "            out = out.transpose(1, 2).reshape(N, H * C) if self.concat else out.mean(1)",
         ("tests/test_raconv.py",),
     ),
     M(

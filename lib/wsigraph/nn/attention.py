@@ -175,6 +175,15 @@ def segment_softmax(score: Tensor, seg: Tensor, num_segments: int) -> Tensor:
 # --------------------------------------------------------------------------------------------
 
 
+def _sorted_softmax(score: Tensor, seg: Tensor, ptr: Tensor, out: Tensor) -> Tensor:
+    """Softmax of ``score`` [E, H] within the segments of sorted ``seg`` (CSR ``ptr``), written
+    into ``out``: the weights both CPU paths keep for backward."""
+    smax = segment(score, ptr, reduce="max")  # [S, H]
+    torch.exp(score - smax.index_select(0, seg), out=out)
+    out /= segment(out, ptr, reduce="sum").index_select(0, seg)
+    return out
+
+
 def _chunked_segment_sum(message, ptr: np.ndarray, out: Tensor) -> None:
     """Adds into ``out[t]`` the sum of ``message(a, b)`` [b - a, H, C] over the edges of each
     segment ``t``, for CSR offsets ``ptr`` (on the host), ``CHUNK_ELEMENTS`` at a time."""
@@ -197,9 +206,7 @@ class _SegmentAttentionReference(torch.autograd.Function):
         out = value.new_zeros(num_segments, heads, channels)  # [S, H, C]
         p = torch.empty_like(score)  # [E, H], softmax weights
         if score.numel() > 0:
-            smax = segment(score.detach(), ptr, reduce="max")  # [S, H]
-            torch.exp(score.detach() - smax.index_select(0, seg), out=p)
-            p /= segment(p, ptr, reduce="sum").index_select(0, seg)
+            _sorted_softmax(score.detach(), seg, ptr, out=p)
             _chunked_segment_sum(
                 lambda a, b: value.index_select(0, src[a:b]) * p[a:b, :, None],
                 ptr.cpu().numpy(),
@@ -387,9 +394,7 @@ class _SegmentAttentionSparse(torch.autograd.Function):
             out = value.new_zeros(num_segments, *(() if layout.mean_heads else (heads,)), channels)
             values = p.reshape(-1)
         else:
-            smax = segment(score.detach(), ptr, reduce="max")  # [S, H]
-            torch.exp(score.detach() - smax.index_select(0, seg), out=p)
-            p /= segment(p, ptr, reduce="sum").index_select(0, seg)
+            _sorted_softmax(score.detach(), seg, ptr, out=p)
             matrix, values = layout.matrix(p)
             flat = value.detach().reshape(num_nodes * heads, channels)
             out = _spmm(matrix, flat).view(num_segments, *(() if layout.mean_heads else (heads,)),
