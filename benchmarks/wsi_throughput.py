@@ -650,7 +650,9 @@ def main(argv: list[str] | None = None) -> Path:
     )
     tcga = TilingSettings.from_profile(get_profile("tcga"))
     graph_encoder = "resnet50-trunc" if "resnet50-trunc" in args.encoders else args.encoders[0]
-    results: list[dict] = [{"stage": "slide", **slide, "spec": spec, "path": str(args.slide)}]
+    shown = args.slide.resolve()  # relative to the checkout when inside it (no machine paths)
+    shown = shown.relative_to(ROOT) if shown.is_relative_to(ROOT) else shown
+    results: list[dict] = [{"stage": "slide", **slide, "spec": spec, "path": str(shown)}]
     tiling: dict[str, dict] = {}
     cuda = run_stage(stage_cuda_probe)
     devices = ["cpu", "cuda"] if cuda["cuda"] else ["cpu"]
