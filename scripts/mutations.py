@@ -132,8 +132,8 @@ MUTATIONS: list[Mutation] = [
     M(
         "raconv-only-head-0-output",
         "lib/wsigraph/nn/raconv.py",
-        "        out = out * log_alpha.exp().sum(1).unsqueeze(-1)",
-        "        out = out[:, :1].expand(-1, H, -1) * log_alpha.exp().sum(1).unsqueeze(-1)",
+        "            out = segment_attention(log_w, z, src, dst, N, mean_heads=True)  # [N, C]",
+        "            out = segment_attention(log_w, z[:, :1].expand(-1, H, -1).contiguous(), src, dst, N, mean_heads=True)",
         ("tests/test_raconv.py",),
     ),
     M(
@@ -175,7 +175,7 @@ MUTATIONS: list[Mutation] = [
         "lib/wsigraph/nn/attention.py",
         "value.index_select(0, src[a:b]) * p[a:b, :, None]",
         "value.index_select(0, src[a:b]) * p[a:b, :1, None]",
-        ("tests/test_raconv.py",),
+        ("tests/test_attention.py",),  # the reference; RAConv on the CPU runs the sparse path
     ),
     # ---- ablation switches: each must change the model ---------------------------------------
     M(
