@@ -1193,6 +1193,48 @@ MUTATIONS: list[Mutation] = [
         "                values[(row.name, c_paper)] = ours or (paper.mean, paper.std)",
         ("tests/test_tables.py::test_write_table",),
     ),
+    # ---- slide stages over executors (stages.py, train/executor.py, io.py) -------------------
+    M(
+        "executor-dead-worker-not-retried",
+        "lib/wsigraph/train/executor.py",
+        "        attempts[i] = 1\n",
+        "        attempts[i] = 2\n",
+        (
+            "tests/test_slide_stages.py::test_a_worker_that_dies_once_is_retried_alone_and_its_slide_finishes",
+        ),
+    ),
+    M(
+        "stages-dead-slide-tmp-kept",
+        "lib/wsigraph/stages.py",
+        "            remove_stale_tmp(stage.target(jobs[i]))\n",
+        "            pass\n",
+        (
+            "tests/test_slide_stages.py::test_a_killed_worker_leaves_no_partial_file_and_the_rerun_completes",
+        ),
+    ),
+    M(
+        "io-torch-archive-named-after-tmp",
+        "lib/wsigraph/io.py",
+        "        torch.save(obj, f)\n",
+        "        torch.save(obj, str(tmp))\n",
+        (
+            "tests/test_slide_stages.py::test_serial_local_and_dask_write_identical_files_and_name_the_bad_slide",
+        ),
+    ),
+    M(
+        "stages-cpu-workers-take-every-core",
+        "lib/wsigraph/stages.py",
+        '    setups = (WorkerSetup("cpu", threads=max(1, cores // n)),) * n',
+        '    setups = (WorkerSetup("cpu", threads=cores),) * n',
+        ("tests/test_slide_stages.py::test_cpu_workers_never_oversubscribe_the_cores",),
+    ),
+    M(
+        "stages-device-index-off-by-one",
+        "lib/wsigraph/stages.py",
+        "    missing = [i for i in wanted if i >= n]",
+        "    missing = [i for i in wanted if i > n]",
+        ("tests/test_slide_stages.py::test_devices_are_checked_against_the_visible_ones",),
+    ),
 ]
 
 

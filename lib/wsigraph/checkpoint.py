@@ -32,7 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from wsigraph import __version__
-from wsigraph.io import atomic_path
+from wsigraph.io import save_torch
 
 #: The checkpoint layout this code writes and reads.
 FORMAT = 1
@@ -126,8 +126,7 @@ def save_checkpoint(
         "meta": _plain(meta or {}),
     }
     path = Path(path)
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    save_torch(state, path)
     return path
 
 

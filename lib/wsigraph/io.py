@@ -58,6 +58,21 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+def save_torch(obj, path: str | os.PathLike) -> Path:
+    """``torch.save(obj)`` to ``path`` atomically (:func:`atomic_path`), with the same bytes for
+    the same ``obj`` wherever and by whichever process it is written.
+
+    ``torch.save`` to a *path* names the records inside its zip archive after the file, here
+    the random temporary name; written through a file object, they are always ``archive/...``.
+    """
+    path = Path(path)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        import torch
+
+        torch.save(obj, f)
+    return path
+
+
 def _new_tmp(path: Path) -> Path:
     """Create an empty, unused ``.<name>.<random>.tmp`` beside ``path`` with the default mode.
 

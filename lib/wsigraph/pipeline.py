@@ -131,7 +131,7 @@ def _literal(source: str):
 # A default of None ("None means the profile's value") says nothing of a parameter's type, so the
 # types of those parameters are written here (tests/test_pipeline.py checks that every None
 # default of the notebooks is listed). A name missing here accepts any value.
-NONE_DEFAULT_TYPES: dict[str, type] = {
+NONE_DEFAULT_TYPES: dict[str, type | None] = {
     # 01_cohort
     "n_slides": int,
     "slide_size": list,
@@ -146,6 +146,8 @@ NONE_DEFAULT_TYPES: dict[str, type] = {
     "patch_size": int,
     "batch_size": int,
     "num_workers": int,
+    # 02 and 03: "all", "cpu", "0,1" or one CUDA index (wsigraph.stages.resolve_devices)
+    "devices": None,
     # 03_graphs
     "draw_slides": list,
     # 04_train, 06, 07, 08, 09
@@ -525,6 +527,13 @@ def main(argv: list[str] | None = None) -> int:
         )
     if not problems:
         problems = _contradicted_profile(args.profile, given, texts, scoped)
+    if not problems and given.get("devices") is not None:
+        from wsigraph.stages import resolve_devices
+
+        try:  # a GPU that is not there: say which are, before anything runs
+            resolve_devices(given["devices"])
+        except ValueError as e:
+            problems = [f"-p {e}"]
     for nb in declared:
         if nb.stem == TRAIN and not problems:
             values = given | {name: v for name, (v, _, _) in scoped.get(nb, {}).items()}

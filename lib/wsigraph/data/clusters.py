@@ -44,7 +44,7 @@ from torch import Tensor
 from torch_geometric.data import Data
 from tqdm.auto import tqdm
 
-from wsigraph.io import array_digest, atomic_path
+from wsigraph.io import array_digest, save_torch
 
 CLUSTER_KEY = "mico_cluster"
 BACKENDS = ("auto", "sklearn", "torch")
@@ -180,8 +180,7 @@ def cluster_slide(
         return stored
     centroids, labels = kmeans(x, n_clusters, seed, backend)
     record = expect | dict(labels=labels, centroids=centroids, k=int(centroids.size(0)))
-    with atomic_path(path) as tmp:
-        torch.save(record, tmp)
+    save_torch(record, path)
     return record
 
 

@@ -1,9 +1,9 @@
 """Patch features for every slide: tissue mask -> pyramid tiles -> encoder -> one file per slide.
 
-For each slide, :func:`extract_features` plans the pyramid (:func:`wsigraph.data.tiling.plan_tiles`
-on the tissue mask), reads every patch once through a batched ``DataLoader`` with worker
-processes, records its RGB variance, encodes it (:mod:`wsigraph.data.encoders`), drops the
-background patches by H2-MIL's variance threshold, and writes ``<slide_id>.pt``:
+For each slide, :func:`feature_task` plans the pyramid (:func:`wsigraph.data.tiling.plan_tiles`
+on the tissue mask), reads every patch once through a batched ``DataLoader``, records its RGB
+variance, encodes it (:mod:`wsigraph.data.encoders`), drops the background patches by H2-MIL's
+variance threshold, and writes ``<slide_id>.pt``:
 
 ``features``  float32 ``[N, D]`` (row 0 is the thumbnail node)
 ``tiles``     the :class:`~wsigraph.data.tiling.TileSet` as plain arrays (level, row, col, x, y,
@@ -18,12 +18,15 @@ fails its digest check (bytes flipped on disk) or has no digest (written by an o
 is rebuilt, and the summary's ``note`` and stderr say so, naming it. A failed slide is named on
 stderr as well as in the summary. A slide that cannot be read, or has no tissue, is
 reported in the returned summary and the others go on.
+
+:func:`extract_features` runs one task per slide on any executor of :mod:`wsigraph.stages`
+(this process, local worker processes, a Dask cluster; one worker per GPU with
+``devices="all"``); every executor writes the same bytes.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,14 +34,22 @@ import numpy as np
 import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
 
 from wsigraph.data.encoders import Encoder, get_encoder
 from wsigraph.data.slides import Slide, SlideError
 from wsigraph.data.tiling import THUMBNAIL, TileSet, background_keep, plan_tiles
 from wsigraph.data.tissue import EmptyTissueError, rgb_variance, tissue_mask
-from wsigraph.io import DigestMismatchError, atomic_path, check_digest, content_digest
+from wsigraph.io import DigestMismatchError, check_digest, content_digest, save_torch
 from wsigraph.progress import progress_bar
+from wsigraph.stages import (
+    SlideJob,
+    local_device,
+    plan_workers,
+    remove_stale_tmp,
+    run_slide_stage,
+    slide_jobs,
+)
+from wsigraph.train.executor import worker_setup
 
 
 @dataclass(frozen=True)
@@ -187,6 +198,76 @@ def load_features(path: str | Path, require_digest: bool = False) -> dict:
     return d
 
 
+@dataclass(frozen=True)
+class FeatureStage:
+    """What every slide task of :func:`extract_features` shares (sent once per worker)."""
+
+    out_dir: Path
+    settings: TilingSettings
+    encoder: str | Encoder  # a name, or (serial runs only) a built encoder
+    weights_path: str | None
+    batch_size: int
+    loader_workers: int
+    device: str
+    patch_bars: bool = False
+
+    def target(self, job: SlideJob) -> Path:
+        return feature_path(self.out_dir, job.slide_id)
+
+
+_WORKER_ENCODERS: dict[tuple, Encoder] = {}  # a worker's encoders, built once per process
+
+
+def _stage_encoder(stage: FeatureStage) -> Encoder:
+    if isinstance(stage.encoder, Encoder):
+        return stage.encoder
+    device = local_device(worker_setup().device or stage.device)
+    key = (stage.encoder, stage.weights_path, device)
+    if key not in _WORKER_ENCODERS:
+        _WORKER_ENCODERS.clear()  # one encoder per worker
+        _WORKER_ENCODERS[key] = get_encoder(stage.encoder, stage.weights_path, device)
+    return _WORKER_ENCODERS[key]
+
+
+def feature_task(job: SlideJob, stage: FeatureStage) -> dict:
+    """Tissue mask, tiles and features of one slide, written to ``stage.target(job)``.
+
+    Returns:
+        The slide's summary row: ``status`` (``done``, ``skipped`` = its file is there, sound
+        and made with the same settings, ``failed``), ``n_patches`` and per-level counts,
+        ``error`` for a failure, ``note`` when a damaged file was rebuilt.
+    """
+    enc = _stage_encoder(stage)
+    settings, out = stage.settings, stage.target(job)
+    remove_stale_tmp(out)  # left by a worker killed while writing this slide
+    note = ""
+    try:
+        with Slide(job.path, job.objective_power, job.mpp) as slide:
+            stamp = slide.properties.get("openslide.quickhash-1", "")
+            finished, note = _finished(out, enc, settings, stamp)
+            if finished is not None:
+                return {"status": "skipped", "n_patches": len(finished)} | finished.counts()
+            tiles, _, _ = plan_slide(slide, settings)
+            power = slide.base_magnification
+    except (SlideError, EmptyTissueError, ValueError) as e:
+        return {"status": "failed", "error": str(e)} | ({"note": note} if note else {})
+    dataset = PatchDataset([(Path(job.path), tiles, power, stamp)])
+    loader = DataLoader(
+        dataset, batch_size=stage.batch_size, num_workers=stage.loader_workers, shuffle=False
+    )
+    bar = progress_bar(
+        total=len(dataset), desc=job.slide_id, unit="patch", leave=False,
+        disable=not stage.patch_bars,
+    )  # fmt: skip
+    parts = []
+    for batch in loader:
+        parts.append((enc.encode(batch["patch"]).cpu(), batch["var"], list(batch["error"])))
+        bar.update(len(batch["var"]))
+    bar.close()
+    row = _finish_slide(job.slide_id, dataset.jobs[0], parts, enc, settings, stage.out_dir)
+    return row | ({"note": note} if note else {})
+
+
 def extract_features(
     slides: pd.DataFrame,
     out_dir: str | Path,
@@ -197,99 +278,60 @@ def extract_features(
     num_workers: int = 2,
     device: str = "auto",
     progress: bool = True,
+    *,
+    executor: str = "serial",
+    workers: int | None = None,
+    scheduler: str | None = None,
+    devices=None,
 ) -> pd.DataFrame:
-    """Tile and encode every slide of ``slides`` (columns ``slide_id``, ``path``).
+    """Tile and encode every slide of ``slides`` (columns ``slide_id``, ``path``; optional
+    ``objective_power``, ``mpp``), one task per slide (:func:`feature_task`).
+
+    Args:
+        executor, workers, scheduler, devices: where the slides run
+            (:func:`wsigraph.stages.plan_workers`): ``"serial"`` (default) in this process,
+            ``"local"`` worker processes, ``"dask"`` a LocalCluster or the cluster at
+            ``scheduler``; ``devices="all"`` puts one worker on every visible GPU.
+        num_workers: patch-reading processes of a serial run.
 
     Returns:
         One row per slide: ``slide_id, status`` (``done``, ``skipped`` = already there,
-        ``failed``), ``n_patches`` and per-level counts, and ``error`` for failures.
+        ``failed``), ``n_patches`` and per-level counts, ``error`` for failures and ``note``
+        for a damaged file that was rebuilt. Every executor writes the same bytes.
+
+    Raises:
+        ValueError: a bad executor or device choice, or a built encoder (not a name) for an
+            executor other than ``"serial"``.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    enc = (
-        encoder
-        if isinstance(encoder, Encoder)
-        else get_encoder(encoder, weights_path, _device(device))
+    plan = plan_workers(
+        executor, len(slides), workers, devices, device, num_workers, scheduler=scheduler
     )
-    # a slide without magnification metadata: the cohort columns objective_power / mpp
-    none = [None] * len(slides)
-    powers = slides["objective_power"] if "objective_power" in slides else none
-    mpps = slides["mpp"] if "mpp" in slides else none
-
-    summary: dict[str, dict] = {}
-    notes: dict[str, str] = {}  # slide -> why its existing file is rebuilt
-    jobs, ids = [], []
-    rows = zip(slides["slide_id"], slides["path"], powers, mpps, strict=True)
-    for slide_id, path, power, mpp in progress_bar(
-        list(rows), desc="tissue masks and tiles", unit="slide", disable=not progress
-    ):
-        try:
-            with Slide(path, _none_if_nan(power), _none_if_nan(mpp)) as slide:
-                stamp = slide.properties.get("openslide.quickhash-1", "")
-                finished, why = _finished(feature_path(out_dir, slide_id), enc, settings, stamp)
-                if why:
-                    notes[slide_id] = why
-                    _say(f"features: {why}")
-                if finished is not None:
-                    counts = {"n_patches": len(finished)} | finished.counts()
-                    summary[slide_id] = {"status": "skipped"} | counts
-                    continue
-                tiles, _, _ = plan_slide(slide, settings)
-                jobs.append((Path(path), tiles, slide.base_magnification, stamp))
-                ids.append(slide_id)
-        except (SlideError, EmptyTissueError, ValueError) as e:
-            summary[slide_id] = {"status": "failed", "error": str(e)}
-
-    dataset = PatchDataset(jobs)
-    loader = DataLoader(
-        dataset,
-        batch_size=batch_size,
-        num_workers=num_workers,
-        shuffle=False,
-        persistent_workers=False,
+    if isinstance(encoder, Encoder):
+        if executor != "serial":
+            raise ValueError(
+                f"executor {executor!r} builds the encoder in each worker: pass its name "
+                f"({encoder.name!r}) and weights_path, not a built encoder"
+            )
+        enc: str | Encoder = encoder
+    elif executor == "serial":
+        enc = get_encoder(encoder, weights_path, local_device(plan.device))
+    else:
+        get_encoder(encoder, weights_path, "cpu")  # a missing or wrong weights file: say so now
+        enc = encoder
+    stage = FeatureStage(
+        out_dir,
+        settings,
+        enc,
+        None if weights_path is None else str(weights_path),
+        batch_size,
+        plan.loader_workers,
+        plan.device,
+        patch_bars=progress and executor == "serial",
     )
-    bar = progress_bar(total=len(dataset), desc="features", unit="patch", disable=not progress)
-    buffers: list[list] = [[] for _ in jobs]  # per slide: (features, var, error) batches
-    done_upto = 0  # slides [0, done_upto) have been written
-    seen = 0
-    for batch in loader:
-        n = len(batch["var"])
-        feats = enc.encode(batch["patch"]).cpu()
-        slide_idx = dataset.slide_of[seen : seen + n]
-        for s in np.unique(slide_idx):
-            sel = slide_idx == s
-            buffers[s].append(
-                (
-                    feats[sel],
-                    batch["var"][sel],
-                    [e for e, k in zip(batch["error"], sel, strict=True) if k],
-                )
-            )
-        seen += n
-        bar.update(n)
-        # Slides whose last patch has gone through are complete: write them now.
-        while done_upto < len(jobs) and (
-            seen >= len(dataset) or dataset.slide_of[seen] > done_upto
-        ):
-            summary[ids[done_upto]] = _finish_slide(
-                ids[done_upto], jobs[done_upto], buffers[done_upto], enc, settings, out_dir
-            )
-            buffers[done_upto] = []
-            done_upto += 1
-    bar.close()
-    for sid, why in notes.items():
-        summary[sid]["note"] = why
-    for sid, row in summary.items():
-        if row["status"] == "failed":
-            _say(f"features: slide {sid} failed: {row.get('error', '')}")
-    rows = [{"slide_id": sid} | summary[sid] for sid in slides["slide_id"]]
+    rows = run_slide_stage(feature_task, slide_jobs(slides), stage, plan, "features", progress)
     return pd.DataFrame(rows)
-
-
-def _say(message: str) -> None:
-    """One line on the terminal (stderr), outside the progress bars, for what a summary table
-    alone would hide: a failed slide, a damaged cache file rebuilt."""
-    tqdm.write(message, file=sys.stderr)
 
 
 def _finish_slide(
@@ -314,8 +356,7 @@ def _finish_slide(
         "slide_hash": stamp,
     }
     record["digest"] = content_digest(record)
-    with atomic_path(feature_path(out_dir, slide_id)) as tmp:
-        torch.save(record, tmp)
+    save_torch(record, feature_path(out_dir, slide_id))
     return {"status": "done", "n_patches": len(kept)} | kept.counts()
 
 
@@ -342,13 +383,3 @@ def _finished(
         record.get("settings") == _settings_key(enc, settings) and record.get("slide_hash") == stamp
     )
     return (record["tiles"] if same else None), ""
-
-
-def _device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
-
-
-def _none_if_nan(value):
-    return None if value is None or (isinstance(value, float) and np.isnan(value)) else value

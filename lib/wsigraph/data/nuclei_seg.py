@@ -48,7 +48,7 @@ from skimage.feature import peak_local_max
 from skimage.segmentation import find_boundaries, relabel_sequential, watershed
 from tqdm.auto import tqdm
 
-from wsigraph.io import atomic_path
+from wsigraph.io import save_torch
 from wsigraph.models.unet import UNet, UNetConfig
 
 BACKGROUND, INTERIOR, BOUNDARY = 0, 1, 2
@@ -684,8 +684,7 @@ def save_unet(model: UNet, path: str | os.PathLike) -> Path:
         "train_losses": [float(v) for v in getattr(model, "train_losses", [])],
         "train_seconds": float(getattr(model, "train_seconds", float("nan"))),
     }
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    save_torch(payload, path)
     return Path(path)
 
 

@@ -9,18 +9,17 @@ are ``level_subgraph(graph, level)`` of the same file, so both can never disagre
 
 from __future__ import annotations
 
-import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 from torch_geometric.data import Data
-from tqdm import tqdm
 
 from wsigraph.data.features import feature_path, load_features
 from wsigraph.graphs.pyramid import SCALING, SPATIAL, load_graph, pyramid_graph, save_graph
-from wsigraph.progress import progress_bar
+from wsigraph.stages import SlideJob, plan_workers, remove_stale_tmp, run_slide_stage, slide_jobs
 
 TASKS = ("typing", "staging")
 
@@ -47,10 +46,58 @@ def graph_from_features(record: dict, labels: dict[str, int] | None = None) -> D
     )
 
 
+@dataclass(frozen=True)
+class GraphStage:
+    """What every slide task of :func:`build_graphs` shares."""
+
+    features_dir: Path
+    out_dir: Path
+
+    def target(self, job: SlideJob) -> Path:
+        return graph_path(self.out_dir, job.slide_id)
+
+
+def graph_task(job: SlideJob, stage: GraphStage) -> dict:
+    """The pyramid graph of one slide from its feature file, written to ``stage.target(job)``;
+    skipped when that file is newer than the features and sound. Returns the slide's row (see
+    :func:`build_graphs`)."""
+    src, dst = feature_path(stage.features_dir, job.slide_id), stage.target(job)
+    remove_stale_tmp(dst)  # left by a worker killed while writing this slide
+    if not src.exists():
+        error = (
+            f"no feature file {src}: the features stage (notebooks/02_tiles_features.ipynb, "
+            "features_summary.csv) failed or skipped this slide"
+        )
+        return {"status": "no features", "error": error}
+    note = ""
+    if dst.exists() and dst.stat().st_mtime_ns >= src.stat().st_mtime_ns:
+        try:
+            graph = load_graph(dst, require_digest=True)
+            return {"status": "skipped"} | graph_stats(graph)
+        except ValueError as e:  # unreadable or damaged: rebuild, and say so
+            note = f"rebuilding {dst}: {str(e).removeprefix(f'{dst}: ')}"
+    try:
+        graph = graph_from_features(load_features(src), dict(job.labels))
+    except ValueError as e:
+        error = f"{e}; rerun the features stage (notebooks/02_tiles_features.ipynb) for it"
+        return {"status": "failed", "error": error} | ({"note": note} if note else {})
+    save_graph(graph, dst)
+    return {"status": "done"} | ({"note": note} if note else {}) | graph_stats(graph)
+
+
 def build_graphs(
-    manifest: pd.DataFrame, features_dir: str | Path, out_dir: str | Path, progress: bool = True
+    manifest: pd.DataFrame,
+    features_dir: str | Path,
+    out_dir: str | Path,
+    progress: bool = True,
+    *,
+    executor: str = "serial",
+    workers: int | None = None,
+    scheduler: str | None = None,
 ) -> pd.DataFrame:
-    """Write ``<slide_id>.pt`` for every slide with features; skip graphs newer than their features.
+    """Write ``<slide_id>.pt`` for every slide with features, one task per slide
+    (:func:`graph_task`) on any executor of :mod:`wsigraph.stages`; skip graphs newer than
+    their features.
 
     Returns:
         One row per slide: ``slide_id, status`` (``done``, ``skipped``, ``no features``,
@@ -60,43 +107,10 @@ def build_graphs(
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for _, row in progress_bar(
-        list(manifest.iterrows()), desc="graphs", unit="slide", disable=not progress
-    ):
-        sid = row["slide_id"]
-        src, dst = feature_path(features_dir, sid), graph_path(out_dir, sid)
-        if not src.exists():
-            error = (
-                f"no feature file {src}: the features stage (notebooks/02_tiles_features.ipynb, "
-                "features_summary.csv) failed or skipped this slide"
-            )
-            tqdm.write(f"graphs: slide {sid} skipped: {error}", file=sys.stderr)
-            rows.append({"slide_id": sid, "status": "no features", "error": error})
-            continue
-        note = ""
-        if dst.exists() and dst.stat().st_mtime_ns >= src.stat().st_mtime_ns:
-            try:
-                graph = load_graph(dst, require_digest=True)
-                rows.append({"slide_id": sid, "status": "skipped"} | graph_stats(graph))
-                continue
-            except ValueError as e:  # unreadable or damaged: rebuild, and say so
-                note = f"rebuilding {dst}: {str(e).removeprefix(f'{dst}: ')}"
-                tqdm.write(f"graphs: {note}", file=sys.stderr)
-        labels = {
-            task: -1 if pd.isna(row.get(task)) else int(row[task]) for task in TASKS if task in row
-        }
-        try:
-            graph = graph_from_features(load_features(src), labels)
-        except ValueError as e:
-            error = f"{e}; rerun the features stage (notebooks/02_tiles_features.ipynb) for it"
-            tqdm.write(f"graphs: slide {sid} failed: {error}", file=sys.stderr)
-            rows.append({"slide_id": sid, "status": "failed", "error": error})
-            continue
-        save_graph(graph, dst)
-        done = {"slide_id": sid, "status": "done"} | ({"note": note} if note else {})
-        rows.append(done | graph_stats(graph))
-    return pd.DataFrame(rows)
+    plan = plan_workers(executor, len(manifest), workers, "cpu", scheduler=scheduler)
+    stage = GraphStage(Path(features_dir), out_dir)
+    jobs = slide_jobs(manifest, TASKS)
+    return pd.DataFrame(run_slide_stage(graph_task, jobs, stage, plan, "graphs", progress))
 
 
 def graph_stats(graph: Data) -> dict[str, int]:

@@ -39,7 +39,7 @@ import torch
 from torch import Tensor
 from torch_geometric.data import Data
 
-from wsigraph.io import atomic_path, check_digest, content_digest
+from wsigraph.io import check_digest, content_digest, save_torch
 
 SPATIAL, SCALING = 0, 1
 
@@ -342,8 +342,7 @@ def save_graph(data: Data, path: str | os.PathLike) -> None:
 
     payload = {"format": _FILE_FORMAT, "fields": fields}
     payload["digest"] = content_digest(payload)
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    save_torch(payload, path)
 
 
 def load_graph(path: str | os.PathLike, require_digest: bool = False) -> Data:

@@ -20,6 +20,12 @@ local processes as one pickled payload at start-up, to Dask workers by ``Client.
 The first failing job stops the run (pending jobs are cancelled) with a ``RuntimeError``
 naming the job; results already handed to ``on_result`` are kept, so a resumable caller
 loses nothing that finished.
+
+:func:`run_each` is the same for jobs that must not stop one another (the slides of a slide
+stage): a job that raises comes back as a :class:`TaskFailure`, and a job whose worker process
+dies (killed, out of memory) is retried once, alone, before it is reported. Each worker gets a
+:class:`WorkerSetup` (its torch device and threads), so that one worker per GPU, or a few
+single-threaded workers on a small CPU, share the machine without oversubscribing it.
 """
 
 from __future__ import annotations
@@ -29,6 +35,8 @@ import multiprocessing
 import os
 import pickle
 from collections.abc import Callable, Sequence
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
 from typing import Any
 
 from wsigraph.progress import progress_bar
@@ -199,6 +207,306 @@ def _run_dask(fn, jobs, n_workers, scheduler, shared, done, failed) -> None:
                 client.cancel(futures)
                 raise failed(i, err) from err
             done(i, result)
+    finally:
+        if own_client:
+            client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+# One task per item, failures kept apart ------------------------------------------------------
+SCHEDULER_TIMEOUT_S = 10
+
+
+@dataclass(frozen=True)
+class WorkerSetup:
+    """What one worker process runs with: its torch ``device`` (``None``: CUDA when present,
+    else the CPU) and ``threads`` (torch intra-op threads; ``None``: leave torch's default)."""
+
+    device: str | None = None
+    threads: int | None = None
+
+    def apply(self) -> None:
+        import torch
+
+        if self.threads is not None:
+            torch.set_num_threads(self.threads)
+        if self.device is not None and self.device.startswith("cuda"):
+            torch.cuda.set_device(torch.device(self.device))
+
+
+_WORKER_SETUP = WorkerSetup()  # this process's setup (a worker's, once it has been given one)
+
+
+def worker_setup() -> WorkerSetup:
+    """The :class:`WorkerSetup` of the process this runs in (the default in a plain process)."""
+    return _WORKER_SETUP
+
+
+def _set_worker_setup(setup: WorkerSetup) -> None:
+    global _WORKER_SETUP
+    setup.apply()
+    _WORKER_SETUP = setup
+
+
+@dataclass(frozen=True)
+class TaskFailure:
+    """A job of :func:`run_each` that did not finish: ``error`` says why; ``worker_died`` when
+    its worker process was lost (twice, with the one retry)."""
+
+    job: str
+    error: str
+    worker_died: bool = False
+
+
+_STARTED: Any = None  # a local worker's queue of the jobs it starts (for worker-death blame)
+
+
+def _init_each_worker(setups, started, payload) -> None:
+    global _STARTED, _SHARED
+    _set_worker_setup(setups.get())
+    _STARTED = started
+    if payload is not None:
+        _SHARED = pickle.loads(payload)
+
+
+def _call_each(fn: Callable, index: int, job: Any) -> Any:
+    _STARTED.put(index)
+    return fn(job) if _SHARED is _NO_SHARED else fn(job, _SHARED)
+
+
+def run_each(
+    fn: Callable,
+    jobs: Sequence[Any],
+    executor: str = "local",
+    setups: Sequence[WorkerSetup] | None = None,
+    scheduler: Any = None,
+    *,
+    shared: Any = _NO_SHARED,
+    retries: int = 1,
+    on_result: Callable[[int, Any], None] | None = None,
+    announce: Callable[[str], None] | None = None,
+) -> list:
+    """Run ``fn`` on every job, each on its own: a failure never stops the others.
+
+    Args:
+        fn: module-level function ``fn(job)``, or ``fn(job, shared)`` when ``shared`` is given.
+        jobs: picklable jobs (their ``name`` attribute names them in failures).
+        executor: ``"serial"`` (this process), ``"local"`` (spawned worker processes) or
+            ``"dask"`` (a ``LocalCluster``, or the cluster of ``scheduler``).
+        setups: one :class:`WorkerSetup` per worker (the number of workers; default: one per
+            CPU core with one thread each). ``"serial"`` applies none; the workers of an
+            external Dask cluster keep their own (start one worker per GPU there).
+        scheduler: Dask scheduler address or ``distributed.Client`` (``"dask"`` only); an
+            address that does not answer within :data:`SCHEDULER_TIMEOUT_S` raises
+            ``ConnectionError`` naming it.
+        retries: how often a job whose worker process died is run again, alone (default 1).
+        on_result: ``on_result(index, result_or_failure)`` in this process as each job ends.
+        announce: called with one line for the user (the Dask dashboard address).
+
+    Returns:
+        Per job, in job order, ``fn``'s result or a :class:`TaskFailure`.
+    """
+    if executor not in EXECUTORS:
+        raise ValueError(f"unknown executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
+    jobs = list(jobs)
+    results: list = [None] * len(jobs)
+    if not jobs:
+        return results
+    setups = list(setups or [WorkerSetup(threads=1)] * cpu_count())
+
+    def finish(index: int, result: Any) -> None:
+        results[index] = result
+        if on_result is not None:
+            on_result(index, result)
+
+    def failure(index: int, err: BaseException) -> TaskFailure:
+        return TaskFailure(job_name(jobs[index], index), f"{type(err).__name__}: {err}")
+
+    if executor == "serial":
+        extra = () if shared is _NO_SHARED else (shared,)
+        for i, job in enumerate(jobs):
+            try:
+                result = fn(job, *extra)
+            except Exception as err:  # noqa: BLE001 - reported, and the others go on
+                result = failure(i, err)
+            finish(i, result)
+    elif executor == "local":
+        _each_local(fn, jobs, setups, shared, retries, finish, failure)
+    else:
+        _each_dask(fn, jobs, setups, scheduler, shared, retries, finish, failure, announce)
+    return results
+
+
+def _died(jobs, index: int, attempts: int) -> TaskFailure:
+    times = "once" if attempts == 1 else f"{attempts} times"
+    return TaskFailure(
+        job_name(jobs[index], index),
+        f"its worker process died {times} while running it (killed, or out of memory)",
+        worker_died=True,
+    )
+
+
+def _each_local(fn, jobs, setups, shared, retries, finish, failure) -> None:
+    """Rounds of a process pool. When a worker dies the pool breaks: the jobs that had started
+    and not finished are suspects, run again one at a time in a pool of one (so that a job that
+    kills its worker cannot take an innocent neighbour down twice); the others are resubmitted."""
+    payload = None if shared is _NO_SHARED else pickle.dumps(shared, pickle.HIGHEST_PROTOCOL)
+    attempts = [0] * len(jobs)
+    todo = list(range(len(jobs)))
+    suspects: list[int] = []
+    while todo:
+        unfinished, started = _local_round(fn, jobs, todo, setups, payload, finish, failure)
+        suspects += [i for i in unfinished if i in started]
+        todo = [i for i in unfinished if i not in started]
+    for i in suspects:
+        attempts[i] = 1
+        while True:
+            if attempts[i] > retries:
+                finish(i, _died(jobs, i, attempts[i]))
+                break
+            unfinished, _ = _local_round(fn, jobs, [i], setups[:1], payload, finish, failure)
+            if not unfinished:
+                break
+            attempts[i] += 1
+
+
+def _local_round(fn, jobs, indices, setups, payload, finish, failure) -> tuple[list[int], set]:
+    """Run ``indices`` in one pool; returns the jobs lost to a broken pool and the set of jobs
+    that had started."""
+    context = multiprocessing.get_context("spawn")
+    n = max(1, min(len(setups), len(indices)))
+    setup_queue, started = context.SimpleQueue(), context.SimpleQueue()
+    for setup in setups[:n]:
+        setup_queue.put(setup)
+    unfinished = []
+    pool = cf.ProcessPoolExecutor(
+        max_workers=n,
+        mp_context=context,
+        initializer=_init_each_worker,
+        initargs=(setup_queue, started, payload),
+    )
+    with pool:
+        futures = {pool.submit(_call_each, fn, i, jobs[i]): i for i in indices}
+        for future in cf.as_completed(futures):
+            i = futures[future]
+            try:
+                result = future.result()
+            except BrokenProcessPool:
+                unfinished.append(i)
+                continue
+            except Exception as err:  # noqa: BLE001 - reported, and the others go on
+                result = failure(i, err)
+            finish(i, result)
+    seen = set()
+    while not started.empty():
+        seen.add(started.get())
+    return sorted(unfinished), seen
+
+
+class _SetupPlugin:
+    """Gives each worker of a ``LocalCluster`` its :class:`WorkerSetup` by worker name, also
+    when its nanny restarts it after a death."""
+
+    idempotent = False
+
+    def __init__(self, setups):
+        self.setups = list(setups)
+
+    def setup(self, worker) -> None:
+        name = worker.name if isinstance(worker.name, int) else 0
+        _set_worker_setup(self.setups[name % len(self.setups)])
+
+
+def _call_each_dask(fn: Callable, job: Any, *shared: Any) -> Any:
+    return fn(job, *shared)
+
+
+def connect(scheduler: str, timeout: float = SCHEDULER_TIMEOUT_S):
+    """A ``distributed.Client`` of the scheduler at ``scheduler``.
+
+    Raises:
+        ConnectionError: it does not answer within ``timeout`` seconds (the message names it).
+    """
+    from distributed import Client
+
+    try:
+        return Client(scheduler, timeout=f"{timeout}s")
+    except (OSError, TimeoutError) as err:
+        raise ConnectionError(
+            f"cannot reach the Dask scheduler at {scheduler} within {timeout:g} s ({err}); is it "
+            "running, and is the address (tcp://host:port) the one it printed?"
+        ) from err
+
+
+def dashboard_line(client) -> str:
+    """The line announcing a Dask client's dashboard (or saying there is none)."""
+    link = getattr(client, "dashboard_link", None)
+    if not link:
+        return f"Dask: {client.scheduler.address}; no dashboard (it needs the bokeh package)"
+    return f"Dask dashboard: {link} (scheduler {client.scheduler.address})"
+
+
+def _each_dask(fn, jobs, setups, scheduler, shared, retries, finish, failure, announce) -> None:
+    import dask
+    from distributed import Client, LocalCluster, as_completed
+    from distributed.diagnostics.plugin import WorkerPlugin
+
+    cluster = None
+    if isinstance(scheduler, Client):
+        client, own_client = scheduler, False
+    elif scheduler is not None:
+        client, own_client = connect(scheduler), True
+    else:
+        # A dead worker fails its task at once (we retry it ourselves), and a worker holds only
+        # the task it runs, so that a death blames no task that was merely queued there.
+        config = {
+            "distributed.scheduler.allowed-failures": 0,
+            "distributed.scheduler.worker-saturation": 1.0,
+        }
+        with dask.config.set(config):
+            cluster = LocalCluster(
+                n_workers=len(setups),
+                threads_per_worker=1,
+                processes=True,
+                host="127.0.0.1",
+                dashboard_address="127.0.0.1:0",
+            )
+        client, own_client = Client(cluster), True
+        plugin = type("SetupPlugin", (_SetupPlugin, WorkerPlugin), {})(setups)
+        client.register_plugin(plugin, name="wsigraph-worker-setup")
+    if announce is not None:
+        announce(dashboard_line(client))
+    try:
+        from distributed.scheduler import KilledWorker
+
+        extra = ()
+        if shared is not _NO_SHARED:
+            extra = (client.scatter([shared], broadcast=True, hash=False)[0],)
+
+        def submit(i: int):
+            key = f"task-{i}-{os.urandom(4).hex()}"
+            return client.submit(_call_each_dask, fn, jobs[i], *extra, pure=False, key=key)
+
+        submitted = [submit(i) for i in range(len(jobs))]
+        futures = {f.key: i for i, f in enumerate(submitted)}
+        attempts = [0] * len(jobs)
+        running = as_completed(submitted)
+        for future in running:
+            i = futures[future.key]
+            try:
+                result = future.result()
+            except KilledWorker:
+                attempts[i] += 1
+                if attempts[i] <= retries:
+                    again = submit(i)
+                    futures[again.key] = i
+                    running.add(again)
+                    continue
+                result = _died(jobs, i, attempts[i])
+            except Exception as err:  # noqa: BLE001 - reported, and the others go on
+                result = failure(i, err)
+            finish(i, result)
     finally:
         if own_client:
             client.close()
