@@ -12,9 +12,10 @@ with each executor in turn, side by side in this process, each into a fresh fold
   and 10x) with 224 px patches and encoded by CLAM's truncated ResNet-50 (random weights unless
   ``--weights``; the same cost to run).
 
-Executors: ``serial`` as notebook 02 runs it on the CPU (one torch thread and the profile's
-DataLoader reader process, so two cores are busy), ``local`` and ``dask`` (a LocalCluster)
-with ``--workers`` single-threaded worker processes. Slides per minute = slides / wall seconds
+Executors: ``serial`` as notebook 02 runs it on the CPU (``demo``: one torch thread and the
+profile's DataLoader reader process; ``large``: one torch thread per core and one reader), and
+``local`` and ``dask`` (a LocalCluster) with ``--workers`` worker processes of
+``cores // workers`` threads each (:func:`wsigraph.stages.plan_workers`). Slides per minute = slides / wall seconds
 of the call, worker start-up included.
 
 **Projection** of the ``tcga`` feature stage (stated as a projection, in the JSON with its
@@ -46,7 +47,9 @@ from wsigraph.bench import write_record
 from wsigraph.data.features import TilingSettings, extract_features
 from wsigraph.data.synthetic import make_demo_cohort
 from wsigraph.graphs.build import build_graphs
+from wsigraph.io import save_torch
 from wsigraph.profiles import REPO_ROOT, get_profile
+from wsigraph.train.executor import cpu_count
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import wsi_throughput  # noqa: E402  (its slide writer)
@@ -74,13 +77,25 @@ def large_cohort(n: int, width: int, height: int):
     return pd.DataFrame(rows)
 
 
+def random_resnet50_weights() -> Path:
+    """A torchvision ResNet-50 state dict with random weights (seed 0): what the encoder costs
+    to run does not depend on its weights, and nothing is downloaded."""
+    import torchvision
+
+    path = WORK / "resnet50-random-seed0.pth"
+    if not path.exists():
+        torch.manual_seed(0)
+        save_torch(torchvision.models.resnet50().state_dict(), path)
+    return path
+
+
 def timed_stage(
-    cohort, settings, encoder, weights, executor, workers, device, loader_workers
+    cohort, settings, encoder, weights, executor, workers, device, loader_workers, threads
 ) -> dict:
     out = WORK / "runs" / executor
     shutil.rmtree(out, ignore_errors=True)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # serial: one torch thread + a reader process, as notebook 02
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)  # serial: as notebook 02 sets them for the profile
     run = {} if executor == "serial" else {"executor": executor, "workers": workers}
     try:
         t0 = time.perf_counter()
@@ -93,7 +108,7 @@ def timed_stage(
         graphs = build_graphs(cohort, out / "features", out / "graphs", progress=False, **run)
         t_graphs = time.perf_counter() - t0
     finally:
-        torch.set_num_threads(threads)
+        torch.set_num_threads(before)
     ok = summary["status"].eq("done")
     if not ok.all():
         raise RuntimeError(f"{executor}: slides failed:\n{summary[~ok].to_string()}")
@@ -113,7 +128,7 @@ def timed_stage(
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--demo-slides", type=int, default=40)
+    parser.add_argument("--demo-slides", type=int, default=120)
     parser.add_argument("--large-slides", type=int, default=4)
     parser.add_argument("--large-size", type=int, nargs=2, default=(8192, 6144))
     parser.add_argument("--workers", type=int, default=2)
@@ -131,21 +146,24 @@ def main(argv=None) -> int:
             "demo",
             None,
             demo.num_workers,
+            1,  # notebook 02 on demo: 64 px patches, a second thread mostly waits
         ),
         "large": (
             large_cohort(args.large_slides, *args.large_size),
             TilingSettings.from_profile(tcga.with_overrides(patch_size=LARGE_PATCH)),
             "resnet50-trunc",
-            args.weights,
+            args.weights or random_resnet50_weights(),
             1,
+            cpu_count(),  # notebook 02 off demo: torch's threads, one per core
         ),
     }
     results = []
-    for name, (cohort, settings, encoder, weights, loader) in cohorts.items():
+    for name, (cohort, settings, encoder, weights, loader, threads) in cohorts.items():
         for executor in ("serial", "local", "dask"):
             row = timed_stage(
-                cohort, settings, encoder, weights, executor, args.workers, args.device, loader
-            )
+                cohort, settings, encoder, weights, executor, args.workers, args.device, loader,
+                threads,
+            )  # fmt: skip
             results.append({"cohort": name, "encoder": encoder} | row)
             print(
                 f"{name:5s} {executor:6s} features {row['features_slides_per_min']:7.1f} "
@@ -180,8 +198,9 @@ def main(argv=None) -> int:
         "assumptions": [
             "a TCGA slide has the patches per slide of results/benchmarks/wsi_throughput.json's "
             "projection (512 px at 5x and 10x, tissue and variance filter as measured there)",
-            f"each patch costs what a {LARGE_PATCH} px resnet50-trunc patch cost one serial "
-            f"worker here on {args.device} (tissue and tiling included, per patch)",
+            f"each patch costs what a {LARGE_PATCH} px resnet50-trunc patch cost the serial run "
+            f"here on {args.device} (one process with one torch thread per core: 'one worker' "
+            "is this whole machine; tissue and tiling included, per patch)",
             "k workers with one device each finish k times faster (slides are independent; "
             "disk and network reads do not saturate)",
             "measured on the device of this record: on the CPU these are workers as fast as one "

@@ -227,8 +227,12 @@ class WorkerSetup:
     threads: int | None = None
 
     def apply(self) -> None:
+        import warnings
+
         import torch
 
+        # PyG's import warns of torch.jit.script once per process: noise in every worker
+        warnings.filterwarnings("ignore", r".*torch\.jit\.script.* is deprecated", FutureWarning)
         if self.threads is not None:
             torch.set_num_threads(self.threads)
         if self.device is not None and self.device.startswith("cuda"):
