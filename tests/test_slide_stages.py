@@ -262,3 +262,21 @@ def test_run_all_refuses_a_device_that_is_not_there_before_running(two_gpus, cap
     err = capsys.readouterr().err
     assert "-p devices 3: cuda:3 is not visible; visible CUDA devices: cuda:0 (Fake GPU 0)" in err
     assert pipeline.main(["--only", "02", "-p", "devices", "all", "--check"]) == 0
+
+
+def test_a_stage_message_reaches_the_terminal_when_the_pipeline_runs_the_notebook(
+    monkeypatch, capsys
+):
+    import io
+
+    from wsigraph import progress, stages
+
+    terminal = io.StringIO()
+    monkeypatch.setattr(progress, "_terminal", terminal)
+    monkeypatch.setenv("WSIGRAPH_PROGRESS", "terminal")
+    stages.say("Dask dashboard: http://127.0.0.1:8787/status")
+    assert "Dask dashboard" in terminal.getvalue()  # where the person running it looks
+    assert "Dask dashboard" in capsys.readouterr().err  # and in the notebook
+    monkeypatch.setenv("WSIGRAPH_PROGRESS", "auto")
+    stages.say("features: slide x failed")
+    assert "slide x" not in terminal.getvalue()

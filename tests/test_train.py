@@ -244,6 +244,19 @@ def test_run_folds_serial_order_callback_and_failure():
         run_folds(_fails_on_two, [1], "threads")
 
 
+def _plus_shared(job, shared):
+    return job + shared
+
+
+@pytest.mark.slow
+def test_run_folds_on_a_dask_local_cluster_shares_once_and_names_a_failure():
+    assert run_folds(_plus_shared, [1, 2, 3], "dask", workers=2, shared=10, progress=False) == [
+        11, 12, 13
+    ]  # fmt: skip
+    with pytest.raises(RuntimeError, match=r"job 1 \(2\) failed: ValueError: boom"):
+        run_folds(_fails_on_two, [1, 2, 3], "dask", workers=1, progress=False)
+
+
 @pytest.mark.slow
 def test_run_folds_local_failure_names_job():
     graphs, labels = toy_graphs(12)

@@ -37,7 +37,8 @@ from typing import Any
 
 from tqdm import tqdm
 
-from wsigraph.progress import progress_bar
+from wsigraph.progress import mode as progress_mode
+from wsigraph.progress import progress_bar, terminal_stream
 from wsigraph.train.executor import EXECUTORS, TaskFailure, WorkerSetup, cpu_count, run_each
 
 
@@ -205,7 +206,7 @@ class SlideProgress:
     """A terminal bar for a slide stage: slides done / failed / left, slides per minute and the
     time left, from the slides actually processed (skipped ones cost nothing)."""
 
-    FORMAT = "{desc}: {n_fmt}/{total_fmt} slides |{bar}| {elapsed} {postfix}"
+    FORMAT = "{desc}: {n_fmt}/{total_fmt} slides |{bar}| {elapsed}{postfix}"  # ", 3 done · ..."
 
     def __init__(self, total: int, desc: str, disable: bool = False):
         self.total, self.started = total, time.monotonic()
@@ -250,8 +251,11 @@ def _duration(seconds: float) -> str:
 
 
 def say(message: str) -> None:
-    """One line on the terminal (stderr), outside the progress bars."""
+    """One line on stderr, outside the progress bars; when the pipeline runs the notebook
+    (``WSIGRAPH_PROGRESS=terminal``), on its terminal too, where the person running it looks."""
     tqdm.write(message, file=sys.stderr)
+    if progress_mode() == "terminal":
+        tqdm.write(message, file=terminal_stream())
 
 
 def remove_stale_tmp(target: Path) -> None:

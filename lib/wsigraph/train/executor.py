@@ -31,6 +31,7 @@ single-threaded workers on a small CPU, share the machine without oversubscribin
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import multiprocessing
 import os
 import pickle
@@ -171,27 +172,10 @@ def _run_local(fn, jobs, n_workers, shared, done, failed) -> None:
 
 
 def _run_dask(fn, jobs, n_workers, scheduler, shared, done, failed) -> None:
-    from distributed import Client, LocalCluster, as_completed
+    from distributed import as_completed
 
-    cluster = None
-    if isinstance(scheduler, Client):
-        client, own_client = scheduler, False
-    elif scheduler is not None:
-        client, own_client = Client(scheduler), True
-    else:
-        cluster = LocalCluster(
-            n_workers=n_workers,
-            threads_per_worker=1,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address=None,
-        )
-        client, own_client = Client(cluster), True
-    try:
-        extra = ()
-        if shared is not _NO_SHARED:
-            # A one-element list: scattering the list itself would scatter each element.
-            extra = (client.scatter([shared], broadcast=True, hash=False)[0],)
+    with _dask_client(scheduler, n_workers) as client:
+        extra = _scatter(client, shared)
         futures = [
             client.submit(
                 _call_dask, fn, job, *extra, pure=False, key=f"job-{i}-{os.urandom(4).hex()}"
@@ -207,11 +191,41 @@ def _run_dask(fn, jobs, n_workers, scheduler, shared, done, failed) -> None:
                 client.cancel(futures)
                 raise failed(i, err) from err
             done(i, result)
-    finally:
-        if own_client:
-            client.close()
-        if cluster is not None:
-            cluster.close()
+
+
+@contextlib.contextmanager
+def _dask_client(scheduler, n_workers: int, config: dict | None = None, dashboard: bool = False):
+    """A ``distributed.Client``: ``scheduler`` itself when it is one, a client of the scheduler
+    at that address (:func:`connect`), or of a ``LocalCluster`` of ``n_workers`` single-threaded
+    processes started with the Dask ``config`` (and closed on exit)."""
+    import dask
+    from distributed import Client, LocalCluster
+
+    if isinstance(scheduler, Client):
+        yield scheduler
+        return
+    if scheduler is not None:
+        with connect(scheduler) as client:
+            yield client
+        return
+    with dask.config.set(config or {}):
+        cluster = LocalCluster(
+            n_workers=n_workers,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address="127.0.0.1:0" if dashboard else None,
+        )
+    with cluster, Client(cluster) as client:
+        yield client
+
+
+def _scatter(client, shared) -> tuple:
+    """``()``, or ``(future,)`` of ``shared`` sent once to every worker."""
+    if shared is _NO_SHARED:
+        return ()
+    # A one-element list: scattering the list itself would scatter each element.
+    return (client.scatter([shared], broadcast=True, hash=False)[0],)
 
 
 # One task per item, failures kept apart ------------------------------------------------------
@@ -452,41 +466,23 @@ def dashboard_line(client) -> str:
 
 
 def _each_dask(fn, jobs, setups, scheduler, shared, retries, finish, failure, announce) -> None:
-    import dask
-    from distributed import Client, LocalCluster, as_completed
+    from distributed import as_completed
     from distributed.diagnostics.plugin import WorkerPlugin
+    from distributed.scheduler import KilledWorker
 
-    cluster = None
-    if isinstance(scheduler, Client):
-        client, own_client = scheduler, False
-    elif scheduler is not None:
-        client, own_client = connect(scheduler), True
-    else:
-        # A dead worker fails its task at once (we retry it ourselves), and a worker holds only
-        # the task it runs, so that a death blames no task that was merely queued there.
-        config = {
-            "distributed.scheduler.allowed-failures": 0,
-            "distributed.scheduler.worker-saturation": 1.0,
-        }
-        with dask.config.set(config):
-            cluster = LocalCluster(
-                n_workers=len(setups),
-                threads_per_worker=1,
-                processes=True,
-                host="127.0.0.1",
-                dashboard_address="127.0.0.1:0",
-            )
-        client, own_client = Client(cluster), True
-        plugin = type("SetupPlugin", (_SetupPlugin, WorkerPlugin), {})(setups)
-        client.register_plugin(plugin, name="wsigraph-worker-setup")
-    if announce is not None:
-        announce(dashboard_line(client))
-    try:
-        from distributed.scheduler import KilledWorker
-
-        extra = ()
-        if shared is not _NO_SHARED:
-            extra = (client.scatter([shared], broadcast=True, hash=False)[0],)
+    # A dead worker fails its task at once (we retry it ourselves), and a worker holds only the
+    # task it runs, so that a death blames no task that was merely queued there.
+    config = {
+        "distributed.scheduler.allowed-failures": 0,
+        "distributed.scheduler.worker-saturation": 1.0,
+    }
+    with _dask_client(scheduler, len(setups), config, dashboard=True) as client:
+        if scheduler is None:  # our LocalCluster: each worker gets its setup
+            plugin = type("SetupPlugin", (_SetupPlugin, WorkerPlugin), {})(setups)
+            client.register_plugin(plugin, name="wsigraph-worker-setup")
+        if announce is not None:
+            announce(dashboard_line(client))
+        extra = _scatter(client, shared)
 
         def submit(i: int):
             key = f"task-{i}-{os.urandom(4).hex()}"
@@ -511,8 +507,3 @@ def _each_dask(fn, jobs, setups, scheduler, shared, retries, finish, failure, an
             except Exception as err:  # noqa: BLE001 - reported, and the others go on
                 result = failure(i, err)
             finish(i, result)
-    finally:
-        if own_client:
-            client.close()
-        if cluster is not None:
-            cluster.close()
