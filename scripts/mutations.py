@@ -1235,6 +1235,22 @@ MUTATIONS: list[Mutation] = [
         "    missing = [i for i in wanted if i > n]",
         ("tests/test_slide_stages.py::test_devices_are_checked_against_the_visible_ones",),
     ),
+    # one pool of workers for many CV grids (07, 08, 09): each call must see its own data
+    M(
+        "fold-pool-stale-shared",
+        "lib/wsigraph/train/executor.py",
+        "    return fn(job, _SHARED_BY_CALL[call])",
+        "    return fn(job, next(iter(_SHARED_BY_CALL.values())))",
+        ("tests/test_train.py::test_fold_pool_serves_several_calls_with_their_own_shared",),
+    ),
+    M(
+        "fold-pool-failure-stops-the-pool",
+        "lib/wsigraph/train/executor.py",
+        "                for other in futures:  # this call's jobs only: the pool serves other calls\n"
+        "                    other.cancel()\n",
+        "                self._pool.shutdown(wait=False, cancel_futures=True)\n",
+        ("tests/test_train.py::test_fold_pool_serves_several_calls_with_their_own_shared",),
+    ),
 ]
 
 

@@ -26,6 +26,7 @@ from wsigraph.train.bilevel import (
     train_fold_official,
 )
 from wsigraph.train.cv import make_splits
+from wsigraph.train.executor import FoldPool
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -312,6 +313,14 @@ def test_train_fold_official_is_deterministic_and_learns():
     kept, (model, test) = cross_validate(graphs, labels, [split, split], short, keep_first=True)
     alone = train_fold_official(graphs, labels, split, short)
     assert [r.metrics for r in kept] == [alone.metrics, alone.metrics]
+    with FoldPool(2) as pool:  # in worker processes: the same folds, the same first model
+        pooled, (pooled_model, _) = cross_validate(
+            graphs, labels, [split, split], short, keep_first=True, executor=pool
+        )
+    assert [r.metrics for r in pooled] == [alone.metrics, alone.metrics]
+    assert [r.history for r in pooled] == [r.history for r in kept]
+    for a, b in zip(pooled_model.state_dict().values(), model.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b)
     assert len(test) == len(split.test)
     model.eval()
     with torch.no_grad():

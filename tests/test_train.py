@@ -16,10 +16,16 @@ from torch_geometric.data import Data
 from wsigraph.graphs.pyramid import save_graph
 from wsigraph.train import loop
 from wsigraph.train.cv import make_splits, min_slides_per_class, split_counts, write_splits
-from wsigraph.train.executor import run_folds
+from wsigraph.train.executor import FoldPool, run_folds
 from wsigraph.train.loop import BestCheckpoint, TrainConfig, feature_stats, prepare, train_fold
 from wsigraph.train.metrics import classification_metrics, summarise
-from wsigraph.train.run import FoldJob, load_graphs, run_experiment, run_fold_job
+from wsigraph.train.run import (
+    FoldJob,
+    load_graphs,
+    run_experiment,
+    run_experiments,
+    run_fold_job,
+)
 
 
 def toy_graphs(n: int = 24, dim: int = 8, shift: float = 3.0, seed: int = 0):
@@ -340,6 +346,53 @@ def test_executors_agree(tmp_path):
         assert records[ex]["folds"] == serial["folds"], ex
         for a, b in zip(records[ex]["predictions"], serial["predictions"], strict=True):
             np.testing.assert_allclose(a["prob"], b["prob"], rtol=0, atol=1e-6)
+
+
+def _pid_and_shared(job, shared):
+    import os
+
+    return os.getpid(), job * shared
+
+
+def test_fold_pool_serves_several_calls_with_their_own_shared():
+    with FoldPool(2) as pool:
+        first = run_folds(_pid_and_shared, [1, 2, 3], pool, shared=10, progress=False)
+        second = run_folds(_pid_and_shared, [1, 2], pool, shared=100, progress=False)
+        with pytest.raises(RuntimeError, match=r"job 1 \(2\) failed: ValueError: boom"):
+            run_folds(_fails_on_two, [1, 2, 3], pool, progress=False)
+        after = run_folds(_pid_and_shared, [4], pool, shared=1, progress=False)
+    assert [r for _, r in first] == [10, 20, 30] and [r for _, r in second] == [100, 200]
+    assert after[0][1] == 4  # a failed call leaves the pool serving the next one
+    assert len({pid for pid, _ in first + second + after}) <= 2  # the same two workers
+
+
+@pytest.mark.slow
+def test_run_experiments_share_one_pool_and_match_one_by_one(tmp_path):
+    graphs, labels = toy_graphs(18)
+    other = [g.clone() for g in graphs[:12]]
+    for g in other:
+        g.x = g.x.flip(0)
+    spec = [
+        dict(name="a", graphs=graphs, labels=labels, cfg=CFG, folds=3, repeats=1),
+        dict(name="b", graphs=other, labels=labels[:12], cfg=CFG, folds=2, repeats=1),
+    ]
+    alone = [run_experiment(**s, out_dir=tmp_path / "alone", executor="serial", progress=False)
+             for s in spec]  # fmt: skip
+    for ex in ("local", "dask"):
+        together = run_experiments(
+            [s | {"out_dir": tmp_path / ex} for s in spec], executor=ex, workers=2, progress=False
+        )
+        for a, b in zip(together, alone, strict=True):
+            assert a["name"] == b["name"] and a["folds"] == b["folds"], ex
+    again = run_experiments([s | {"out_dir": tmp_path / "local"} for s in spec], workers=2)
+    assert all(d["reused"] for r in again for d in r["fold_details"])  # resumed, nothing rerun
+
+    broken = spec[1] | {"cfg": TrainConfig("no-such-model"), "out_dir": tmp_path / "broken"}
+    with pytest.raises(RuntimeError, match=r"1 of 2 experiments failed \(b: .*no-such-model"):
+        run_experiments([spec[0] | {"out_dir": tmp_path / "broken"}, broken], workers=2)
+    assert (tmp_path / "broken" / "a.json").exists()  # the other experiment ran to the end
+    with pytest.raises(ValueError, match="sets executor"):
+        run_experiments([spec[0] | {"out_dir": tmp_path, "executor": "local"}])
 
 
 # Loading --------------------------------------------------------------------------------------

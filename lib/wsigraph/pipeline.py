@@ -179,6 +179,7 @@ NONE_DEFAULT_TYPES: dict[str, type | None] = {
     "surv_epochs": int,
     "cls_datasets": list,
     "surv_dataset": str,
+    "executor": str,  # 09's default is None (local on demo, serial otherwise)
     "mico_executor": str,
     # 08_abignet (demo values in the profile)
     "n_per_class": dict,

@@ -82,7 +82,6 @@ from torch_geometric.data import Data
 from torch_geometric.loader import DataLoader
 
 from wsigraph.models.abignet import ABiGNet, ABiGNetOfficial
-from wsigraph.progress import progress_bar
 from wsigraph.train.cv import Split
 from wsigraph.train.loop import (
     BestCheckpoint,
@@ -301,6 +300,16 @@ def train_fold_bilevel(
     return (result, model, data["test"]) if return_model else result
 
 
+def _cv_fold(job: tuple[Split, bool], shared: tuple) -> tuple:
+    """Worker entry point of :func:`cross_validate`: one fold, ``(result, *first)``."""
+    split, keep = job
+    graphs, labels, cfg, n_classes = shared
+    train = train_fold_official if isinstance(cfg, OfficialBilevelConfig) else train_fold_bilevel
+    if keep:
+        return tuple(train(graphs, labels, split, cfg, n_classes, True))
+    return (train(graphs, labels, split, cfg, n_classes),)
+
+
 def cross_validate(
     graphs: Sequence[Data],
     labels: np.ndarray,
@@ -309,25 +318,26 @@ def cross_validate(
     n_classes: int = 2,
     progress: bool = False,
     keep_first: bool = False,
+    executor="serial",
+    workers: int | None = None,
 ) -> list[FoldResult] | tuple[list[FoldResult], tuple[nn.Module, list[Data]]]:
     """:func:`train_fold_bilevel` (a :class:`BilevelConfig`) or :func:`train_fold_official`
     (an :class:`OfficialBilevelConfig`) on every split (e.g. from
-    :func:`wsigraph.train.cv.make_splits`), in order; ``progress`` shows a bar over the folds.
+    :func:`wsigraph.train.cv.make_splits`); ``progress`` shows a bar over the folds.
 
     ``keep_first`` also returns the first split's trained model and its standardised test
     graphs (``return_model`` of the fold function), so a figure can draw a held-out fold
-    without training it again."""
-    train = train_fold_official if isinstance(cfg, OfficialBilevelConfig) else train_fold_bilevel
-    folds = progress_bar(splits, desc="folds", unit="fold", disable=not progress)
-    results, first = [], None
-    for i, s in enumerate(folds):
-        if keep_first and i == 0:
-            result, *first = train(graphs, labels, s, cfg, n_classes, True)
-            first = tuple(first)
-        else:
-            result = train(graphs, labels, s, cfg, n_classes)
-        results.append(result)
-    return (results, first) if keep_first else results
+    without training it again. ``executor`` and ``workers`` are those of
+    :func:`wsigraph.train.executor.run_folds` (default ``"serial"``: in this process); a
+    :class:`~wsigraph.train.executor.FoldPool` lets several calls share its workers. Each fold
+    seeds itself, so the results do not depend on the executor."""
+    from wsigraph.train.executor import run_folds
+
+    jobs = [(s, keep_first and i == 0) for i, s in enumerate(splits)]
+    out = run_folds(_cv_fold, jobs, executor, workers, shared=(graphs, labels, cfg, n_classes),
+                    progress=progress, desc="folds")  # fmt: skip
+    results = [o[0] for o in out]
+    return (results, tuple(out[0][1:])) if keep_first else results
 
 
 def fold_table(results: Sequence[FoldResult], **keys) -> pd.DataFrame:

@@ -75,6 +75,73 @@ def _call_local(fn: Callable, job: Any) -> Any:
     return fn(job) if _SHARED is _NO_SHARED else fn(job, _SHARED)
 
 
+# A FoldPool worker's copies of the ``shared`` of several run_folds calls, by call; the newest
+# few only, so that a long-lived pool does not keep every cohort it has seen.
+_SHARED_BY_CALL: dict[str, Any] = {}
+_SHARED_KEEP = 4
+
+
+def _call_pooled(fn: Callable, job: Any, call: str, payload: bytes | None) -> Any:
+    if payload is None:
+        return fn(job)
+    if call not in _SHARED_BY_CALL:
+        while len(_SHARED_BY_CALL) >= _SHARED_KEEP:
+            _SHARED_BY_CALL.pop(next(iter(_SHARED_BY_CALL)))
+        _SHARED_BY_CALL[call] = pickle.loads(payload)
+    return fn(job, _SHARED_BY_CALL[call])
+
+
+class FoldPool:
+    """Local worker processes that several :func:`run_folds` calls share (``executor=pool``),
+    also from several threads at once (:func:`wsigraph.train.run.run_experiments`).
+
+    A pool per call pays the workers' start-up each time and leaves workers idle while the
+    call's last folds finish; one pool for many calls keeps every worker busy until all their
+    folds are done. Each job carries its call's pickled ``shared``, and a worker unpickles it
+    once per call (it keeps the newest four). The workers run one torch thread each, as
+    ``"local"``'s do, so a fold's result does not depend on which executor ran it.
+
+    Use it as a context manager: ``with FoldPool(2) as pool: run_folds(fn, jobs, pool, ...)``.
+    """
+
+    def __init__(self, workers: int | None = None):
+        self.workers = max(1, workers or cpu_count())
+        self.on_done: Callable[[], Any] | None = None  # called as each job ends (a bar's update)
+        self._pool = cf.ProcessPoolExecutor(
+            max_workers=self.workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_init_local_worker,
+            initargs=(None,),
+        )
+
+    def __enter__(self) -> FoldPool:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def _run(self, fn, jobs, shared, done, failed) -> None:
+        payload = None if shared is _NO_SHARED else pickle.dumps(shared, pickle.HIGHEST_PROTOCOL)
+        call = os.urandom(8).hex()
+        futures = {
+            self._pool.submit(_call_pooled, fn, job, call, payload): i for i, job in enumerate(jobs)
+        }
+        for future in cf.as_completed(futures):
+            i = futures[future]
+            try:
+                result = future.result()
+            except Exception as err:
+                for other in futures:  # this call's jobs only: the pool serves other calls
+                    other.cancel()
+                raise failed(i, err) from err
+            done(i, result)
+            if self.on_done is not None:
+                self.on_done()
+
+
 def _call_dask(fn: Callable, job: Any, *shared: Any) -> Any:
     import torch
 
@@ -99,7 +166,8 @@ def run_folds(
     Args:
         fn: module-level function ``fn(job)``, or ``fn(job, shared)`` when ``shared`` is given.
         jobs: picklable jobs.
-        executor: ``"local"`` (default), ``"serial"`` or ``"dask"``.
+        executor: ``"local"`` (default), ``"serial"``, ``"dask"``, or a :class:`FoldPool`
+            that several calls share.
         workers: processes (local) or Dask workers of a ``LocalCluster``; default: CPU cores,
             capped by the number of jobs. Ignored by ``"serial"`` and a given ``scheduler``.
         scheduler: Dask scheduler address (``"tcp://host:8786"``) or a ``distributed.Client``;
@@ -114,7 +182,7 @@ def run_folds(
         ValueError: unknown executor.
         RuntimeError: a job failed; the message names it and the original error is chained.
     """
-    if executor not in EXECUTORS:
+    if not isinstance(executor, FoldPool) and executor not in EXECUTORS:
         raise ValueError(f"unknown executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
     jobs = list(jobs)
     if not jobs:
@@ -142,6 +210,8 @@ def run_folds(
                 except Exception as err:
                     raise failed(i, err) from err
                 done(i, result)
+        elif isinstance(executor, FoldPool):
+            executor._run(fn, jobs, shared, done, failed)
         elif executor == "local":
             _run_local(fn, jobs, n_workers, shared, done, failed)
         else:

@@ -35,6 +35,7 @@ writes, atomically:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import inspect
@@ -830,3 +831,96 @@ def run_experiment(
     }
     _write_json(out_dir / f"{name}.json", record)
     return _clean(record)
+
+
+def run_experiments(
+    experiments: Sequence[dict],
+    executor: str = "local",
+    workers: int | None = None,
+    scheduler=None,
+    progress: bool = True,
+) -> list[dict]:
+    """Several :func:`run_experiment` calls whose folds share one set of workers.
+
+    Called one after another, each ``"local"`` call starts its own worker processes, and its
+    workers idle while its last folds finish (5 folds on 2 workers: a third round with one
+    worker busy). Here every experiment runs in its own thread and submits its folds to one
+    :class:`~wsigraph.train.executor.FoldPool` (``"local"``) or one Dask client (``"dask"``),
+    so the workers start once and stay busy until the last fold of the last experiment.
+    ``"serial"`` runs the experiments one after another. Each record is the one
+    :func:`run_experiment` writes, fold for fold the same whichever way it ran.
+
+    Args:
+        experiments: the keyword arguments of each :func:`run_experiment` call (``name, graphs,
+            labels, cfg, out_dir, folds, repeats`` and any of its options), without
+            ``executor``, ``workers``, ``scheduler`` and ``progress``, which are this call's.
+        executor, workers, scheduler: see :func:`wsigraph.train.executor.run_folds`.
+        progress: one bar over every experiment's folds.
+
+    Returns:
+        The records, in the order of ``experiments``.
+
+    Raises:
+        ValueError: an experiment sets one of this call's arguments, or two share a name.
+        RuntimeError: an experiment failed; the others ran to the end (their folds are stored),
+            and the message names each failed one, the first error chained.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from wsigraph.progress import progress_bar
+    from wsigraph.train.executor import EXECUTORS, FoldPool, _dask_client, cpu_count
+
+    if executor not in EXECUTORS:
+        raise ValueError(f"unknown executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
+    experiments = [dict(e) for e in experiments]
+    names = [e.get("name") for e in experiments]
+    for e in experiments:
+        ours = {"executor", "workers", "scheduler", "progress"} & e.keys()
+        if ours:
+            raise ValueError(
+                f"experiment {e.get('name')!r} sets {', '.join(sorted(ours))}: "
+                "pass them to run_experiments itself"
+            )
+    if len(set(names)) != len(names):
+        raise ValueError(f"experiment names repeat: {names}")
+    total = sum(e["folds"] * e["repeats"] for e in experiments)
+    bar = progress_bar(total=total, desc="folds", unit="fold", disable=not progress)
+    try:
+        if executor == "serial" or len(experiments) < 2:
+            records = []
+            for e in experiments:
+                records.append(run_experiment(**e, executor=executor, workers=workers,
+                                              scheduler=scheduler, progress=False))  # fmt: skip
+                bar.update(e["folds"] * e["repeats"])
+            return records
+        n = max(1, min(workers or cpu_count(), total))
+        with contextlib.ExitStack() as stack:
+            if executor == "local":
+                pool = stack.enter_context(FoldPool(n))
+                pool.on_done = bar.update  # each new fold as it ends; stored ones below
+                run = {"executor": pool}
+            else:
+                client = stack.enter_context(_dask_client(scheduler, n))
+                run = {"executor": "dask", "scheduler": client}
+            threads = stack.enter_context(ThreadPoolExecutor(len(experiments)))
+            futures = [threads.submit(run_experiment, **e, **run, progress=False)
+                       for e in experiments]  # fmt: skip
+            records, errors = [], []
+            for e, future in zip(experiments, futures, strict=True):
+                try:
+                    record = future.result()
+                except Exception as err:
+                    errors.append((e["name"], err))
+                    continue
+                records.append(record)
+                done = sum(d["reused"] for d in record["fold_details"])
+                bar.update(done if executor == "local" else len(record["fold_details"]))
+        if errors:
+            listed = "; ".join(f"{name}: {type(err).__name__}: {err}" for name, err in errors)
+            raise RuntimeError(
+                f"{len(errors)} of {len(experiments)} experiments failed ({listed}); "
+                "the others' folds are stored and a rerun resumes"
+            ) from errors[0][1]
+        return records
+    finally:
+        bar.close()
