@@ -1235,6 +1235,14 @@ MUTATIONS: list[Mutation] = [
         "    missing = [i for i in wanted if i > n]",
         ("tests/test_slide_stages.py::test_devices_are_checked_against_the_visible_ones",),
     ),
+    # run_all's kept kernels (one per --jobs slot): each 04 run starts from a cleared namespace
+    M(
+        "warm-kernel-not-cleared",
+        "lib/wsigraph/pipeline.py",
+        "            self.wait_for_reply(self.kc.execute(_RESET, silent=True, store_history=False))\n",
+        "            pass\n",
+        ("tests/test_pipeline.py::test_concurrent_runs_reuse_a_cleared_kernel_per_slot",),
+    ),
     # one pool of workers for many CV grids (07, 08, 09): each call must see its own data
     M(
         "fold-pool-stale-shared",

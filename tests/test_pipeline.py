@@ -173,6 +173,27 @@ def test_train_runs_execute_concurrently_with_serial_folds(fake_notebooks, tmp_p
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("fresh", [False, True])
+def test_concurrent_runs_reuse_a_cleared_kernel_per_slot(fake_notebooks, tmp_path, fresh):
+    body = (
+        "import os\n"
+        "assert 'leftover' not in globals(), 'a name of the previous run survived'\n"
+        "leftover = row\n"
+        "print('kernel', os.getpid())"
+    )
+    _notebook(fake_notebooks / "04_train.ipynb", body, params=TRAIN_PARAMS)
+    extra = ["--fresh-kernels"] if fresh else []
+    assert pipeline.main([*TABLE3_ESCA_TYPING, "--jobs", "2", *extra]) == 0
+    kernels = set()
+    for path in (tmp_path / "results" / "demo" / "runs").glob("*.ipynb"):
+        cells = [c for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"]
+        assert cells[0].execution_count == 1, path.name  # each run counts from 1
+        kernels |= {o["text"].split()[1] for o in cells[-1].outputs if o.get("name") == "stdout"}
+    # 7 runs: two kept kernels (one per slot), or a new kernel each
+    assert len(kernels) == 7 if fresh else 1 <= len(kernels) <= 2
+
+
+@pytest.mark.slow
 def test_a_failing_concurrent_run_is_named(fake_notebooks, capsys):
     body = "assert row != 'Thu. + Bot.', 'boom'"
     _notebook(fake_notebooks / "04_train.ipynb", body, params=TRAIN_PARAMS)
