@@ -1247,16 +1247,16 @@ MUTATIONS: list[Mutation] = [
     M(
         "fold-pool-stale-shared",
         "lib/wsigraph/train/executor.py",
-        "    return fn(job, _SHARED_BY_CALL[call])",
-        "    return fn(job, next(iter(_SHARED_BY_CALL.values())))",
+        "    return fn(job, _SHARED_BY_FILE[shared_file])",
+        "    return fn(job, next(iter(_SHARED_BY_FILE.values())))",
         ("tests/test_train.py::test_fold_pool_serves_several_calls_with_their_own_shared",),
     ),
     M(
         "fold-pool-failure-stops-the-pool",
         "lib/wsigraph/train/executor.py",
-        "                for other in futures:  # this call's jobs only: the pool serves other calls\n"
-        "                    other.cancel()\n",
-        "                self._pool.shutdown(wait=False, cancel_futures=True)\n",
+        "                    for other in futures:  # this call's jobs only: the pool serves other calls\n"
+        "                        other.cancel()\n",
+        "                    self._pool.shutdown(wait=False, cancel_futures=True)\n",
         ("tests/test_train.py::test_fold_pool_serves_several_calls_with_their_own_shared",),
     ),
 ]

@@ -38,6 +38,7 @@ import pickle
 from collections.abc import Callable, Sequence
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from wsigraph.progress import progress_bar
@@ -75,20 +76,21 @@ def _call_local(fn: Callable, job: Any) -> Any:
     return fn(job) if _SHARED is _NO_SHARED else fn(job, _SHARED)
 
 
-# A FoldPool worker's copies of the ``shared`` of several run_folds calls, by call; the newest
-# few only, so that a long-lived pool does not keep every cohort it has seen.
-_SHARED_BY_CALL: dict[str, Any] = {}
+# A FoldPool worker's copies of the ``shared`` of several run_folds calls, by the file each call
+# wrote it to; the newest few only, so that a long-lived pool does not keep every cohort it saw.
+_SHARED_BY_FILE: dict[str, Any] = {}
 _SHARED_KEEP = 4
 
 
-def _call_pooled(fn: Callable, job: Any, call: str, payload: bytes | None) -> Any:
-    if payload is None:
+def _call_pooled(fn: Callable, job: Any, shared_file: str | None) -> Any:
+    if shared_file is None:
         return fn(job)
-    if call not in _SHARED_BY_CALL:
-        while len(_SHARED_BY_CALL) >= _SHARED_KEEP:
-            _SHARED_BY_CALL.pop(next(iter(_SHARED_BY_CALL)))
-        _SHARED_BY_CALL[call] = pickle.loads(payload)
-    return fn(job, _SHARED_BY_CALL[call])
+    if shared_file not in _SHARED_BY_FILE:
+        while len(_SHARED_BY_FILE) >= _SHARED_KEEP:
+            _SHARED_BY_FILE.pop(next(iter(_SHARED_BY_FILE)))
+        with open(shared_file, "rb") as f:
+            _SHARED_BY_FILE[shared_file] = pickle.load(f)
+    return fn(job, _SHARED_BY_FILE[shared_file])
 
 
 class FoldPool:
@@ -97,16 +99,21 @@ class FoldPool:
 
     A pool per call pays the workers' start-up each time and leaves workers idle while the
     call's last folds finish; one pool for many calls keeps every worker busy until all their
-    folds are done. Each job carries its call's pickled ``shared``, and a worker unpickles it
-    once per call (it keeps the newest four). The workers run one torch thread each, as
-    ``"local"``'s do, so a fold's result does not depend on which executor ran it.
+    folds are done. Each call pickles its ``shared`` once, into a file of the pool's temporary
+    folder (removed when the call ends), and its jobs carry only that file's name: a worker
+    reads it once per call (and keeps the newest four), so a large cohort crosses no pipe. The
+    workers run one torch thread each, as ``"local"``'s do, so a fold's result does not depend
+    on which executor ran it.
 
     Use it as a context manager: ``with FoldPool(2) as pool: run_folds(fn, jobs, pool, ...)``.
     """
 
     def __init__(self, workers: int | None = None):
+        import tempfile
+
         self.workers = max(1, workers or cpu_count())
         self.on_done: Callable[[], Any] | None = None  # called as each job ends (a bar's update)
+        self._dir = Path(tempfile.mkdtemp(prefix="wsigraph-foldpool-"))
         self._pool = cf.ProcessPoolExecutor(
             max_workers=self.workers,
             mp_context=multiprocessing.get_context("spawn"),
@@ -121,25 +128,36 @@ class FoldPool:
         self.close()
 
     def close(self) -> None:
+        import shutil
+
         self._pool.shutdown(wait=True, cancel_futures=True)
+        shutil.rmtree(self._dir, ignore_errors=True)
 
     def _run(self, fn, jobs, shared, done, failed) -> None:
-        payload = None if shared is _NO_SHARED else pickle.dumps(shared, pickle.HIGHEST_PROTOCOL)
-        call = os.urandom(8).hex()
-        futures = {
-            self._pool.submit(_call_pooled, fn, job, call, payload): i for i, job in enumerate(jobs)
-        }
-        for future in cf.as_completed(futures):
-            i = futures[future]
-            try:
-                result = future.result()
-            except Exception as err:
-                for other in futures:  # this call's jobs only: the pool serves other calls
-                    other.cancel()
-                raise failed(i, err) from err
-            done(i, result)
-            if self.on_done is not None:
-                self.on_done()
+        path = None
+        if shared is not _NO_SHARED:
+            path = self._dir / f"{os.urandom(8).hex()}.pkl"
+            with open(path, "wb") as f:
+                pickle.dump(shared, f, pickle.HIGHEST_PROTOCOL)
+        try:
+            futures = {
+                self._pool.submit(_call_pooled, fn, job, path and str(path)): i
+                for i, job in enumerate(jobs)
+            }
+            for future in cf.as_completed(futures):
+                i = futures[future]
+                try:
+                    result = future.result()
+                except Exception as err:
+                    for other in futures:  # this call's jobs only: the pool serves other calls
+                        other.cancel()
+                    raise failed(i, err) from err
+                done(i, result)
+                if self.on_done is not None:
+                    self.on_done()
+        finally:  # every job of this call has ended or was cancelled before it started
+            if path is not None:
+                path.unlink(missing_ok=True)
 
 
 def _call_dask(fn: Callable, job: Any, *shared: Any) -> Any:

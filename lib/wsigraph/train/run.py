@@ -863,7 +863,8 @@ def run_experiments(
     Raises:
         ValueError: an experiment sets one of this call's arguments, or two share a name.
         RuntimeError: an experiment failed; the others ran to the end (their folds are stored),
-            and the message names each failed one, the first error chained.
+            and the message names each failed one, the first error chained. (``"serial"``:
+            the first failure stops the run, as :func:`run_experiment`'s own.)
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -902,7 +903,9 @@ def run_experiments(
             else:
                 client = stack.enter_context(_dask_client(scheduler, n))
                 run = {"executor": "dask", "scheduler": client}
-            threads = stack.enter_context(ThreadPoolExecutor(len(experiments)))
+            # two experiments per worker in flight keep every worker busy; more would only
+            # hold more cohorts in memory at once
+            threads = stack.enter_context(ThreadPoolExecutor(min(len(experiments), 2 * n)))
             futures = [threads.submit(run_experiment, **e, **run, progress=False)
                        for e in experiments]  # fmt: skip
             records, errors = [], []
