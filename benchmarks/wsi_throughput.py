@@ -289,12 +289,13 @@ def _box(img: np.ndarray, k: int) -> np.ndarray:
 
 
 class _TreePeak(threading.Thread):
-    """Largest sum of PSS over a process and its descendants, sampled every ``interval`` s."""
+    """Largest sum of PSS over a process and its descendants, sampled every ``interval`` s;
+    ``sampled`` is set once the first sample is taken."""
 
     def __init__(self, pid: int, interval: float = 0.05):
         super().__init__(daemon=True)
         self.pid, self.interval, self.peak = pid, interval, 0
-        self.done = threading.Event()
+        self.done, self.sampled = threading.Event(), threading.Event()
 
     def run(self) -> None:
         with contextlib.suppress(psutil.Error):
@@ -305,11 +306,15 @@ class _TreePeak(threading.Thread):
                     with contextlib.suppress(psutil.Error):
                         total += p.memory_full_info().pss
                 self.peak = max(self.peak, total)
+                self.sampled.set()
                 self.done.wait(self.interval)
+        self.sampled.set()  # the process is gone: nothing to wait for
 
 
-def _child(conn, fn: Callable[..., dict], args: tuple) -> None:
+def _child(conn, go, fn: Callable[..., dict], args: tuple) -> None:
     try:
+        go.recv()  # the parent's sampler has measured this process once: a stage faster than
+        # its interval still gets a tree PSS
         start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         out = fn(*args)
         out["rss_at_start_mib"] = start / 1024
@@ -328,11 +333,16 @@ def run_stage(fn: Callable[..., dict], *args) -> dict:
     """``fn(*args)`` in a fork-ed child; its dict plus the peak-memory fields (see docstring)."""
     ctx = mp.get_context("fork")
     receive, send = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child, args=(send, fn, args))
+    wait_go, go = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_child, args=(send, wait_go, fn, args))
     proc.start()
     send.close()
+    wait_go.close()
     sampler = _TreePeak(proc.pid)
     sampler.start()
+    sampler.sampled.wait(30)
+    go.send(True)
+    go.close()
     try:
         out = receive.recv()
     except EOFError:
