@@ -1259,6 +1259,26 @@ MUTATIONS: list[Mutation] = [
         "                    self._pool.shutdown(wait=False, cancel_futures=True)\n",
         ("tests/test_train.py::test_fold_pool_serves_several_calls_with_their_own_shared",),
     ),
+    # local workers fork from a server started earlier: each takes on its parent's state now
+    M(
+        "forked-worker-keeps-the-servers-state",
+        "lib/wsigraph/train/executor.py",
+        "    os.environ.clear()\n    os.environ.update(environ)\n    os.chdir(cwd)\n"
+        "    sys.path[:] = path\n",
+        "    pass\n",
+        ("tests/test_train.py::test_local_workers_see_the_parents_environment_folder_and_path",),
+    ),
+    # AJI / F1 through a lookup table of the labels: label 0 is the background, never a nucleus
+    M(
+        "nucseg-background-counted-as-a-nucleus",
+        "lib/wsigraph/data/nuclei_seg.py",
+        "        present[0] = False\n",
+        "        pass\n",
+        (
+            "tests/test_nuclei_seg.py::test_dice_aji_hand_computed",
+            "tests/test_nuclei_seg.py::test_scores_do_not_depend_on_how_the_nuclei_are_numbered",
+        ),
+    ),
 ]
 
 

@@ -12,8 +12,10 @@ from wsigraph.data.nuclei_seg import (
     aji,
     classical_nuclei,
     dice,
+    f1_at_iou,
     instances_from_probabilities,
     load_unet,
+    matched_instances,
     read_instances,
     read_monuseg,
     read_monuseg_tile,
@@ -157,6 +159,33 @@ def test_dice_aji_hand_computed():
     empty = np.zeros_like(true)
     assert dice(empty, empty) == 1.0 and aji(empty, empty) == 1.0
     assert dice(empty, true) == 0.0 and aji(empty, true) == 0.0
+
+
+def test_scores_do_not_depend_on_how_the_nuclei_are_numbered(monuseg):
+    """AJI and F1 read label maps through a lookup table (small non-negative labels) or a sort
+    (anything else): both give the same contingency, whatever the numbering."""
+    image, true = monuseg
+    pred = classical_nuclei(image)
+    scores = (aji(pred, true), f1_at_iou(pred, true), matched_instances(pred, true))
+    rng = np.random.default_rng(0)
+    ids = rng.permutation(np.arange(1, pred.max() + 1))
+    renumbered = {
+        "permuted": np.concatenate([[0], ids])[pred],
+        "sparse": np.where(pred > 0, pred * 1009 + 17, 0),
+        "huge": np.where(pred > 0, pred.astype(np.int64) + 10**12, 0),  # past the table's size
+        "float": pred.astype(np.float64),
+        "no background": pred + (pred == 0) * (pred.max() + 1),  # background as one more label
+    }
+    for name, other in renumbered.items():
+        if name == "no background":
+            continue
+        assert (aji(other, true), f1_at_iou(other, true), matched_instances(other, true)) == scores
+        assert aji(true, other) == aji(true, pred), name
+    # a map with no 0 has no background: the "background" region becomes a (huge) false nucleus
+    tp, fp, fn = matched_instances(renumbered["no background"], true)
+    assert (tp, fp) == (scores[2][0], scores[2][1] + 1) and aji(
+        renumbered["no background"], true
+    ) < scores[0]
 
 
 def test_classical_fallback_on_monuseg(monuseg):

@@ -28,6 +28,7 @@ from wsigraph.stages import (
     run_slide_stage,
     slide_jobs,
 )
+from wsigraph.train import executor as executor_module
 from wsigraph.train.executor import TaskFailure, WorkerSetup, connect, run_each, worker_setup
 
 SETTINGS = TilingSettings((5.0, 10.0), patch_size=64, thumbnail_side=256, rgb_var_threshold=20.0)
@@ -185,7 +186,7 @@ def test_run_each_keeps_going_after_a_failure():
 
 
 # Bad settings ----------------------------------------------------------------------------------
-def test_an_unreachable_scheduler_is_named_within_seconds(cohort, tmp_path):
+def test_an_unreachable_scheduler_is_named_within_seconds(cohort, tmp_path, monkeypatch):
     with socket.socket() as s:  # a port on which nothing listens
         s.bind(("127.0.0.1", 0))
         address = f"tcp://127.0.0.1:{s.getsockname()[1]}"
@@ -193,7 +194,8 @@ def test_an_unreachable_scheduler_is_named_within_seconds(cohort, tmp_path):
     with pytest.raises(ConnectionError, match=f"Dask scheduler at {address}"):
         connect(address, timeout=2)
     assert time.monotonic() - started < 10
-    with pytest.raises(ConnectionError, match=address):
+    monkeypatch.setattr(executor_module, "SCHEDULER_TIMEOUT_S", 2)  # the stage's default, shortened
+    with pytest.raises(ConnectionError, match=f"{address} within 2 s"):
         extract_features(cohort, tmp_path, SETTINGS, **KW, executor="dask", scheduler=address)
 
 

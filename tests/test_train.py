@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from types import SimpleNamespace
 
 import numpy as np
@@ -16,7 +17,7 @@ from torch_geometric.data import Data
 from wsigraph.graphs.pyramid import save_graph
 from wsigraph.train import loop
 from wsigraph.train.cv import make_splits, min_slides_per_class, split_counts, write_splits
-from wsigraph.train.executor import FoldPool, run_folds
+from wsigraph.train.executor import FoldPool, run_each, run_folds
 from wsigraph.train.loop import BestCheckpoint, TrainConfig, feature_stats, prepare, train_fold
 from wsigraph.train.metrics import classification_metrics, summarise
 from wsigraph.train.run import (
@@ -364,6 +365,27 @@ def test_fold_pool_serves_several_calls_with_their_own_shared():
     assert [r for _, r in first] == [10, 20, 30] and [r for _, r in second] == [100, 200]
     assert after[0][1] == 4  # a failed call leaves the pool serving the next one
     assert len({pid for pid, _ in first + second + after}) <= 2  # the same two workers
+
+
+def _worker_state(job):
+    import os
+    import sys
+
+    return os.environ.get("WSIGRAPH_TEST_STATE"), os.getcwd(), sys.path[-1]
+
+
+def test_local_workers_see_the_parents_environment_folder_and_path(tmp_path, monkeypatch):
+    """Workers fork from a server started earlier (wsigraph.train.executor.worker_context);
+    each must still see what its parent has now, as a freshly spawned worker would."""
+    run_folds(_pid_and_shared, [1], "local", workers=1, shared=1, progress=False)  # server up
+    monkeypatch.setenv("WSIGRAPH_TEST_STATE", "set after the server started")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [*sys.path, str(tmp_path)])
+    want = ("set after the server started", str(tmp_path), str(tmp_path))
+    assert run_folds(_worker_state, [0, 1], "local", workers=2, progress=False) == [want] * 2
+    with FoldPool(1) as pool:
+        assert run_folds(_worker_state, [0], pool, progress=False) == [want]
+    assert run_each(_worker_state, [0], "local") == [want]  # the slide stages' workers
 
 
 @pytest.mark.slow

@@ -7,7 +7,8 @@ of a cohort on the executors of the CV grid (:func:`wsigraph.train.executor.run_
 ``serial``
     one slide after another in this process (notebooks, debugging, one GPU);
 ``local``
-    spawned worker processes on this machine;
+    worker processes on this machine (forked from a fork server that imported torch
+    once, :func:`wsigraph.train.executor.worker_context`);
 ``dask``
     a ``LocalCluster`` that the stage starts, or an existing cluster (``scheduler``, e.g. a
     ``dask-jobqueue`` ``SLURMCluster``): the work folder must then be on a filesystem every

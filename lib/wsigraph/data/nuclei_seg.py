@@ -215,6 +215,34 @@ def dice(pred_instances: np.ndarray, true_instances: np.ndarray) -> float:
     return 1.0 if total == 0 else float(2.0 * (p & t).sum() / total)
 
 
+def _dense_labels(instances: np.ndarray) -> tuple[np.ndarray, int]:
+    """``([H * W] int64, n)``: every pixel's nucleus as an index 1..n in the order of the
+    labels (0 = background, label 0), and the number ``n`` of nuclei. A lookup table for
+    non-negative integer labels (one pass, no sort); ``np.unique`` otherwise."""
+    a = np.asarray(instances).ravel()
+    if a.size and np.issubdtype(a.dtype, np.integer) and a.min() >= 0 and a.max() <= 4 * a.size:
+        present = np.zeros(int(a.max()) + 1, bool)
+        present[a] = True
+        present[0] = False
+        rank = np.cumsum(present)  # label -> 1..n (its rank among the present labels)
+        return np.where(present, rank, 0)[a], int(rank[-1])
+    ids, index = np.unique(a, return_inverse=True)
+    background = np.flatnonzero(ids == 0)
+    if len(background):  # ids are sorted: index 0 .. holds the negative labels, then 0
+        b = int(background[0])
+        index = np.where(index == b, 0, index + (index < b))
+        return index.astype(np.int64), len(ids) - 1
+    return index.astype(np.int64) + 1, len(ids)
+
+
+def _overlaps(t: np.ndarray, p: np.ndarray, n_p: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The sparse contingency table of two dense label maps (:func:`_dense_labels`): ``(ti,
+    pj, count)`` per overlapping (true, pred) pair of nuclei, sorted by ``ti`` then ``pj``."""
+    both = (t > 0) & (p > 0)
+    keys, count = np.unique(t[both] * n_p + p[both], return_counts=True)
+    return keys // n_p, keys % n_p, count
+
+
 def aji(pred_instances: np.ndarray, true_instances: np.ndarray) -> float:
     r"""Aggregated Jaccard Index (Kumar et al. 2017, the MoNuSeg metric).
 
@@ -235,19 +263,13 @@ def aji(pred_instances: np.ndarray, true_instances: np.ndarray) -> float:
     Returns:
         AJI in ``[0, 1]`` (1.0 when both are empty).
     """
-    _, t = np.unique(np.asarray(true_instances).ravel(), return_inverse=True)
-    _, p = np.unique(np.asarray(pred_instances).ravel(), return_inverse=True)
-    # After np.unique, label 0 (background) maps to index 0 only if present; shift so that
-    # index 0 always means background.
-    t = t + (np.asarray(true_instances).min() > 0)
-    p = p + (np.asarray(pred_instances).min() > 0)
+    t, _ = _dense_labels(true_instances)
+    p, _ = _dense_labels(pred_instances)
     area_t, area_p = np.bincount(t), np.bincount(p)  # [nT + 1], [nP + 1]
     area_t[0] = area_p[0] = 0
     if area_t.sum() + area_p.sum() == 0:
         return 1.0
-    both = (t > 0) & (p > 0)
-    pairs, inter = np.unique(np.stack([t[both], p[both]]), axis=1, return_counts=True)
-    ti, pj = pairs  # [M] overlapping (true, pred) pairs
+    ti, pj, inter = _overlaps(t, p, len(area_p))  # [M] overlapping (true, pred) pairs
     union = area_t[ti] + area_p[pj] - inter
     iou = inter / union
     order = np.lexsort((-iou, ti))  # per true nucleus, the best IoU first
@@ -286,17 +308,13 @@ def matched_instances(
     """
     if not 0.5 <= iou <= 1.0:
         raise ValueError(f"iou must be in [0.5, 1] for a unique matching, got {iou}")
-    pred, true = np.asarray(pred_instances).ravel(), np.asarray(true_instances).ravel()
-    true_ids, t = np.unique(true, return_inverse=True)
-    pred_ids, p = np.unique(pred, return_inverse=True)
-    n_true = int((true_ids > 0).sum())
-    n_pred = int((pred_ids > 0).sum())
+    t, n_true = _dense_labels(true_instances)
+    p, n_pred = _dense_labels(pred_instances)
     area_t, area_p = np.bincount(t), np.bincount(p)
-    both = (true > 0) & (pred > 0)
-    if not both.any():
+    ti, pj, inter = _overlaps(t, p, len(area_p))
+    if not len(inter):
         return 0, n_pred, n_true
-    pairs, inter = np.unique(np.stack([t[both], p[both]]), axis=1, return_counts=True)
-    union = area_t[pairs[0]] + area_p[pairs[1]] - inter
+    union = area_t[ti] + area_p[pj] - inter
     tp = int((inter / union > iou).sum())
     return tp, n_pred - tp, n_true - tp
 

@@ -6,9 +6,9 @@ every job and returns the results in job order, whichever executor ran them:
 ``"serial"``
     A plain loop in this process (debugging, GPUs, notebooks).
 ``"local"``
-    ``concurrent.futures.ProcessPoolExecutor`` with the ``"spawn"`` start method; ``workers``
-    processes (default: the CPU cores this process may use), each limited to one torch thread
-    so that ``workers`` folds share the cores instead of oversubscribing them.
+    ``concurrent.futures.ProcessPoolExecutor`` (start method below); ``workers`` processes
+    (default: the CPU cores this process may use), each limited to one torch thread so that
+    ``workers`` folds share the cores instead of oversubscribing them.
 ``"dask"``
     ``distributed.Client(scheduler)`` when a scheduler address (or a ``Client``) is given;
     otherwise a ``LocalCluster(n_workers=workers, threads_per_worker=1, processes=True)`` that
@@ -26,6 +26,15 @@ stage): a job that raises comes back as a :class:`TaskFailure`, and a job whose 
 dies (killed, out of memory) is retried once, alone, before it is reported. Each worker gets a
 :class:`WorkerSetup` (its torch device and threads), so that one worker per GPU, or a few
 single-threaded workers on a small CPU, share the machine without oversubscribing it.
+
+Start method (:func:`worker_context`)
+    Local workers are forked from a *fork server* that has imported torch, PyTorch Geometric and
+    the library once (:data:`PRELOAD`), so a worker starts in milliseconds instead of paying
+    those imports (3-5 CPU-seconds) again. Each worker first takes on the environment
+    variables, working directory and ``sys.path`` its parent had when the pool was made, as a
+    spawned worker would. ``WSIGRAPH_START_METHOD=spawn`` (or a platform without a fork
+    server) starts every worker as a fresh interpreter instead. The fork server never touches
+    CUDA, so workers that use a GPU initialise it themselves.
 """
 
 from __future__ import annotations
@@ -61,6 +70,47 @@ def job_name(job: Any, index: int) -> str:
     """``job.name`` if it has one, else a short ``repr``; prefixed with the job's position."""
     name = getattr(job, "name", None) or repr(job)
     return f"job {index} ({name[:200]})"
+
+
+# Imported once by the fork server of local workers (worker_context); a module missing here is
+# skipped by the server and imported by the worker that needs it.
+PRELOAD = ("torch", "torch_geometric", "sklearn.metrics", "wsigraph.train.run", "wsigraph.models")
+START_METHOD_ENV = "WSIGRAPH_START_METHOD"
+
+
+def worker_context() -> multiprocessing.context.BaseContext:
+    """The multiprocessing context of local workers: a fork server with :data:`PRELOAD`
+    imported (default where the platform has one), or ``"spawn"`` when
+    ``WSIGRAPH_START_METHOD=spawn``. Pair it with :func:`parent_state` and
+    :func:`_prepare_worker` so a worker sees what a spawned one would."""
+    method = os.environ.get(START_METHOD_ENV, "forkserver").strip().lower() or "forkserver"
+    if method not in ("forkserver", "spawn"):
+        raise ValueError(f"{START_METHOD_ENV} must be forkserver or spawn, got {method!r}")
+    if method == "forkserver" and "forkserver" in multiprocessing.get_all_start_methods():
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(list(PRELOAD))  # used when the server starts
+        return context
+    return multiprocessing.get_context("spawn")
+
+
+def parent_state() -> tuple[dict, str, list]:
+    """This process's environment variables, working directory and ``sys.path``, for
+    :func:`_prepare_worker` (a forked worker would otherwise keep the fork server's)."""
+    import sys
+
+    return dict(os.environ), os.getcwd(), list(sys.path)
+
+
+def _prepare_worker(state: tuple[dict, str, list], init: Callable, *args: Any) -> None:
+    """A worker's initializer: take on the parent's ``state``, then run ``init(*args)``."""
+    import sys
+
+    environ, cwd, path = state
+    os.environ.clear()
+    os.environ.update(environ)
+    os.chdir(cwd)
+    sys.path[:] = path
+    init(*args)
 
 
 def _init_local_worker(payload: bytes | None) -> None:
@@ -116,9 +166,9 @@ class FoldPool:
         self._dir = Path(tempfile.mkdtemp(prefix="wsigraph-foldpool-"))
         self._pool = cf.ProcessPoolExecutor(
             max_workers=self.workers,
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=_init_local_worker,
-            initargs=(None,),
+            mp_context=worker_context(),
+            initializer=_prepare_worker,
+            initargs=(parent_state(), _init_local_worker, None),
         )
 
     def __enter__(self) -> FoldPool:
@@ -243,9 +293,9 @@ def _run_local(fn, jobs, n_workers, shared, done, failed) -> None:
     payload = None if shared is _NO_SHARED else pickle.dumps(shared, pickle.HIGHEST_PROTOCOL)
     pool = cf.ProcessPoolExecutor(
         max_workers=n_workers,
-        mp_context=multiprocessing.get_context("spawn"),
-        initializer=_init_local_worker,
-        initargs=(payload,),
+        mp_context=worker_context(),
+        initializer=_prepare_worker,
+        initargs=(parent_state(), _init_local_worker, payload),
     )
     with pool:
         futures = {pool.submit(_call_local, fn, job): i for i, job in enumerate(jobs)}
@@ -398,7 +448,7 @@ def run_each(
     Args:
         fn: module-level function ``fn(job)``, or ``fn(job, shared)`` when ``shared`` is given.
         jobs: picklable jobs (their ``name`` attribute names them in failures).
-        executor: ``"serial"`` (this process), ``"local"`` (spawned worker processes) or
+        executor: ``"serial"`` (this process), ``"local"`` (worker processes, :func:`worker_context`) or
             ``"dask"`` (a ``LocalCluster``, or the cluster of ``scheduler``).
         setups: one :class:`WorkerSetup` per worker (the number of workers; default: one per
             CPU core with one thread each). ``"serial"`` applies none; the workers of an
@@ -480,7 +530,7 @@ def _each_local(fn, jobs, setups, shared, retries, finish, failure) -> None:
 def _local_round(fn, jobs, indices, setups, payload, finish, failure) -> tuple[list[int], set]:
     """Run ``indices`` in one pool; returns the jobs lost to a broken pool and the set of jobs
     that had started."""
-    context = multiprocessing.get_context("spawn")
+    context = worker_context()
     n = max(1, min(len(setups), len(indices)))
     setup_queue, started = context.SimpleQueue(), context.SimpleQueue()
     for setup in setups[:n]:
@@ -489,8 +539,8 @@ def _local_round(fn, jobs, indices, setups, payload, finish, failure) -> tuple[l
     pool = cf.ProcessPoolExecutor(
         max_workers=n,
         mp_context=context,
-        initializer=_init_each_worker,
-        initargs=(setup_queue, started, payload),
+        initializer=_prepare_worker,
+        initargs=(parent_state(), _init_each_worker, setup_queue, started, payload),
     )
     with pool:
         futures = {pool.submit(_call_each, fn, i, jobs[i]): i for i in indices}
@@ -528,14 +578,16 @@ def _call_each_dask(fn: Callable, job: Any, *shared: Any) -> Any:
     return fn(job, *shared)
 
 
-def connect(scheduler: str, timeout: float = SCHEDULER_TIMEOUT_S):
+def connect(scheduler: str, timeout: float | None = None):
     """A ``distributed.Client`` of the scheduler at ``scheduler``.
 
     Raises:
-        ConnectionError: it does not answer within ``timeout`` seconds (the message names it).
+        ConnectionError: it does not answer within ``timeout`` seconds (default
+            :data:`SCHEDULER_TIMEOUT_S`; the message names it).
     """
     from distributed import Client
 
+    timeout = SCHEDULER_TIMEOUT_S if timeout is None else timeout
     try:
         return Client(scheduler, timeout=f"{timeout}s")
     except (OSError, TimeoutError) as err:
