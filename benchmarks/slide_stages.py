@@ -16,7 +16,10 @@ Executors: ``serial`` as notebook 02 runs it on the CPU (``demo``: one torch thr
 profile's DataLoader reader process; ``large``: one torch thread per core and one reader), and
 ``local`` and ``dask`` (a LocalCluster) with ``--workers`` worker processes of
 ``cores // workers`` threads each (:func:`wsigraph.stages.plan_workers`). Slides per minute = slides / wall seconds
-of the call, worker start-up included.
+of the call, worker start-up included. ``local`` forks its workers from a fork server that has
+imported torch once (:func:`wsigraph.train.executor.worker_context`, started by the first
+``local`` call of this process, so that call pays the server's start); ``local (spawn)`` starts
+each worker as a fresh interpreter (``WSIGRAPH_START_METHOD=spawn``), as ``local`` did before.
 
 **Projection** of the ``tcga`` feature stage (stated as a projection, in the JSON with its
 assumptions): one worker's seconds per patch on this device, from the ``large`` cohort's
@@ -49,13 +52,14 @@ from wsigraph.data.synthetic import make_demo_cohort
 from wsigraph.graphs.build import build_graphs
 from wsigraph.io import save_torch
 from wsigraph.profiles import REPO_ROOT, get_profile
-from wsigraph.train.executor import cpu_count
+from wsigraph.train.executor import START_METHOD_ENV, cpu_count
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import wsi_throughput  # noqa: E402  (its slide writer)
 
 WORK = Path(os.environ.get("WSIGRAPH_WORK") or REPO_ROOT / "work") / "benchmarks" / "slide_stages"
 LARGE_PATCH = 224
+EXECUTORS = ("serial", "local (spawn)", "local", "dask")  # local (spawn): fresh interpreters
 
 
 def demo_cohort(n: int):
@@ -92,11 +96,15 @@ def random_resnet50_weights() -> Path:
 def timed_stage(
     cohort, settings, encoder, weights, executor, workers, device, loader_workers, threads
 ) -> dict:
-    out = WORK / "runs" / executor
+    out = WORK / "runs" / executor.replace(" ", "_").strip("()")
     shutil.rmtree(out, ignore_errors=True)
     before = torch.get_num_threads()
     torch.set_num_threads(threads)  # serial: as notebook 02 sets them for the profile
-    run = {} if executor == "serial" else {"executor": executor, "workers": workers}
+    name = executor.split()[0]
+    run = {} if name == "serial" else {"executor": name, "workers": workers}
+    saved = os.environ.get(START_METHOD_ENV)
+    if executor == "local (spawn)":
+        os.environ[START_METHOD_ENV] = "spawn"
     try:
         t0 = time.perf_counter()
         summary = extract_features(
@@ -109,13 +117,17 @@ def timed_stage(
         t_graphs = time.perf_counter() - t0
     finally:
         torch.set_num_threads(before)
+        if saved is None:
+            os.environ.pop(START_METHOD_ENV, None)
+        else:
+            os.environ[START_METHOD_ENV] = saved
     ok = summary["status"].eq("done")
     if not ok.all():
         raise RuntimeError(f"{executor}: slides failed:\n{summary[~ok].to_string()}")
     n = len(cohort)
     return {
         "executor": executor,
-        "workers": 1 if executor == "serial" else workers,
+        "workers": 1 if name == "serial" else workers,
         "slides": n,
         "patches": int(summary["n_patches"].sum()),
         "features_seconds": t_features,
@@ -159,14 +171,14 @@ def main(argv=None) -> int:
     }
     results = []
     for name, (cohort, settings, encoder, weights, loader, threads) in cohorts.items():
-        for executor in ("serial", "local", "dask"):
+        for executor in EXECUTORS:
             row = timed_stage(
                 cohort, settings, encoder, weights, executor, args.workers, args.device, loader,
                 threads,
             )  # fmt: skip
             results.append({"cohort": name, "encoder": encoder} | row)
             print(
-                f"{name:5s} {executor:6s} features {row['features_slides_per_min']:7.1f} "
+                f"{name:5s} {executor:13s} features {row['features_slides_per_min']:7.1f} "
                 f"slides/min ({row['features_seconds']:.1f} s)  graphs "
                 f"{row['graphs_slides_per_min']:7.1f} slides/min",
                 flush=True,
@@ -174,7 +186,7 @@ def main(argv=None) -> int:
     ratios = {}
     for name in cohorts:
         by = {r["executor"]: r for r in results if r["cohort"] == name}
-        for ex in ("local", "dask"):
+        for ex in EXECUTORS[1:]:
             for stage in ("features", "graphs"):
                 key = f"{name} {stage}: {ex} / serial slides per minute"
                 ratios[key] = (
