@@ -796,8 +796,11 @@ MUTATIONS: list[Mutation] = [
     M(
         "mico-threads-not-pinned",
         "lib/wsigraph/train/mico.py",
-        "    torch.set_num_threads(threads)\n",
-        "    pass\n",
+        # both pins: threadpoolctl's OpenMP limit alone also pins torch's threads on some builds
+        "    torch.set_num_threads(threads)\n    torch.use_deterministic_algorithms(True, warn_only=True)\n"
+        "    try:\n        with threadpool_limits(threads):\n",
+        "    torch.use_deterministic_algorithms(True, warn_only=True)\n"
+        "    try:\n        with threadpool_limits(None):\n",
         (
             "tests/test_mico_official.py::"
             "test_two_runs_give_identical_metrics_and_weights_whatever_the_thread_count",

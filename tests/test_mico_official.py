@@ -233,9 +233,19 @@ def test_more_anchors_than_training_instances_uses_one_per_instance():
 
 
 # Determinism -------------------------------------------------------------------------------------------
-def test_two_runs_give_identical_metrics_and_weights_whatever_the_thread_count(tmp_path):
+def test_two_runs_give_identical_metrics_and_weights_whatever_the_thread_count(
+    tmp_path, monkeypatch
+):
     """Demo-sized bags (~100 instances of 44 features, width 128): big enough for torch's CPU
-    kernels to split work across threads, so an unpinned thread count changes the last bits."""
+    kernels to split work across threads on some CPUs (an Intel Xeon), so an unpinned thread
+    count changes the last bits there. Other CPUs give the same bits on 1 and 2 threads at this
+    size (an AMD EPYC did), so the threads a fold trains on are also checked directly."""
+    from wsigraph.train import mico
+
+    seen, train = [], mico._train
+    monkeypatch.setattr(
+        mico, "_train", lambda *a, **k: (seen.append(torch.get_num_threads()), train(*a, **k))[1]
+    )
     graphs, labels = [], np.arange(12) % 2
     for i, y in enumerate(labels):
         g = toy_pyramid(25, seed=i, f=44, signal=0.3 * float(y))
@@ -261,6 +271,7 @@ def test_two_runs_give_identical_metrics_and_weights_whatever_the_thread_count(t
     assert fa["history"] == fb["history"]
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     assert torch.get_num_threads() == before
+    assert seen and set(seen) == {1}, seen  # every fold on one thread, whatever the caller's
 
 
 def test_a_case_whose_slides_disagree_on_survival_is_named(tmp_path):
