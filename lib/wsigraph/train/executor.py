@@ -101,6 +101,18 @@ def parent_state() -> tuple[dict, str, list]:
     return dict(os.environ), os.getcwd(), list(sys.path)
 
 
+def local_pool(workers: int, init: Callable, *args: Any, context=None) -> cf.ProcessPoolExecutor:
+    """A pool of ``workers`` local processes from :func:`worker_context` (or ``context``), each
+    taking on this process's state (:func:`parent_state`) and then running ``init(*args)``. Every
+    local pool is made here, so none forgets the parent's state."""
+    return cf.ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=context or worker_context(),
+        initializer=_prepare_worker,
+        initargs=(parent_state(), init, *args),
+    )
+
+
 def _prepare_worker(state: tuple[dict, str, list], init: Callable, *args: Any) -> None:
     """A worker's initializer: take on the parent's ``state``, then run ``init(*args)``."""
     import sys
@@ -164,12 +176,7 @@ class FoldPool:
         self.workers = max(1, workers or cpu_count())
         self.on_done: Callable[[], Any] | None = None  # called as each job ends (a bar's update)
         self._dir = Path(tempfile.mkdtemp(prefix="wsigraph-foldpool-"))
-        self._pool = cf.ProcessPoolExecutor(
-            max_workers=self.workers,
-            mp_context=worker_context(),
-            initializer=_prepare_worker,
-            initargs=(parent_state(), _init_local_worker, None),
-        )
+        self._pool = local_pool(self.workers, _init_local_worker, None)
 
     def __enter__(self) -> FoldPool:
         return self
@@ -291,12 +298,7 @@ def run_folds(
 
 def _run_local(fn, jobs, n_workers, shared, done, failed) -> None:
     payload = None if shared is _NO_SHARED else pickle.dumps(shared, pickle.HIGHEST_PROTOCOL)
-    pool = cf.ProcessPoolExecutor(
-        max_workers=n_workers,
-        mp_context=worker_context(),
-        initializer=_prepare_worker,
-        initargs=(parent_state(), _init_local_worker, payload),
-    )
+    pool = local_pool(n_workers, _init_local_worker, payload)
     with pool:
         futures = {pool.submit(_call_local, fn, job): i for i, job in enumerate(jobs)}
         for future in cf.as_completed(futures):
@@ -536,12 +538,7 @@ def _local_round(fn, jobs, indices, setups, payload, finish, failure) -> tuple[l
     for setup in setups[:n]:
         setup_queue.put(setup)
     unfinished = []
-    pool = cf.ProcessPoolExecutor(
-        max_workers=n,
-        mp_context=context,
-        initializer=_prepare_worker,
-        initargs=(parent_state(), _init_each_worker, setup_queue, started, payload),
-    )
+    pool = local_pool(n, _init_each_worker, setup_queue, started, payload, context=context)
     with pool:
         futures = {pool.submit(_call_each, fn, i, jobs[i]): i for i in indices}
         for future in cf.as_completed(futures):
