@@ -15,7 +15,7 @@ python3 -m venv "$tmp/venv"
 "$tmp/venv/bin/pip" install --quiet uv 2>&1 | sed "/is ignored: it is neither/d"
 constraints=()
 if [ -f requirements.lock ]; then
-  grep -v '^#' requirements.lock | sed 's/ *;.*//' > "$tmp/constraints.txt"
+  grep -v '^#' requirements.lock > "$tmp/constraints.txt"  # markers kept: a package pinned per Python version has two lines
   constraints=(-c "$tmp/constraints.txt")
 fi
 "$tmp/venv/bin/uv" pip compile requirements.in --universal --python-version 3.11.7 \
