@@ -173,3 +173,40 @@ def test_mean_std_lr_control_fits_on_train_and_val_only():
     x = roi_mean_std([g.x for g in graphs[:2]])
     np.testing.assert_allclose(x[0, :3], graphs[0].x.numpy().mean(0), rtol=1e-6)
     np.testing.assert_allclose(x[0, 3:], graphs[0].x.numpy().std(0), rtol=1e-5)
+
+
+def test_shared_layouts_copy_the_groups_nuclei_under_a_symmetry_of_the_square():
+    """layout_jitter=0: every member of a look-alike group holds the group's nuclei, turned or
+    reflected (the same pairwise distances and ellipse axes), inside its own patch; the default
+    draws each member's nuclei alone, and nothing else changes for ungrouped patches."""
+    from scipy.spatial.distance import pdist
+
+    def patch_cells(s, i, p):
+        e = s.nuclei[i]
+        where = (e[:, 0] // s.patch_size).astype(int) * 4 + (e[:, 1] // s.patch_size).astype(int)
+        return e[where == p]
+
+    shared = relation_rois("melanoma", 1, grid=4, seed=3, layout_jitter=0.0, render=False)
+    alone = relation_rois("melanoma", 1, grid=4, seed=3, render=False)
+    np.testing.assert_array_equal(shared.groups, alone.groups)
+    turned = 0
+    for g in np.unique(shared.groups[0]):
+        members = np.flatnonzero(shared.groups[0] == g)
+        first = patch_cells(shared, 0, members[0])
+        for p in members[1:]:
+            cells = patch_cells(shared, 0, p)
+            assert len(cells) == len(first)
+            np.testing.assert_allclose(np.sort(pdist(cells[:, :2])), np.sort(pdist(first[:, :2])))
+            np.testing.assert_allclose(np.sort(cells[:, 2]), np.sort(first[:, 2]))
+            local = cells[:, :2] % shared.patch_size
+            turned += not np.allclose(np.sort(local, 0), np.sort(first[:, :2] % 64, 0))
+        other = patch_cells(alone, 0, members[1])
+        assert len(other) != len(first) or not np.allclose(
+            np.sort(pdist(other[:, :2])), np.sort(pdist(first[:, :2]))
+        )
+    assert turned > 0  # the copies are turned or reflected, not shifted copies
+    # ungrouped ROIs: the option changes nothing
+    for i in np.flatnonzero(~shared.grouped.any(1)):
+        np.testing.assert_array_equal(shared.nuclei[i], alone.nuclei[i])
+    jittered = relation_rois("melanoma", 1, grid=4, seed=3, layout_jitter=0.5, render=False)
+    assert not np.allclose(jittered.nuclei[0][:, :2], shared.nuclei[0][:, :2])

@@ -115,6 +115,7 @@ def relation_rois(
     margin: float = 4.0,
     group_size: int = GROUP_SIZE,
     render: bool = True,
+    layout_jitter: float | None = None,
 ) -> RelationROIs:
     """ROIs whose classes differ only in which distant patches resemble each other.
 
@@ -134,6 +135,11 @@ def relation_rois(
         render: draw the images and masks (default ``True``); ``False`` leaves them empty
             (``[n, 0, 0, 3]``, ``[n, 0, 0]``) for statistics of the drawn nuclei only. The
             nuclei do not depend on it.
+        layout_jitter: ``None`` (default): the members of a look-alike group share their
+            parameters and draw their nuclei independently. A number: they also share the
+            group's nuclei, each member under a random rotation by a multiple of 90 degrees or
+            reflection, every nucleus moved by a Gaussian of this many px (stronger
+            look-alikes; an option for measuring, not the demo's setting).
 
     Returns:
         :class:`RelationROIs`, classes in blocks (``labels = [0]*n + [1]*n (+ [2]*n)``).
@@ -162,9 +168,17 @@ def relation_rois(
         rng = np.random.default_rng([seed, _TASK_CODE[task], i])
         share = _grouped_share(task, int(label), i - label * n_per_class)
         groups, params, grouped = _layout(rng, n_patches, group_size, share, ranges)
-        ell = np.concatenate(
-            [_patch_nuclei(rng, p, grid, patch_size, *params[p], margin) for p in range(n_patches)]
-        )
+        cells, base = [], {}
+        for p in range(n_patches):
+            if layout_jitter is not None and grouped[p] and groups[p] in base:
+                cells.append(_copied_nuclei(rng, base[groups[p]], p, grid, patch_size, margin,
+                                            layout_jitter))  # fmt: skip
+                continue
+            cells.append(_patch_nuclei(rng, p, grid, patch_size, *params[p], margin))
+            if layout_jitter is not None and grouped[p]:
+                row, col = divmod(p, grid)
+                base[groups[p]] = cells[-1] - (row * patch_size, col * patch_size, 0, 0, 0)
+        ell = np.concatenate(cells)
         if render:
             images[i], instances[i] = _render(rng, ell, size)
         nuclei.append(ell)
@@ -233,6 +247,24 @@ def _patch_nuclei(rng, p, grid, patch_size, style, mark, clump_sd, min_dist, mar
     b = a * rng.uniform(0.65, 0.9, len(yx))
     theta = rng.uniform(0, np.pi, len(yx))
     return np.column_stack([yx, a, b, theta])
+
+
+def _copied_nuclei(rng, local, p, grid, patch_size, margin, jitter):
+    """``[m, 5]`` ellipses of patch ``p``: a group's nuclei ``local`` (patch coordinates) under
+    one of the 8 symmetries of the square, each moved by ``N(0, jitter)`` px, kept ``margin``
+    inside the patch."""
+    k = int(rng.integers(8))
+    c = patch_size / 2
+    y, x, theta = local[:, 0] - c, local[:, 1] - c, local[:, 4]
+    for _ in range(k % 4):  # a quarter turn: (y, x) -> (x, -y), the axis turns with it
+        y, x, theta = x, -y, theta + np.pi / 2
+    if k >= 4:  # reflection across the horizontal axis
+        y, theta = -y, -theta
+    yx = np.column_stack([y, x]) + c + rng.normal(0, jitter, (len(local), 2))
+    yx = np.clip(yx, margin, patch_size - margin - 1e-6)
+    row, col = divmod(p, grid)
+    yx = yx + (row * patch_size, col * patch_size)
+    return np.column_stack([yx, local[:, 2:4], np.mod(theta, np.pi)])
 
 
 def _hard_core(cands: np.ndarray, kept: np.ndarray, n: int, min_dist: float) -> np.ndarray:
