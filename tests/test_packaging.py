@@ -96,3 +96,26 @@ def test_the_lock_resolves_on_each_platform_without_installing(platform, tmp_pat
         env=os.environ | {"MACOSX_DEPLOYMENT_TARGET": "14.0"},  # torch 2.14's macOS wheels: 14+
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
+
+
+def test_the_gpu_check_script_names_what_it_runs_and_stops_clearly_without_a_gpu():
+    """scripts/gpu_checks.sh (issue 21): every test file and benchmark it names exists, and on a
+    machine without CUDA it stops at once with exit status 2 and says why."""
+    import re
+    import sys
+
+    import torch
+
+    script = REPO_ROOT / "scripts" / "gpu_checks.sh"
+    text = script.read_text()
+    named = set(re.findall(r"tests/test_\w+\.py", text))
+    assert len(named) >= 7 and all((REPO_ROOT / p).is_file() for p in named), named
+    for bench in re.search(r"for bench in ([\w ]+); do", text).group(1).split():
+        assert (REPO_ROOT / "benchmarks" / f"{bench}.py").is_file(), bench
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present: the script would run the checks")
+    env = {**os.environ, "PYTHON": sys.executable}
+    env.pop("OUT", None)
+    done = subprocess.run(["bash", str(script)], capture_output=True, text=True, env=env)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "no CUDA device here" in done.stderr
