@@ -12,7 +12,9 @@ and 256 channels, it times forward + backward (best of a few) and measures peak 
   attentions matched through a boolean ``E x N'`` matrix (``torch.where(type_edge == soft_index
   [:, None])``, N' = number of (node, resolution) prototypes). Re-implemented here from the
   official code's structure for the comparison only; the library never uses it;
-* ``gatconv``: :class:`torch_geometric.nn.GATConv` with the same heads and channels.
+* ``gatconv``: :class:`torch_geometric.nn.GATConv` with the same heads and channels;
+* on CUDA also ``ours-tf32`` and ``ours-bfloat16``: ours with its projection in TF32 or under
+  bf16 autocast (``RAConv(precision=...)``; the attention stays float32).
 
 **The attention part** (issue 21): the same forward + backward without the shared projection
 ``z = W x`` (1024 -> 4 x 256), which both formulations compute identically: ``z`` is given
@@ -199,6 +201,15 @@ def main() -> None:
                 )
                 del os.environ["WSIGRAPH_ATTENTION"]
                 print(f"  {'ours-reference':>15}: {_show(row['methods']['ours-reference'])}")
+                if device.type == "cuda":  # the projection in TF32 / bf16 (the same weights)
+                    for precision in ("tf32", "bfloat16"):
+                        model.precision = precision
+                        key = f"ours-{precision}"
+                        row["methods"][key] = measure(
+                            model, gat, x, edge_index, level, repeats, device
+                        )
+                        print(f"  {key:>15}: {_show(row['methods'][key])}")
+                    model.precision = "float32"
         ours = row["methods"]["ours"]
         row["ratios_vs_ours"] = {
             name: {

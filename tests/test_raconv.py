@@ -462,3 +462,51 @@ def test_concat_false_is_the_mean_of_the_concatenated_heads(cls):
                 else:  # attention vectors [R or 1, H, C]: head h
                     p.copy_(full[:, h : h + 1])
         torch.testing.assert_close(one(x, PYRAMID, PYRAMID_LEVEL), out_cat[:, h])
+
+
+@pytest.mark.parametrize("cls", [RAConv, HGATConv, RAConvPlus])
+def test_projection_precision_switch_against_float32(cls):
+    """Issue 21: the projections may run in bf16 under autocast (or TF32 on CUDA) behind a
+    switch; float32 stays the default and is unchanged, bf16 stays close to it (outputs and
+    gradients, in float32), and the weights keep float32."""
+    from wsigraph.nn.raconv import PRECISIONS, set_projection_precision
+
+    torch.manual_seed(0)
+    n, f = 300, 64
+    x = torch.randn(n, f)
+    level = torch.randint(0, 3, (n,))
+    edges = torch.randint(0, n, (2, 2000))
+    conv = cls(f, 16, num_levels=3, heads=2).eval()
+    assert conv.precision == "float32"
+
+    def run(precision):
+        conv.zero_grad()
+        conv.precision = precision
+        xi = x.clone().requires_grad_()
+        out = conv(xi, edges, level)
+        out.square().mean().backward()
+        grads = {k: p.grad.clone() for k, p in conv.named_parameters()}
+        return out.detach(), xi.grad, grads
+
+    ref, ref_x, ref_w = run("float32")
+    for precision in ("tf32", "bfloat16"):  # tf32 is float32 on the CPU
+        out, gx, gw = run(precision)
+        assert out.dtype == gx.dtype == torch.float32
+        assert all(p.dtype == torch.float32 for p in conv.parameters())
+        if precision == "tf32" and not torch.cuda.is_available():
+            torch.testing.assert_close(out, ref, rtol=0, atol=0)
+            continue
+        assert not torch.equal(out, ref)  # the products did run in bf16
+        torch.testing.assert_close(out, ref, rtol=0.05, atol=0.02 * ref.abs().max().item())
+        torch.testing.assert_close(gx, ref_x, rtol=0.1, atol=0.05 * ref_x.abs().max().item())
+        for k, g in gw.items():
+            cos = torch.nn.functional.cosine_similarity(g.flatten(), ref_w[k].flatten(), dim=0)
+            assert cos > 0.99, (precision, k, float(cos))
+    model = torch.nn.Sequential(cls(f, 16, num_levels=3), torch.nn.Linear(16, 2))
+    assert set_projection_precision(model, "bfloat16") == 1 and model[0].precision == "bfloat16"
+    assert set_projection_precision(torch.nn.Linear(2, 2), "float32") == 0
+    assert PRECISIONS[0] == "float32"
+    with pytest.raises(ValueError, match="precision must be one of float32, tf32"):
+        cls(f, 16, precision="fp8")
+    with pytest.raises(ValueError, match="precision must be one of"):
+        set_projection_precision(model, "half")

@@ -15,11 +15,18 @@ levels (resolutions). They differ in how the two levels combine:
 
 All run on :func:`wsigraph.nn.attention.segment_attention` (O(E) memory, a fused Triton kernel
 on CUDA), never on an E x N matrix as the official code does.
+
+Precision: every layer computes its projections (``W x``; RAConv+ also ``U x`` and ``V x``) in
+float32 by default, as the papers do. ``precision="tf32"`` lets CUDA's matrix products use TF32
+for them, ``"bfloat16"`` / ``"float16"`` run them under :func:`torch.autocast`; the attention
+itself (scores, softmaxes, weighted sums) always runs in float32, and the projections come back
+in float32. :func:`set_projection_precision` switches every layer of a model.
 """
 
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -44,6 +51,62 @@ def _segment_logsumexp(score: Tensor, seg: Tensor, num_segments: int) -> Tensor:
         0, seg, shifted
     )
     return top + torch.log(total)
+
+
+PRECISIONS = ("float32", "tf32", "bfloat16", "float16")
+
+
+def _check_precision(precision: str) -> str:
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    return precision
+
+
+@contextmanager
+def _tf32_matmul():
+    """CUDA matrix products in TF32 inside the block (the previous setting restored after)."""
+    matmul = torch.backends.cuda.matmul
+    if hasattr(matmul, "fp32_precision"):  # torch >= 2.9
+        before, matmul.fp32_precision = matmul.fp32_precision, "tf32"
+        try:
+            yield
+        finally:
+            matmul.fp32_precision = before
+    else:  # pragma: no cover - older torch
+        before, matmul.allow_tf32 = matmul.allow_tf32, True
+        try:
+            yield
+        finally:
+            matmul.allow_tf32 = before
+
+
+def project(lin: nn.Linear, x: Tensor, precision: str = "float32") -> Tensor:
+    """``lin(x)`` at ``precision`` (:data:`PRECISIONS`), returned in ``x``'s dtype.
+
+    ``"tf32"`` changes only CUDA products (on the CPU it is float32); ``"bfloat16"`` and
+    ``"float16"`` run the product under :func:`torch.autocast` on ``x``'s device. The weights
+    stay float32, and their gradients too."""
+    if precision == "float32":
+        return lin(x)
+    if precision == "tf32":
+        if not x.is_cuda:
+            return lin(x)
+        with _tf32_matmul():
+            return lin(x)
+    dtype = torch.bfloat16 if precision == "bfloat16" else torch.float16
+    with torch.autocast(x.device.type, dtype=dtype):
+        out = lin(x)
+    return out.to(x.dtype)
+
+
+def set_projection_precision(model: nn.Module, precision: str) -> int:
+    """Set the projection ``precision`` (:data:`PRECISIONS`) of every RAConv, HGAT and RAConv+
+    layer in ``model``; returns how many layers it set (0: the model has none)."""
+    _check_precision(precision)
+    layers = [m for m in model.modules() if isinstance(m, _PyramidConv)]
+    for m in layers:
+        m.precision = precision
+    return len(layers)
 
 
 def _with_self_loops(edge_index: Tensor, num_nodes: int) -> Tensor:
@@ -140,8 +203,10 @@ class _PyramidConv(nn.Module):
         dropout: float = 0.0,
         add_self_loops: bool = True,
         bias: bool = True,
+        precision: str = "float32",
     ):
         super().__init__()
+        self.precision = _check_precision(precision)
         self.in_channels, self.out_channels, self.num_levels = in_channels, out_channels, num_levels
         self.heads, self.concat, self.negative_slope = heads, concat, negative_slope
         self.dropout, self.add_self_loops = dropout, add_self_loops
@@ -207,6 +272,8 @@ class RAConv(_DualAttentionConv):
         dropout (float): Dropout on the resolution-level attention. (default: ``0.0``)
         add_self_loops (bool): Add a self loop to every node. (default: ``True``)
         bias (bool): Learn an additive bias. (default: ``True``)
+        precision (str): Precision of the projection ``W x`` (module docstring): ``"float32"``,
+            ``"tf32"``, ``"bfloat16"`` or ``"float16"``. (default: ``"float32"``)
 
     Shapes:
         - **input:** node features :math:`(N, F_{in})`, edge indices :math:`(2, E)`, node
@@ -217,7 +284,7 @@ class RAConv(_DualAttentionConv):
     def forward(
         self, x: Tensor, edge_index: Tensor, level: Tensor, return_attention_weights: bool = False
     ) -> Tensor | tuple[Tensor, tuple[Tensor, Tensor]]:
-        z = self.lin(x).view(x.size(0), self.heads, self.out_channels)  # [N, H, C]
+        z = project(self.lin, x, self.precision).view(x.size(0), self.heads, self.out_channels)
         return self.attend(x, z, edge_index, level, return_attention_weights)
 
     def attend(
@@ -294,7 +361,7 @@ class HGATConv(_DualAttentionConv):
         N, H, C, R = x.size(0), self.heads, self.out_channels, self.num_levels
         if self.add_self_loops:
             edge_index = _with_self_loops(edge_index, N)
-        z = self.lin(x).view(N, H, C)
+        z = project(self.lin, x, self.precision).view(N, H, C)
         group = edge_index[1] * R + level[edge_index[0]]
         order = torch.argsort(group, stable=True)  # sorted by group is sorted by destination too
         src, dst, group = edge_index[0][order], edge_index[1][order], group[order]
@@ -419,7 +486,7 @@ class RAConvPlus(_PyramidConv):
         src, dst, group = edge_index[0][order], edge_index[1][order], group[order]
 
         # Resolution level (Eq. 2, alpha_k): a_2^T LReLU(U h_k), U h_k the mean of U h over N_k.
-        u = self.lin_u(x).view(N, H, C)  # [N, H, C]
+        u = project(self.lin_u, x, self.precision).view(N, H, C)  # [N, H, C]
         uniform = u.new_zeros(src.numel(), H)
         proto = segment_attention(uniform, u, src, group, N * R, assume_sorted=True)  # [N*R,H,C]
         s_res = (F.leaky_relu(proto, self.negative_slope) * self.att_a).sum(-1)  # [N*R, H]
@@ -431,13 +498,13 @@ class RAConvPlus(_PyramidConv):
         log_alpha_k = log_alpha_k.reshape(N * R, H)[group].clamp(min=-1e30)  # [E, H]
 
         # Node level (Eq. 2, alpha_j'): b_2^T LReLU(V h_j'), softmax within the segment (j, k).
-        v = F.leaky_relu(self.lin_v(x).view(N, H, C), self.negative_slope)
+        v = F.leaky_relu(project(self.lin_v, x, self.precision).view(N, H, C), self.negative_slope)
         s_node = (v * self.att_b).sum(-1)[src]  # [E, H]
         log_alpha_n = s_node - _segment_logsumexp(s_node, group, N * R)[group]  # [E, H]
 
         # Eq. 3: h'_j = sum_j' A_jj' z_j' = (sum_j' A_jj') * softmax-weighted sum with log A.
         log_a = torch.logaddexp(log_alpha_k, log_alpha_n)  # [E, H], log(alpha_k + alpha_j')
-        z = self.lin(x).view(N, H, C)  # [N, H, C]
+        z = project(self.lin, x, self.precision).view(N, H, C)  # [N, H, C]
         out = segment_attention(log_a, z, src, dst, N, assume_sorted=True)  # [N, H, C]
         row_sum = torch.zeros(N, H, dtype=x.dtype, device=x.device).index_add_(0, dst, log_a.exp())
         out = out * row_sum.unsqueeze(-1)
