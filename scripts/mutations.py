@@ -137,6 +137,13 @@ MUTATIONS: list[Mutation] = [
         ("tests/test_raconv.py",),
     ),
     M(
+        "raconv-precision-switch-ignored",
+        "lib/wsigraph/nn/raconv.py",
+        "    with torch.autocast(x.device.type, dtype=dtype):",
+        "    with torch.autocast(x.device.type, dtype=dtype, enabled=False):",
+        ("tests/test_raconv.py::test_projection_precision_switch_against_float32",),
+    ),
+    M(
         "raconv-concat-channel-major",
         "lib/wsigraph/nn/raconv.py",
         "                out = out * log_alpha.exp().sum(1).unsqueeze(-1)\n"
