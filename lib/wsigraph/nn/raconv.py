@@ -66,18 +66,16 @@ def _check_precision(precision: str) -> str:
 def _tf32_matmul():
     """CUDA matrix products in TF32 inside the block (the previous setting restored after)."""
     matmul = torch.backends.cuda.matmul
-    if hasattr(matmul, "fp32_precision"):  # torch >= 2.9
-        before, matmul.fp32_precision = matmul.fp32_precision, "tf32"
-        try:
-            yield
-        finally:
-            matmul.fp32_precision = before
-    else:  # pragma: no cover - older torch
-        before, matmul.allow_tf32 = matmul.allow_tf32, True
-        try:
-            yield
-        finally:
-            matmul.allow_tf32 = before
+    # torch >= 2.9 names the setting fp32_precision; older torch has allow_tf32
+    name, tf32 = (
+        ("fp32_precision", "tf32") if hasattr(matmul, "fp32_precision") else ("allow_tf32", True)
+    )
+    before = getattr(matmul, name)
+    setattr(matmul, name, tf32)
+    try:
+        yield
+    finally:
+        setattr(matmul, name, before)
 
 
 def project(lin: nn.Linear, x: Tensor, precision: str = "float32") -> Tensor:
@@ -86,11 +84,9 @@ def project(lin: nn.Linear, x: Tensor, precision: str = "float32") -> Tensor:
     ``"tf32"`` changes only CUDA products (on the CPU it is float32); ``"bfloat16"`` and
     ``"float16"`` run the product under :func:`torch.autocast` on ``x``'s device. The weights
     stay float32, and their gradients too."""
-    if precision == "float32":
+    if precision == "float32" or (precision == "tf32" and not x.is_cuda):
         return lin(x)
     if precision == "tf32":
-        if not x.is_cuda:
-            return lin(x)
         with _tf32_matmul():
             return lin(x)
     dtype = torch.bfloat16 if precision == "bfloat16" else torch.float16
