@@ -144,6 +144,13 @@ MUTATIONS: list[Mutation] = [
         ("tests/test_raconv.py::test_projection_precision_switch_against_float32",),
     ),
     M(
+        "attention-int64-fallback-ignored",
+        "lib/wsigraph/nn/attention.py",
+        "        self.index_dtype = torch.int32 if small else torch.long",
+        "        self.index_dtype = torch.int32",
+        ("tests/test_attention.py::test_sparse_layout_int32_indices_and_the_int64_fallback",),
+    ),
+    M(
         "raconv-concat-channel-major",
         "lib/wsigraph/nn/raconv.py",
         "                out = out * log_alpha.exp().sum(1).unsqueeze(-1)\n"

@@ -270,6 +270,32 @@ def test_sparse_gradcheck_layout_reuse_and_single_precision():
         segment_attention_sparse(score32.half(), value32.half(), src, seg, s)
 
 
+@pytest.mark.parametrize("mean_heads", [False, True])
+def test_sparse_layout_int32_indices_and_the_int64_fallback(monkeypatch, mean_heads):
+    """The layout's index arrays are int32 (what the CPU sparse kernels take) and switch to
+    int64 above ``INT32_INDEX_LIMIT``; both give the dense result and its gradients."""
+    src, seg, n, s = graph = make_graph("hub")
+    score, value = make_inputs(graph, heads=3, channels=4)
+    ptr = attention._ptr_from_seg(seg, s)
+    expected = outputs_and_grads(dense_attention, score, value, src, seg, s)
+    if mean_heads:
+        expected = outputs_and_grads(
+            lambda *a: dense_attention(*a).mean(1), score, value, src, seg, s
+        )
+    for limit, dtype in ((attention.INT32_INDEX_LIMIT, torch.int32), (10, torch.long)):
+        monkeypatch.setattr(attention, "INT32_INDEX_LIMIT", limit)
+        layout = attention.SparseLayout(src, seg, ptr, n, 3, mean_heads=mean_heads)
+        actual = outputs_and_grads(
+            lambda a, v, *_, layout=layout: segment_attention_sparse(
+                a, v, src, seg, s, ptr, layout=layout, mean_heads=mean_heads
+            ),
+            score, value, src, seg, s,
+        )  # fmt: skip
+        assert layout.cols.dtype == layout.crow.dtype == dtype
+        assert all(t.dtype == dtype for t in layout._transpose)  # built by the backward
+        assert_all_close(actual, expected, atol=1e-10, rtol=1e-9)
+
+
 # --- dispatch -------------------------------------------------------------------------------
 
 

@@ -278,6 +278,7 @@ warnings.filterwarnings(
 
 #: dtypes PyTorch's CPU sparse CSR products support; others fall back to the reference.
 SPARSE_DTYPES = (torch.float32, torch.float64)
+INT32_INDEX_LIMIT = 2**31 - 1  # SparseLayout's index arrays are int32 up to this size
 
 
 def _csr(crow: Tensor, cols: Tensor, values: Tensor, shape: tuple[int, int]) -> Tensor:
@@ -303,6 +304,8 @@ class SparseLayout:
     ``[S * H, C]``. Row ``t * H + h`` starts at ``ptr[t] * H + h * deg(t)``, so edge ``e`` of
     head ``h`` sits at position ``pos[e, h] = ptr[t] * H + h * deg(t) + (e - ptr[t])``: no sort.
     The transpose (for the value gradient) sorts the columns once, when first needed.
+    Index arrays are int32 whenever the sizes allow it (as the CPU sparse kernels use them,
+    so they need no int64 -> int32 copy per product, and half the memory).
 
     With ``mean_heads`` the heads are averaged inside the product: row ``t`` holds, at column
     ``src[e] * H + h``, the weight of edge ``e`` and head ``h`` divided by ``H``, so
@@ -321,7 +324,10 @@ class SparseLayout:
         mean_heads: bool = False,
     ):
         num_edges, num_segments = src.numel(), ptr.numel() - 1
-        h = torch.arange(heads, device=src.device)
+        small = max(num_edges, num_nodes, num_segments) * heads <= INT32_INDEX_LIMIT
+        self.index_dtype = torch.int32 if small else torch.long
+        src, seg, ptr = (t.to(self.index_dtype) for t in (src, seg, ptr))
+        h = torch.arange(heads, device=src.device, dtype=self.index_dtype)
         self.heads, self.mean_heads = heads, mean_heads
         self.scale = 1.0 / heads if mean_heads else 1.0  # folded into the matrix's values
         if mean_heads:
@@ -332,12 +338,14 @@ class SparseLayout:
         else:
             deg = ptr[1:] - ptr[:-1]  # [S]
             start = ptr.index_select(0, seg)  # [E], first edge of each edge's segment
-            offset = torch.arange(num_edges, device=src.device) - start
+            offset = torch.arange(num_edges, device=src.device, dtype=self.index_dtype) - start
             self.pos = (
                 (start * heads + offset)[:, None] + h * deg.index_select(0, seg)[:, None]
             ).reshape(-1)  # [E * H], position of (edge, head) in the CSR arrays
             # -1 marks a slot no edge fills (only with bad input): _check then refuses it
-            self.cols = torch.full((num_edges * heads,), -1, dtype=torch.long, device=src.device)
+            self.cols = torch.full(
+                (num_edges * heads,), -1, dtype=self.index_dtype, device=src.device
+            )
             self.cols[self.pos] = (src[:, None] * heads + h).reshape(-1)
             self.crow = torch.cat([(ptr[:-1, None] * heads + h * deg[:, None]).reshape(-1),
                                    ptr[-1:] * heads])  # fmt: skip
@@ -374,13 +382,14 @@ class SparseLayout:
     def transpose(self, values: Tensor) -> Tensor:
         """The transpose of the matrix with CSR ``values``, as a CSR matrix."""
         if self._transpose is None:
-            perm = torch.argsort(self.cols, stable=True)
+            dtype, device = self.index_dtype, self.cols.device
+            perm = torch.argsort(self.cols, stable=True).to(dtype)
             rows = torch.repeat_interleave(
-                torch.arange(self.shape[0], device=self.cols.device), self.crow.diff()
+                torch.arange(self.shape[0], device=device, dtype=dtype), self.crow.diff()
             )
-            crow = torch.zeros(self.shape[1] + 1, dtype=torch.long, device=self.cols.device)
+            crow = torch.zeros(self.shape[1] + 1, dtype=dtype, device=device)
             crow[1:] = torch.bincount(self.cols, minlength=self.shape[1]).cumsum(0)
-            self._transpose = (perm, crow, rows[perm])
+            self._transpose = (perm, crow, rows.index_select(0, perm))
         perm, crow, rows = self._transpose
         return _csr(crow, rows, values[perm], self.shape[::-1])
 
@@ -431,6 +440,9 @@ class _SegmentAttentionSparse(torch.autograd.Function):
             # the output need not be kept for backward
             delta = segment(p * g_p, ptr, reduce="sum")  # [S, H]
             grad_score = p * (g_p - delta.index_select(0, seg))
+            # g_p views the sampled product, whose own index copy it keeps alive: free both
+            # before the value gradient, the backward's largest allocation
+            del matrix, g_p, delta
         if need_value:
             grad_value = _spmm(layout.transpose(values), g).view(num_nodes, heads, channels)
         return grad_score, grad_value, None, None, None
