@@ -144,6 +144,13 @@ MUTATIONS: list[Mutation] = [
         ("tests/test_raconv.py::test_projection_precision_switch_against_float32",),
     ),
     M(
+        "train-checkpoint-rule-ignored",
+        "lib/wsigraph/train/loop.py",
+        "    best = BestCheckpoint(cfg.patience, cfg.select)",
+        "    best = BestCheckpoint(cfg.patience)",
+        ("tests/test_train.py::test_train_fold_passes_its_checkpoint_rule",),
+    ),
+    M(
         "attention-int64-fallback-ignored",
         "lib/wsigraph/nn/attention.py",
         "        self.index_dtype = torch.int32 if small else torch.long",

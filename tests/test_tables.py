@@ -551,3 +551,20 @@ def test_markdown_cells_are_compact_and_carry_the_difference_on_real_data():
     assert "| 96.40 ± 1.00 / 96.40 ± 0.59 (+0.00) |" in row
     header = grid.splitlines()[0]
     assert header.count("ours (tcga) / paper") == 6  # 2 tasks x 3 metrics, one column each
+
+
+def test_orderings_need_a_gap_beyond_the_fold_spread():
+    from wsigraph.tables import HOLDS, NOT_HOLD, WITHIN_STD, chain_ordering, ordering, tie
+
+    assert ordering(97.7, 95.3, 2.3) == HOLDS and ordering(97.7, 95.3, 2.5) == WITHIN_STD
+    assert ordering(95.3, 93.0, 4.6) == WITHIN_STD and ordering(93.0, 95.3) == NOT_HOLD
+    assert ordering(90.0, 90.0) == NOT_HOLD  # equal means are no ordering
+    # the chain is as strong as its weakest link
+    assert chain_ordering([97.7, 95.3, 93.0], [2.2, 2.5, 4.6]) == WITHIN_STD
+    assert chain_ordering([99.0, 95.0, 91.0], [1.0, 2.0, 1.5]) == HOLDS
+    assert chain_ordering([97.7, 89.3, 92.7], [2.2, 14.8, 4.5]) == NOT_HOLD
+    assert tie([97.0, 97.04, 96.96], [1.0, 1.0, 1.0]) == HOLDS
+    assert tie([99.3, 99.3, 99.0], [0.9, 0.9, 1.5]) == WITHIN_STD
+    assert tie([99.3, 94.0], [0.9, 1.5]) == NOT_HOLD
+    with pytest.raises(ValueError, match="two or more rows"):
+        chain_ordering([1.0], [0.1])

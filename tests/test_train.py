@@ -216,6 +216,37 @@ def test_best_checkpoint_rule_and_restore():
     for epoch, loss in enumerate([0.9, 0.5, 0.7], start=1):
         nan_auc.update(epoch, math.nan, loss, model)
     assert nan_auc.best_epoch == 2 and not nan_auc.should_stop(100)
+    # select="loss": the lowest validation loss, whatever the AUC (epoch 5 above; ties keep the
+    # earlier epoch), so a saturated AUC cannot keep an epoch with a drifted threshold
+    by_loss = BestCheckpoint(select="loss")
+    for epoch, (auc, loss) in (sequence | {6: (0.9, 0.4)}).items():
+        by_loss.update(epoch, auc, loss, model)
+    assert by_loss.best_epoch == 5
+    with pytest.raises(ValueError, match="select must be one of"):
+        BestCheckpoint(select="acc")
+    with pytest.raises(ValueError, match="select must be one of"):
+        TrainConfig("mean-mlp", select="accuracy")
+
+
+@pytest.mark.parametrize("select,expected", [("auc", 3), ("loss", 4)])
+def test_train_fold_passes_its_checkpoint_rule(monkeypatch, select, expected):
+    """Validation (AUC, loss) per epoch, scripted: the AUC rule keeps epoch 3 (AUC 1.0 tied
+    with epoch 2, lower loss), the loss rule epoch 4 (lowest loss, lower AUC)."""
+    script = [(0.9, 0.5), (1.0, 0.6), (1.0, 0.3), (0.8, 0.2)]
+    real, calls = loop.evaluate, []
+
+    def scripted(model, loader, device):
+        out = real(model, loader, device)
+        if len(calls) < len(script):  # the validation calls; the last one is the test fold
+            out["auc"], out["loss"] = script[len(calls)]
+        calls.append(1)
+        return out
+
+    monkeypatch.setattr(loop, "evaluate", scripted)
+    graphs, labels = toy_graphs(shift=0.7)
+    split = make_splits(labels, folds=3, repeats=1)[0]
+    cfg = TrainConfig(**(CFG.to_dict() | {"epochs": 4, "patience": None, "select": select}))
+    assert train_fold(graphs, labels, split, cfg).best_epoch == expected
 
 
 def test_train_fold_restores_best_validation_checkpoint():

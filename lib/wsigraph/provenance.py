@@ -710,9 +710,13 @@ NUCLEI_GCN: tuple[Choice, ...] = (
         "checkpoint / protocol",
         "not stated (Table II: one accuracy per cell)",
         "10-fold CV, best *test* accuracy reported (max_acc_test, a leak)",
-        fixed("stratified k-fold, checkpoint on a 25 % validation split, never the test fold"),
+        fixed(
+            "stratified k-fold, checkpoint with the lowest loss on a 25 % validation split, "
+            "never the test fold"
+        ),
         "ours",
-        "no test-set checkpoint selection",
+        "no test-set checkpoint selection; the loss, not AUC, because AUC ignores the decision "
+        "threshold that Table II's accuracy depends on (07's select)",
     ),
     Choice(
         "segmentation",

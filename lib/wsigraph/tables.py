@@ -1081,6 +1081,42 @@ def _result_row(table_id: str, paper: str, number, name: str, printed: dict, gro
     return ResultRow(name, values, group)
 
 
+# Orderings -------------------------------------------------------------------------------------
+# The findings of 07-09 say whether a paper's ordering of rows holds on our numbers; a gap inside
+# the rows' fold spread is not an ordering.
+HOLDS, WITHIN_STD, NOT_HOLD = "holds", "within one fold std", "does not hold"
+
+
+def ordering(a: float, b: float, spread: float = 0.0) -> str:
+    """Does "a > b" hold? :data:`HOLDS` when ``a`` exceeds ``b`` by more than ``spread`` (e.g.
+    the larger fold std of the two rows), :data:`WITHIN_STD` when by less, else
+    :data:`NOT_HOLD`."""
+    return HOLDS if a - b > spread else (WITHIN_STD if a > b else NOT_HOLD)
+
+
+def chain_ordering(means, stds) -> str:
+    """Does "m[0] > m[1] > ..." hold? Each neighbouring pair by :func:`ordering` with the larger
+    of their two fold stds as the spread; the weakest pair's verdict is the chain's."""
+    if len(means) != len(stds) or len(means) < 2:
+        raise ValueError(f"need two or more rows with a std each, got {len(means)} / {len(stds)}")
+    verdicts = [
+        ordering(a, b, max(sa, sb))
+        for a, b, sa, sb in zip(means[:-1], means[1:], stds[:-1], stds[1:], strict=True)
+    ]
+    return next((v for v in (NOT_HOLD, WITHIN_STD) if v in verdicts), HOLDS)
+
+
+def tie(means, stds, decimals: int = 1) -> str:
+    """Does "all rows equal" hold? :data:`HOLDS` when the means agree to ``decimals`` places,
+    :data:`WITHIN_STD` when their range is at most the largest fold std, else
+    :data:`NOT_HOLD`."""
+    if len(means) != len(stds) or not means:
+        raise ValueError(f"need one std per mean, got {len(means)} / {len(stds)}")
+    if len({round(m, decimals) for m in means}) == 1:
+        return HOLDS
+    return WITHIN_STD if max(means) - min(means) <= max(stds) else NOT_HOLD
+
+
 #: The control row of the nuclei-graph Table II and issue 17's bound on its accuracy.
 NUCLEI_CONTROL_ROW = "count/degree/edge-weight LR (control)"
 NUCLEI_CONTROL_BOUND = 0.60

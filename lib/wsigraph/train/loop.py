@@ -6,10 +6,15 @@ evaluates on the validation split after every epoch and keeps the
 best checkpoint, then evaluates that checkpoint once on the test fold.
 
 Checkpoint selection (:class:`BestCheckpoint`)
-    The kept state is the one with the highest validation ROC AUC; an epoch with the *same* AUC
-    replaces it only if its validation loss (mean cross-entropy, unweighted) is strictly lower.
-    A ``NaN`` AUC (a validation split holding one class) ranks below every number, so then
-    the loss decides. The first epoch always sets a checkpoint; epochs are numbered from 1.
+    By default (``select="auc"``) the kept state is the one with the highest validation ROC AUC;
+    an epoch with the *same* AUC replaces it only if its validation loss (mean cross-entropy,
+    unweighted) is strictly lower. A ``NaN`` AUC (a validation split holding one class) ranks
+    below every number, so then the loss decides. With ``select="loss"`` the kept state is the
+    one with the lowest validation loss (ties: the earlier epoch). AUC does not depend on the
+    decision threshold, so on a small validation split where it saturates at 1.0 it cannot tell
+    a well-calibrated epoch from one whose threshold has drifted; the loss can, which matters
+    when the reported metric is accuracy. The first epoch always sets a checkpoint; epochs are
+    numbered from 1.
 
 Early stopping
     Training stops once ``patience`` consecutive epochs have not improved the checkpoint by the
@@ -45,6 +50,8 @@ from wsigraph.progress import progress_bar
 from wsigraph.train.cv import Split, fold_seed
 from wsigraph.train.metrics import classification_metrics
 
+SELECTIONS = ("auc", "loss")  # checkpoint rules of BestCheckpoint (module docstring)
+
 
 @dataclass
 class TrainConfig:
@@ -67,6 +74,7 @@ class TrainConfig:
             (default ``True``).
         class_weights: weight the training loss by inverse class frequency of the training
             split, ``n / (C * n_c)`` (default ``False``).
+        select: the checkpoint rule, ``"auc"`` (default) or ``"loss"`` (module docstring).
     """
 
     model: str
@@ -80,6 +88,11 @@ class TrainConfig:
     device: str = "auto"
     standardize: bool = True
     class_weights: bool = False
+    select: str = "auc"
+
+    def __post_init__(self):
+        if self.select not in SELECTIONS:
+            raise ValueError(f"select must be one of {SELECTIONS}, got {self.select!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -166,14 +179,18 @@ def prepare(
 class BestCheckpoint:
     """Keeps the state dict of the best validation epoch (rule in the module docstring)."""
 
-    def __init__(self, patience: int | None = None):
-        self.patience = patience
+    def __init__(self, patience: int | None = None, select: str = "auc"):
+        if select not in SELECTIONS:
+            raise ValueError(f"select must be one of {SELECTIONS}, got {select!r}")
+        self.patience, self.select = patience, select
         self.best_epoch = 0
         self.best_auc = -math.inf
         self.best_loss = math.inf
         self.state: dict[str, Tensor] | None = None
 
     def is_better(self, auc: float, loss: float) -> bool:
+        if self.select == "loss":
+            return loss < self.best_loss
         auc = -math.inf if math.isnan(auc) else auc
         return auc > self.best_auc or (auc == self.best_auc and loss < self.best_loss)
 
@@ -429,7 +446,7 @@ def train_fold(
     )
     weight = class_weight(labels[split.train], n_classes, device) if cfg.class_weights else None
 
-    best = BestCheckpoint(cfg.patience)
+    best = BestCheckpoint(cfg.patience, cfg.select)
     history = []
     start = time.perf_counter()
     bar = progress_bar(
