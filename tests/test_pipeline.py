@@ -566,3 +566,32 @@ def test_your_own_cohort_csv_runs_through_01_to_03(tmp_path, monkeypatch, real_s
     b = load_graph(tmp_path / "work" / "demo" / "graphs" / "no_metadata.pt")
     assert a.num_nodes == b.num_nodes > 20 and int(b.y_typing) == 0 and int(a.y_typing) == 1
     assert not list(tmp_path.glob("work/demo/slides/*.svs"))  # nothing copied
+
+
+def test_images_whose_base64_spells_a_noise_word_are_re_encoded_with_the_same_pixels():
+    import base64
+    import io
+    import re
+
+    import numpy as np
+    from PIL import Image
+
+    from wsigraph.pipeline import NOISE_WORDS, reencode_flagged_images
+
+    # a compressible figure-like image (random noise would be stored, the same at every level)
+    y, x = np.mgrid[:80, :120]
+    noise = np.random.default_rng(0).integers(0, 8, (80, 120))
+    pixels = np.stack([(x * 2 + noise) % 256, (y * 3) % 256, (x + y) % 256], -1).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    text = base64.b64encode(buffer.getvalue()).decode()
+    word = re.compile(re.escape(text[len(text) // 2 : len(text) // 2 + 6]))  # inside the IDAT
+    nb = {"cells": [{"outputs": [{"data": {"image/png": text + "\n"}}, {"text": "x"}]}]}
+    assert not reencode_flagged_images(nb)  # the default words are not in it: nothing to do
+    assert not NOISE_WORDS.search(text)
+    assert reencode_flagged_images(nb, word)
+    new = nb["cells"][0]["outputs"][0]["data"]["image/png"]
+    assert new.endswith("\n") and not word.search(new) and new != text + "\n"
+    decoded = np.asarray(Image.open(io.BytesIO(base64.b64decode(new))))
+    assert np.array_equal(decoded, pixels)
+    assert not reencode_flagged_images(nb, word)  # done once
