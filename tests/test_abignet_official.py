@@ -360,3 +360,23 @@ def test_cuda_matches_cpu():
     cfg = OfficialBilevelConfig(model_config=SMALL, iterations=2, device="cuda")
     result = train_fold_official(graphs, labels, split, cfg)
     assert result.device.startswith("cuda") and np.isfinite(result.test_probs).all()
+
+
+def test_linked_exact_copies_read_like_isolated_patches():
+    """Why a look-alike demo is hard for the official ABiG-Net (README, ABiG-Net section): with
+    the symmetric normalisation D^-1/2 A D^-1/2 and a unit diagonal, a graph that links only
+    exact copies (any weight) gives every layer, and so the logits, exactly what no edges give;
+    only edges between patches that differ change the output."""
+    torch.manual_seed(0)
+    model = DenseGCN(69, 2).eval()
+    x = torch.randn(16, 69).repeat_interleave(4, 0)  # 16 groups of 4 exact copies
+    group = torch.arange(64) // 4
+    same = (group[:, None] == group[None, :]).double()
+    alone = model.double()(x.double(), torch.eye(64, dtype=torch.float64))
+    for w in (1.0, 0.5, 0.1):
+        a = same * w
+        a.fill_diagonal_(1.0)
+        torch.testing.assert_close(model(x.double(), a), alone, atol=1e-12, rtol=0)
+    a = same.clone()
+    a[0, 8] = a[8, 0] = 0.5  # one edge between different patches
+    assert (model(x.double(), a) - alone).abs().max() > 1e-6
