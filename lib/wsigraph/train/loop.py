@@ -53,6 +53,12 @@ from wsigraph.train.metrics import classification_metrics
 SELECTIONS = ("auc", "loss")  # checkpoint rules of BestCheckpoint (module docstring)
 
 
+def _checked_select(select: str) -> str:
+    if select not in SELECTIONS:
+        raise ValueError(f"select must be one of {SELECTIONS}, got {select!r}")
+    return select
+
+
 @dataclass
 class TrainConfig:
     """Everything that determines a training run (stored in run records and hashed for resume).
@@ -91,8 +97,7 @@ class TrainConfig:
     select: str = "auc"
 
     def __post_init__(self):
-        if self.select not in SELECTIONS:
-            raise ValueError(f"select must be one of {SELECTIONS}, got {self.select!r}")
+        _checked_select(self.select)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -180,9 +185,7 @@ class BestCheckpoint:
     """Keeps the state dict of the best validation epoch (rule in the module docstring)."""
 
     def __init__(self, patience: int | None = None, select: str = "auc"):
-        if select not in SELECTIONS:
-            raise ValueError(f"select must be one of {SELECTIONS}, got {select!r}")
-        self.patience, self.select = patience, select
+        self.patience, self.select = patience, _checked_select(select)
         self.best_epoch = 0
         self.best_auc = -math.inf
         self.best_loss = math.inf
