@@ -282,3 +282,42 @@ def test_a_stage_message_reaches_the_terminal_when_the_pipeline_runs_the_noteboo
     monkeypatch.setenv("WSIGRAPH_PROGRESS", "auto")
     stages.say("features: slide x failed")
     assert "slide x" not in terminal.getvalue()
+
+
+class _Writes:
+    """A stage whose task writes ``<slide>.pt`` and says "skipped" whenever the file is there,
+    as the feature and graph stages do (picklable: module level)."""
+
+    def __init__(self, out: Path):
+        self.out = out
+
+    def target(self, job) -> Path:
+        return self.out / f"{job.slide_id}.pt"
+
+
+def _write_or_skip(job, stage):
+    target = stage.target(job)
+    if target.exists():
+        return {"status": "skipped"}
+    target.write_text("x")
+    return {"status": "done"}
+
+
+def _write_then_report_skipped(job, stage):
+    """What a retry after a broken pool returns: this run wrote the file, the retry found it."""
+    stage.target(job).write_text("x")
+    return {"status": "skipped"}
+
+
+def test_skipped_means_the_file_was_there_before_the_run(tmp_path, cohort):
+    jobs = slide_jobs(cohort[cohort["slide_id"] != "cut"])
+    (tmp_path / "a.pt").write_text("old")
+    plan = plan_workers("serial", len(jobs))
+    rows = run_slide_stage(_write_or_skip, jobs, _Writes(tmp_path), plan, "features", False)
+    assert [r["status"] for r in rows] == ["skipped", "done", "done"]
+    rows = run_slide_stage(_write_or_skip, jobs, _Writes(tmp_path), plan, "features", False)
+    assert [r["status"] for r in rows] == ["skipped"] * 3
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    rows = run_slide_stage(_write_then_report_skipped, jobs, _Writes(fresh), plan, "f", False)
+    assert [r["status"] for r in rows] == ["done"] * 3  # written by this run, whoever found it

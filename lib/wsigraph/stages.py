@@ -288,11 +288,17 @@ def run_slide_stage(
     """
     bar = SlideProgress(len(jobs), name, disable=not progress)
     rows: list[dict] = [{} for _ in jobs]
+    # "skipped" means: the slide's file was there before this run. A worker that dies breaks its
+    # pool, and a slide another worker had just finished is then run again (its result was lost
+    # with the pool); that retry finds the file this run wrote, and the row says "done".
+    existed = [Path(stage.target(job)).exists() for job in jobs]
 
     def on_result(i: int, result: Any) -> None:
         if isinstance(result, TaskFailure):
             remove_stale_tmp(stage.target(jobs[i]))
             result = {"status": "failed", "error": result.error}
+        elif result.get("status") == "skipped" and not existed[i]:
+            result = result | {"status": "done"}
         rows[i] = {"slide_id": jobs[i].slide_id} | result
         if result.get("note"):
             say(f"{name}: {result['note']}")
