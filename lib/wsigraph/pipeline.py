@@ -184,6 +184,8 @@ NONE_DEFAULT_TYPES: dict[str, type | None] = {
     "surv_epochs": int,
     "cls_datasets": list,
     "surv_dataset": str,
+    "surv_slides": int,
+    "surv_skip_rows": list,
     "executor": str,  # 09's default is None (local on demo, serial otherwise)
     "mico_executor": str,
     # 08_abignet (demo values in the profile)
@@ -206,7 +208,7 @@ _TYPE_WORDS = {
 }
 
 # Smallest values that make sense, checked before any notebook runs.
-AT_LEAST = {"folds": 2, "mico_folds": 2, "epochs": 1, "repeats": 1, "n_slides": 4}
+AT_LEAST = {"folds": 2, "mico_folds": 2, "epochs": 1, "repeats": 1, "n_slides": 4, "surv_slides": 4}
 
 
 def expected_type(name: str, default) -> type | None:
