@@ -287,6 +287,11 @@ def test_every_notebook_executes_with_tiny_parameters(tmp_path, monkeypatch, cap
     mico = (results / "tables" / "mico_table1.md").read_text()
     assert "| MiCo |" in mico and "| MiCo (per-slide anchors) |" in mico
     assert "| mean-pool + LR (control) |" in mico and "co-occur" in mico  # demo: synthetic_mico
+    surv = (results / "tables" / "mico_table2.md").read_text()  # demo: surv_skip_rows
+    rows = {r: next(line for line in surv.splitlines() if f"| {r} |" in line)
+            for r in ("MiCo", "MiCo (per-slide anchors)")}  # fmt: skip
+    assert "not run on demo" in rows["MiCo (per-slide anchors)"]
+    assert "not run on demo" not in rows["MiCo"]
     # README "Your own slides": a fold model 04 saved on demo scores the real slide
     from wsigraph import cli
 
