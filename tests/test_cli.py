@@ -117,6 +117,9 @@ def test_a_slide_without_magnification_needs_and_takes_objective_power(
     args = ["features", str(copy), "--work", str(tmp_path / "w"), "--mpp", "0.5"]
     assert cli.main(args) == 0
     assert "0.5 µm/px taken as 20x (10 / mpp)" in capsys.readouterr().err
+    args[0] = "graph"  # features, then graphs: the slides are listed, and the note printed, once
+    assert cli.main(args) == 0
+    assert capsys.readouterr().err.count("0.5 µm/px taken as 20x (10 / mpp)") == 1
     assert cli.main(["features", str(copy), "--objective-power", "-3"]) == 2
     assert "--objective-power must be > 0" in capsys.readouterr().err
 

@@ -212,12 +212,12 @@ def _manifest(args) -> pd.DataFrame:
 
 
 # Stages ------------------------------------------------------------------------------------------
-def _features(args, settings=None, encoder=None) -> pd.DataFrame:
+def _features(args, settings=None, encoder=None, manifest=None) -> pd.DataFrame:
     from wsigraph.data.features import extract_features
 
     if settings is None:
         settings, encoder, _ = _settings(args)
-    manifest = _manifest(args)
+    manifest = _manifest(args) if manifest is None else manifest
     summary = extract_features(
         manifest, args.work / "features", settings, encoder, args.weights,
         device=args.device, num_workers=0,
@@ -236,8 +236,8 @@ def _graph(args) -> int | dict:
     from wsigraph.graphs.pyramid import load_graph
 
     settings, encoder, ckpt = _settings(args)
-    _features(args, settings, encoder)
-    manifest = _manifest(args)
+    manifest = _manifest(args)  # once: its --mpp note is printed once
+    _features(args, settings, encoder, manifest)
     summary = build_graphs(manifest, args.work / "features", args.work / "graphs")
     bad = summary[~summary["status"].isin(["done", "skipped"])]
     if args.command == "graph":
