@@ -235,8 +235,10 @@ class DenseRSFEdgeConv(RSFEdgeConv):
     Parameters are laid out as :class:`RSFEdgeConv`'s. By linearity, with
     :math:`W = [W_+ \| W_- \| W_a]`, the map is computed as
     :math:`W_+ v_i + W_+ v_k + W_- |v_i - v_k| + W_a a_{ik}`: only the absolute difference is
-    formed per pair, never the :math:`2F + L`-wide concatenation, which makes the layer about
-    1.7x faster (forward and backward, CPU) and halves its largest intermediate.
+    formed per pair, never the :math:`2F + L`-wide concatenation: it halves the largest
+    intermediate, and on CPU makes the layer 1.5-1.6x faster at 32 pooled nodes (slightly
+    slower at 8, where the pair tensor is tiny) and RSF + Edge's training step 1.4x
+    (``benchmarks/rsf_edge.py``).
 
     Shapes:
         - **input:** node features :math:`(B, N, F)`, adjacency :math:`(B, N, N, L)` (or
