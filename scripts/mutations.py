@@ -984,6 +984,13 @@ MUTATIONS: list[Mutation] = [
         ("tests/test_faults.py::test_a_too_small_slide_size_says_the_minimum",),
     ),
     M(
+        "mico-learned-anchors-hash-unread-clusters",
+        "lib/wsigraph/train/mico.py",
+        '    if cfg.model_config.get("anchors", "slide") == "learned":',
+        "    if False:",
+        ("tests/test_mico_official.py::test_only_rows_that_read_cached_clusters_hash_them",),
+    ),
+    M(
         "faults-mico-skips-input-checks",
         "lib/wsigraph/train/mico.py",
         "        y = check_inputs(graphs, labels)",
@@ -998,6 +1005,13 @@ MUTATIONS: list[Mutation] = [
         "        runs = expand",
         "        values = given\n        runs = expand",
         ("tests/test_pipeline.py::test_scoped_parameter_reaches_only_its_notebook",),
+    ),
+    M(
+        "run-all-prunes-after-a-narrowed-run",
+        "lib/wsigraph/pipeline.py",
+        "    if not args.only and not args.parameter:",
+        "    if True:",
+        ("tests/test_pipeline.py::test_complete_run_prunes_run_records_it_no_longer_writes",),
     ),
     M(
         "cli-profile-contradiction-let-through",

@@ -308,3 +308,26 @@ def test_single_slide_cases_keep_their_cached_clusters():
                for b, g in zip(bags, graphs, strict=True))  # fmt: skip
     bags, _, _ = patient_bags(graphs, ["a", "a", "c"])  # a two-slide case: clustered in the model
     assert all(getattr(b, CLUSTER_KEY, None) is None for b in bags)
+
+
+def test_only_rows_that_read_cached_clusters_hash_them(tmp_path):
+    """The official row (learned anchors) never reads per-slide cluster labels, so attaching them
+    must not change its fold hashes (and re-run it); the per-slide-anchor row reads them."""
+    from wsigraph.data.clusters import CLUSTER_KEY
+
+    graphs, labels = cohort(16)
+    clustered = []
+    for g in graphs:
+        h = g.clone()
+        h[CLUSTER_KEY] = torch.where(h.level == 2, torch.arange(h.num_nodes) % 2, -1)
+        clustered.append(h)
+    hashes = {}
+    for anchors in ("learned", "slide"):
+        cfg = mico_train_config(dict(dim=8, n_clusters=2, anchors=anchors), 1, device="cpu")
+        for name, gs in (("plain", graphs), ("clustered", clustered)):
+            rec = run_mico_experiment(f"{anchors}_{name}", gs, "typing", cfg, tmp_path,
+                                      labels=labels, folds=2, protocol=TINY)  # fmt: skip
+            hashes[anchors, name] = rec["config_hashes"]
+    assert hashes["learned", "plain"] == hashes["learned", "clustered"]
+    assert hashes["slide", "plain"] != hashes["slide", "clustered"]
+    assert all(getattr(g, CLUSTER_KEY, None) is not None for g in clustered)  # inputs untouched

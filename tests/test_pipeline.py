@@ -1,6 +1,8 @@
 """run_all.sh's driver and notebooks 01-03 executed under papermill with tiny parameters."""
 
 import json
+import os
+import time
 
 import nbformat
 import numpy as np
@@ -350,6 +352,34 @@ def test_scoped_parameter_reaches_only_its_notebook(fake_notebooks, tmp_path, mo
     seen.clear()
     assert pipeline.main(["-p", "x", "3", "-p", "01.x", "4"]) == 0  # the scoped value wins
     assert seen == [("01_a", {"profile": "demo", "x": 4}), ("07_b", {"profile": "demo", "x": 3})]
+
+
+def test_complete_run_prunes_run_records_it_no_longer_writes(
+    fake_notebooks, tmp_path, monkeypatch, capsys
+):
+    """A record of a row the pipeline no longer runs must not outlive a complete run; narrowed
+    runs (--only, -p) keep every record."""
+    _two_notebooks(fake_notebooks)
+    runs = tmp_path / "results" / "demo" / "runs"
+    (runs / "mico").mkdir(parents=True)
+    dropped, current = runs / "mico" / "dropped_row.json", runs / "current.json"
+    for path in (dropped, current):
+        path.write_text("{}")
+        os.utime(path, (time.time() - 60, time.time() - 60))
+
+    def execute(nb, params, *args, **kwargs):
+        if nb.stem == "07_b":  # the notebook rewrites its record, as every notebook does
+            current.write_text('{"new": 1}')
+        return True
+
+    monkeypatch.setattr(pipeline, "_execute", execute)
+    assert pipeline.main(["--only", "07"]) == 0
+    assert pipeline.main(["-p", "x", "3"]) == 0
+    assert dropped.exists()
+    capsys.readouterr()
+    assert pipeline.main([]) == 0
+    assert not dropped.exists() and current.read_text() == '{"new": 1}'
+    assert "removed 1 stale file(s)" in capsys.readouterr().out
 
 
 def test_unscoped_parameter_says_which_notebooks_it_reaches(fake_notebooks, capsys):

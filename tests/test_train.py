@@ -398,6 +398,25 @@ def test_fold_pool_serves_several_calls_with_their_own_shared():
     assert len({pid for pid, _ in first + second + after}) <= 2  # the same two workers
 
 
+def test_fold_pool_left_open_is_closed_when_dropped():
+    """A notebook's pool spans cells: if a cell fails before ``close``, dropping the pool stops
+    its workers and removes its folder; ``close`` twice is harmless."""
+    import gc
+
+    pool = FoldPool(1)
+    folder, executor = pool._dir, pool._pool
+    assert run_folds(_pid_and_shared, [2], pool, shared=3, progress=False)[0][1] == 6
+    del pool
+    gc.collect()
+    assert not folder.exists()
+    with pytest.raises(RuntimeError, match="shutdown"):
+        executor.submit(abs, -1)
+    pool = FoldPool(1)
+    pool.close()
+    pool.close()
+    assert not pool._dir.exists()
+
+
 def _worker_state(job):
     import os
     import sys

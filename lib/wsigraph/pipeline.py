@@ -582,6 +582,8 @@ def main(argv: list[str] | None = None) -> int:
         if failed:
             return 1
         total += len(runs)
+    if not args.only and not args.parameter:  # every record of this profile was just rewritten
+        prune_stale_runs(profile.results_dir / "runs", started)
     from wsigraph.report import write_index
 
     try:
@@ -596,6 +598,27 @@ def main(argv: list[str] | None = None) -> int:
         f"run_all: {total} notebook run(s) on profile '{profile.name}' in {time.time() - started:.0f} s"
     )
     return 0
+
+
+def prune_stale_runs(runs_dir: Path, since: float) -> list[Path]:
+    """Delete the files under ``runs_dir`` last written before ``since`` (a timestamp) and return
+    them.
+
+    Every notebook rewrites its run records on every run, so after a complete ``./run_all.sh``
+    (every notebook, no ``-p``) a record older than the run belongs to a row, column or run
+    the pipeline no longer makes (a row dropped from the demo, a renamed run); left there, it
+    would sit in ``results/`` beside the current ones as if it were one of them. Narrowed runs
+    (``--only``, ``-p``) prune nothing: they may have skipped records that are still current.
+    """
+    if not runs_dir.is_dir():
+        return []
+    stale = sorted(p for p in runs_dir.rglob("*") if p.is_file() and p.stat().st_mtime < since)
+    for path in stale:
+        path.unlink()
+    if stale:
+        print(f"run_all: removed {len(stale)} stale file(s) from {_rel(runs_dir)}, which this "
+              "run no longer writes: " + ", ".join(str(p.relative_to(runs_dir)) for p in stale))  # fmt: skip
+    return stale
 
 
 def default_jobs() -> int:

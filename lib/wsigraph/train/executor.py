@@ -155,6 +155,13 @@ def _call_pooled(fn: Callable, job: Any, shared_file: str | None) -> Any:
     return fn(job, _SHARED_BY_FILE[shared_file])
 
 
+def _close_pool(pool: cf.Executor, folder: Path) -> None:
+    import shutil
+
+    pool.shutdown(wait=True, cancel_futures=True)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 class FoldPool:
     """Local worker processes that several :func:`run_folds` calls share (``executor=pool``),
     also from several threads at once (:func:`wsigraph.train.run.run_experiments`).
@@ -168,15 +175,19 @@ class FoldPool:
     on which executor ran it.
 
     Use it as a context manager: ``with FoldPool(2) as pool: run_folds(fn, jobs, pool, ...)``.
+    A notebook, whose pool spans cells, calls :meth:`close` at the end; should a cell fail
+    first, the pool is closed when it is garbage-collected or the interpreter exits.
     """
 
     def __init__(self, workers: int | None = None):
         import tempfile
+        import weakref
 
         self.workers = max(1, workers or cpu_count())
         self.on_done: Callable[[], Any] | None = None  # called as each job ends (a bar's update)
         self._dir = Path(tempfile.mkdtemp(prefix="wsigraph-foldpool-"))
         self._pool = local_pool(self.workers, _init_local_worker, None)
+        self._close = weakref.finalize(self, _close_pool, self._pool, self._dir)
 
     def __enter__(self) -> FoldPool:
         return self
@@ -185,10 +196,8 @@ class FoldPool:
         self.close()
 
     def close(self) -> None:
-        import shutil
-
-        self._pool.shutdown(wait=True, cancel_futures=True)
-        shutil.rmtree(self._dir, ignore_errors=True)
+        """Stop the workers and remove the pool's temporary folder (once; later calls do nothing)."""
+        self._close()
 
     def _run(self, fn, jobs, shared, done, failed) -> None:
         path = None

@@ -462,6 +462,15 @@ def mico_train_config(
     )  # fmt: skip
 
 
+def _without_clusters(bag: Data) -> Data:
+    """A shallow copy of ``bag`` without its cached per-slide cluster labels."""
+    if getattr(bag, CLUSTER_KEY, None) is None:
+        return bag
+    out = copy.copy(bag)
+    del out[CLUSTER_KEY]
+    return out
+
+
 def _digest(bags) -> str:
     h = hashlib.blake2b(digest_size=8)
     for b in bags:
@@ -539,6 +548,8 @@ def run_mico_experiment(
         targets, n_out = {"y": y}, max(2, int(y.max()) + 1)
         splits = case_splits(case_ids, y, folds, protocol.val_fraction, cfg.seed)
         extra = {"n_slides": len(bags), "class_counts": np.bincount(y).tolist()}
+    if cfg.model_config.get("anchors", "slide") == "learned":  # k-means per fold, not per slide:
+        bags = [_without_clusters(b) for b in bags]  # cached labels unread, so not in the digest
     write_splits(splits, strata, out_dir / name / "splits.csv", ids)
     payload = {"config": cfg.to_dict(), "protocol": asdict(protocol), "task": task,
                "n_out": n_out, "data": _digest(bags), "targets": _clean({k: np.asarray(v).tolist()
