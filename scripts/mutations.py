@@ -764,6 +764,20 @@ MUTATIONS: list[Mutation] = [
         ("tests/test_abignet_official.py",),
     ),
     M(
+        "abignet-given-graph-ignored",
+        "lib/wsigraph/models/abignet.py",
+        "    a[edge_index[0], edge_index[1]] = 1.0\n",
+        "",
+        ("tests/test_abignet_official.py::test_given_graph_reads_each_images_own_edges",),
+    ),
+    M(
+        "abignet-oracle-joins-patches-of-different-groups",
+        "lib/wsigraph/data/synthetic_rois.py",
+        "    node_group = groups[pos[:, 1] * grid + pos[:, 0]]",
+        "    node_group = groups[pos[:, 0] * grid + pos[:, 1]]",
+        ("tests/test_synthetic_rois.py::test_lookalike_edges_join_exactly_the_true_look_alikes",),
+    ),
+    M(
         "abignet-official-l1-dropped",
         "lib/wsigraph/train/bilevel.py",
         "g.y.view(1)) + l1_penalty(a, l1)",

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch_geometric.data import Batch, Data
 
 from wsigraph.models import build_model
-from wsigraph.models.abignet import ABiGNetOfficial, ABiGNetOfficialConfig
+from wsigraph.models.abignet import ABiGNetOfficial, ABiGNetOfficialConfig, given_adjacency
 from wsigraph.nn.dense_gcn import AdjacencyGenerator, DenseGCN, expected_gumbel_sigmoid
 from wsigraph.train.bilevel import (
     OfficialBilevelConfig,
@@ -281,6 +281,40 @@ def test_no_edge_control_has_no_edges():
     x2 = x.clone()
     x2[1:] = torch.randn_like(x2[1:])
     assert torch.allclose(m.gcn.convs[0](x2, m.adjacency(x2))[0], h[0])
+
+
+def test_given_graph_reads_each_images_own_edges():
+    """graph='given' (the reference row): a fixed adjacency from each image's edge_index, weight
+    1, symmetric, unit diagonal; no generator; a batch gives what its images give one by one."""
+    torch.manual_seed(0)
+    graphs, labels = toy(12)
+    for k, g in enumerate(graphs):  # one edge per image, one direction only: 0 -> j
+        g.edge_index = torch.tensor([[0], [k % (g.num_nodes - 1) + 1]])
+    a = given_adjacency(graphs[5].edge_index, graphs[5].num_nodes)
+    want = torch.eye(graphs[5].num_nodes)
+    j = int(graphs[5].edge_index[1, 0])
+    want[0, j] = want[j, 0] = 1.0
+    assert torch.equal(a, want)
+    m = ABiGNetOfficial(6, 2, graph="given", **SMALL).eval()
+    assert m.generator is None and m.structure_parameters() == []
+    assert torch.equal(m.adjacency(graphs[5].x, edge_index=graphs[5].edge_index), want)
+    with torch.no_grad():
+        batch = Batch.from_data_list(graphs)
+        one_by_one = torch.cat([m(Batch.from_data_list([g])) for g in graphs])
+        assert torch.allclose(m(batch), one_by_one, atol=1e-6)
+        none = ABiGNetOfficial(6, 2, graph="none", **SMALL).eval()
+        none.load_state_dict(m.state_dict())
+        assert not torch.allclose(none(batch), m(batch))  # the edges are used
+    with pytest.raises(ValueError, match="edge_index"):
+        m.adjacency(graphs[0].x)
+    with pytest.raises(ValueError, match="index the image"):
+        given_adjacency(torch.tensor([[0], [9]]), 3)
+    split = make_splits(labels, 2, 1, 0.25, seed=0)[0]
+    cfg = OfficialBilevelConfig(model_config={"graph": "given", **SMALL}, iterations=2,
+                                device="cpu")  # fmt: skip
+    r = train_fold_official(graphs, labels, split, cfg)
+    assert all(math.isnan(h["outer_loss"]) for h in r.history)  # nothing learns the graph
+    assert all(h["mean_edge_weight"] > 0 for h in r.history)
 
 
 def test_train_fold_official_is_deterministic_and_learns():

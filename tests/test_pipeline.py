@@ -284,6 +284,11 @@ def test_every_notebook_executes_with_tiny_parameters(tmp_path, monkeypatch, cap
     abignet = (results / "tables" / "abignet_table.md").read_text()
     assert "97.33 ± 1.15" in abignet and "not run yet" not in abignet
     assert "not run on demo" in abignet and "look-alike groups" in abignet  # demo: skip_rows
+    oracle = next(line for line in abignet.splitlines() if "(oracle) |" in line)
+    assert (
+        oracle.startswith("| Reference | GCN on the true look-alike graph")
+        and "not run" not in oracle
+    )
     for fig in ("nuclei_fig2_graphs.png", "nuclei_fig3_importance.png", "abignet_graph.png"):
         assert (results / "figures" / fig).stat().st_size > 10_000
     mico = (results / "tables" / "mico_table1.md").read_text()

@@ -15,6 +15,7 @@ from wsigraph.data.synthetic_rois import (
     PARAM_NAMES,
     RELATION_CLASSES,
     lookalike_distance,
+    lookalike_edges,
     nearest_patch_distance,
     relation_rois,
     roi_mean_std,
@@ -210,3 +211,25 @@ def test_shared_layouts_copy_the_groups_nuclei_under_a_symmetry_of_the_square():
         np.testing.assert_array_equal(shared.nuclei[i], alone.nuclei[i])
     jittered = relation_rois("melanoma", 1, grid=4, seed=3, layout_jitter=0.5, render=False)
     assert not np.allclose(jittered.nuclei[0][:, :2], shared.nuclei[0][:, :2])
+
+
+def test_lookalike_edges_join_exactly_the_true_look_alikes():
+    s = relation_rois("crc3", 2, seed=4, render=False)
+    cells = np.stack(np.divmod(np.arange(64), 8), 1)[:, ::-1]  # (column, row), row-major
+    for i in range(len(s.labels)):
+        ei = lookalike_edges(s.groups[i], cells, 8)
+        adj = np.zeros((64, 64), bool)
+        adj[ei[0], ei[1]] = True
+        alike = (s.params[i][:, None] == s.params[i][None, :]).all(-1) & ~np.eye(64, dtype=bool)
+        np.testing.assert_array_equal(adj, alike)  # joined iff they share their parameter draw
+        assert adj.sum() == (GROUP_SIZE - 1) * s.grouped[i].sum()
+    # patches left out of the graph: edges index the nodes that remain, in their order
+    normal = int(np.flatnonzero(s.labels == 0)[0])
+    ei = lookalike_edges(s.groups[normal], cells[1:], 8)
+    full = lookalike_edges(s.groups[normal], cells, 8)
+    kept = (full > 0).all(0)
+    np.testing.assert_array_equal(ei, full[:, kept] - 1)
+    with pytest.raises(ValueError, match="grid cells"):
+        lookalike_edges(s.groups[0], cells + 8, 8)
+    with pytest.raises(ValueError, match="64 patches"):
+        lookalike_edges(s.groups[0][:10], cells, 8)

@@ -55,9 +55,10 @@ patch border and cropping a patch never cuts one). Nuclei are small ellipses (se
 
 :func:`lookalike_distance` is the oracle: per ROI, the mean distance from a patch's true
 parameters to the most alike other patch's (0 when every patch is grouped).
-:func:`nearest_patch_distance` is the same on measured features (a mechanism-aware summary:
-it compares patches with each other). :func:`roi_mean_std` is the control's input (per-ROI
-mean and std of the patch features).
+:func:`nearest_patch_distance` is the same on measured features (a mechanism-aware summary: it
+compares patches with each other). :func:`roi_mean_std` is the control's input (per-ROI mean and
+std of the patch features). :func:`lookalike_edges` is the oracle *graph*: each true look-alike group
+joined as a clique, a patch without look-alikes left alone.
 
 Everything is deterministic in ``seed`` (one generator per image,
 ``default_rng([seed, task code, i])``).
@@ -299,6 +300,60 @@ def lookalike_distance(params: np.ndarray, ranges=None) -> np.ndarray:
     flat = params.reshape(-1, params.shape[-1])
     lo, hi = (flat.min(0), flat.max(0)) if ranges is None else np.asarray(ranges, float).T
     return nearest_patch_distance((params - lo) / np.maximum(hi - lo, 1e-12))
+
+
+def lookalike_edges(groups: np.ndarray, pos: np.ndarray, grid: int) -> np.ndarray:
+    """The true look-alike graph of one ROI: ``edge_index [2, E]`` (both directions, no self
+    loops) joining every pair of its nodes that belong to one look-alike group; a patch without
+    look-alikes has no edge.
+
+    It is the graph the demo hides and a learned graph should find; the reference row "GCN on
+    the true look-alike graph (oracle)" of ``08_abignet`` reads it. Under the official GCN's
+    symmetric normalisation its shape alone tells nothing: joined *exact* copies give the
+    output of no edges (``tests/test_abignet_official.py``), so a GCN on this graph can only
+    read how the joined look-alikes differ from each other.
+
+    Args:
+        groups: ``[P]`` look-alike group of every patch of the ROI (:attr:`RelationROIs.groups`),
+            row-major over the grid.
+        pos: ``[N, 2]`` grid cell ``(column, row)`` of each node (a graph's ``pos``); patches
+            left out of the graph are left out of their group.
+        grid: patches per side.
+    """
+    pos = np.asarray(pos).astype(np.int64)
+    groups = np.asarray(groups)
+    if pos.ndim != 2 or pos.shape[1] != 2 or (pos < 0).any() or (pos >= grid).any():
+        raise ValueError(f"pos must be [N, 2] grid cells in [0, {grid}), got shape {pos.shape}")
+    if groups.shape != (grid * grid,):
+        raise ValueError(
+            f"groups must hold the {grid * grid} patches of the grid, got {groups.shape}"
+        )
+    node_group = groups[pos[:, 1] * grid + pos[:, 0]]
+    same = node_group[:, None] == node_group[None, :]
+    np.fill_diagonal(same, False)
+    return np.stack(np.nonzero(same)).astype(np.int64)
+
+
+def with_lookalike_edges(graphs, groups: np.ndarray, grid: int) -> list:
+    """Copies of the patch graphs of :func:`relation_rois` ROIs (a ``pos`` of grid cells each)
+    with ``edge_index`` set to :func:`lookalike_edges`.
+
+    Args:
+        graphs: one PyG ``Data`` per ROI.
+        groups: ``[n, P]`` the ROIs' look-alike groups (:attr:`RelationROIs.groups`), in the
+            order of ``graphs``.
+        grid: patches per side.
+    """
+    import torch
+
+    if len(graphs) != len(groups):
+        raise ValueError(f"{len(graphs)} graphs but {len(groups)} rows of groups")
+    out = []
+    for g, row in zip(graphs, groups, strict=True):
+        h = g.clone()
+        h.edge_index = torch.from_numpy(lookalike_edges(row, g.pos.cpu().numpy(), grid))
+        out.append(h)
+    return out
 
 
 def nearest_patch_distance(features) -> np.ndarray:

@@ -10,7 +10,10 @@ Two models live here.
 (:mod:`wsigraph.graphs.abignet_features`), trained by
 :func:`wsigraph.train.bilevel.train_fold_official`. ``graph="generated"`` is the official
 model; ``graph="none"`` is our control: the same GCN on the identity adjacency (no edges, so
-each patch is embedded alone before the mean-pools). Evaluation is deterministic by default
+each patch is embedded alone before the mean-pools); ``graph="given"`` is our reference: the same
+GCN on a fixed graph that each image carries as ``edge_index`` (weight 1, symmetrised, unit
+diagonal; on the demo the true look-alike graph,
+:func:`wsigraph.data.synthetic_rois.lookalike_edges`). Evaluation is deterministic by default
 (the expected adjacency, see :mod:`wsigraph.nn.dense_gcn`); ``eval_sample=True`` draws the
 Gumbel noise at evaluation as the official code does.
 
@@ -141,14 +144,16 @@ class ABiGNet(nn.Module):
         return ", ".join(f"{k}={v}" for k, v in asdict(self.config).items())
 
 
-OFFICIAL_GRAPHS = ("generated", "none")
+OFFICIAL_GRAPHS = ("generated", "none", "given")
 
 
 @dataclass
 class ABiGNetOfficialConfig:
     """Settings of :class:`ABiGNetOfficial`; the defaults are the official code's."""
 
-    graph: str = "generated"  # generated (official) | none (identity adjacency: our control)
+    # generated (official) | none (identity adjacency: our control) | given (each image's
+    # edge_index, fixed: our reference)
+    graph: str = "generated"
     generator_hidden: tuple = (32, 16)  # pair MLP 2F -> 32 -> 16 -> 1
     widths: tuple = (64, 512, 1024)  # dense GCN layers
     head: tuple = (256, 32)  # classifier MLP 1600 -> 256 -> 32 -> classes
@@ -171,6 +176,20 @@ class ABiGNetOfficialConfig:
             raise ValueError("tau must be > 0 and quadrature >= 1")
 
 
+def given_adjacency(
+    edge_index: Tensor, n: int, dtype: torch.dtype = torch.float32, device=None
+) -> Tensor:
+    """The dense ``[n, n]`` adjacency of a fixed graph: weight 1 on every edge of ``edge_index``
+    (either direction), symmetric, unit diagonal, as the official generator's output is."""
+    if edge_index.numel() and (int(edge_index.min()) < 0 or int(edge_index.max()) >= n):
+        raise ValueError(f"edge_index must index the image's {n} patches")
+    a = torch.zeros(n, n, dtype=dtype, device=device)
+    a[edge_index[0], edge_index[1]] = 1.0
+    a = torch.maximum(a, a.T)
+    a.fill_diagonal_(1.0)
+    return a
+
+
 @register("abignet_official")
 class ABiGNetOfficial(nn.Module):
     """The official ABiG-Net: generator (outer variables) + dense GCN (inner variables).
@@ -178,7 +197,8 @@ class ABiGNetOfficial(nn.Module):
     ``forward(batch)`` runs every image of a PyG batch as its own dense graph and returns
     logits ``[B, C]``. The adjacency is sampled in training mode (or with ``sample=True``)
     and, in eval mode, the deterministic expected adjacency unless ``eval_sample`` (the
-    official noisy evaluation). ``graph="none"``: the identity adjacency, no generator.
+    official noisy evaluation). ``graph="none"``: the identity adjacency, no generator;
+    ``graph="given"``: the image's own ``edge_index`` (:func:`given_adjacency`), no generator.
     """
 
     def __init__(self, in_dim: int, n_classes: int, **config):
@@ -202,8 +222,17 @@ class ABiGNetOfficial(nn.Module):
         if self.generator is not None:
             self.generator.set_tau(tau)
 
-    def adjacency(self, x: Tensor, sample: bool | None = None) -> Tensor:
-        """The dense adjacency ``[n, n]`` of one image (``x [n, F]``)."""
+    def adjacency(
+        self, x: Tensor, sample: bool | None = None, edge_index: Tensor | None = None
+    ) -> Tensor:
+        """The dense adjacency ``[n, n]`` of one image (``x [n, F]``; ``edge_index``, its own
+        edges, is read by ``graph="given"`` only)."""
+        if self.config.graph == "given":
+            if edge_index is None:
+                raise ValueError(
+                    "ABiG-Net graph='given' reads each image's edge_index; it has none"
+                )
+            return given_adjacency(edge_index, x.size(0), x.dtype, x.device)
         if self.generator is None:
             return torch.eye(x.size(0), dtype=x.dtype, device=x.device)
         if sample is None:
@@ -212,13 +241,22 @@ class ABiGNetOfficial(nn.Module):
 
     def forward(self, batch, sample: bool | None = None) -> Tensor:
         x = batch.x
+        edge_index = getattr(batch, "edge_index", None)
         b = getattr(batch, "batch", None)
         if b is None:
-            return self.gcn(x, self.adjacency(x, sample))
+            return self.gcn(x, self.adjacency(x, sample, edge_index))
         sizes = torch.bincount(b, minlength=int(batch.num_graphs)).tolist()
         if 0 in sizes:
             raise ValueError("ABiG-Net: an image with no patches in the batch")
-        return torch.cat([self.gcn(xi, self.adjacency(xi, sample)) for xi in torch.split(x, sizes)])
+        starts = [0, *torch.cumsum(torch.tensor(sizes), 0).tolist()]
+        out = []
+        for i, xi in enumerate(torch.split(x, sizes)):
+            ei = None
+            if edge_index is not None:  # the image's own edges, renumbered from 0
+                own = (edge_index[0] >= starts[i]) & (edge_index[0] < starts[i + 1])
+                ei = edge_index[:, own] - starts[i]
+            out.append(self.gcn(xi, self.adjacency(xi, sample, ei)))
+        return torch.cat(out)
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v}" for k, v in asdict(self.config).items())

@@ -431,7 +431,7 @@ def official_lower_pass(
     total = 0.0
     for g in graphs:
         with torch.no_grad():
-            a = model.adjacency(g.x, sample=True)
+            a = model.adjacency(g.x, sample=True, edge_index=g.edge_index)
         loss = F.cross_entropy(model.gcn(g.x, a), g.y.view(1))
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -455,7 +455,7 @@ def official_upper_pass(
     model.gcn.eval()
     total = 0.0
     for g in graphs:
-        a = model.adjacency(g.x, sample=True)
+        a = model.adjacency(g.x, sample=True, edge_index=g.edge_index)
         loss = F.cross_entropy(model.gcn(g.x, a), g.y.view(1)) + l1_penalty(a, l1)
         grads = torch.autograd.grad(loss, params)
         opt.zero_grad(set_to_none=True)
@@ -482,7 +482,7 @@ def mean_adjacency(model: ABiGNetOfficial, graphs: Sequence[Data]) -> float:
     for g in graphs:
         n = g.num_nodes
         if n > 1:
-            a = model.adjacency(g.x)
+            a = model.adjacency(g.x, edge_index=g.edge_index)
             values.append(float((a.sum() - a.diagonal().sum()) / (n * n - n)))
     return float(np.mean(values)) if values else 0.0
 
