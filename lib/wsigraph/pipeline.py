@@ -601,8 +601,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def prune_stale_runs(runs_dir: Path, since: float) -> list[Path]:
-    """Delete the files under ``runs_dir`` last written before ``since`` (a timestamp) and return
-    them.
+    """Delete the files under ``runs_dir`` last written more than 2 s before ``since`` (a
+    timestamp) and return them.
 
     Every notebook rewrites its run records on every run, so after a complete ``./run_all.sh``
     (every notebook, no ``-p``) a record older than the run belongs to a row, column or run
@@ -612,6 +612,7 @@ def prune_stale_runs(runs_dir: Path, since: float) -> list[Path]:
     """
     if not runs_dir.is_dir():
         return []
+    since -= 2.0  # file systems that keep whole (or even) seconds
     stale = sorted(p for p in runs_dir.rglob("*") if p.is_file() and p.stat().st_mtime < since)
     for path in stale:
         path.unlink()

@@ -241,7 +241,7 @@ class ABiGNetOfficial(nn.Module):
 
     def forward(self, batch, sample: bool | None = None) -> Tensor:
         x = batch.x
-        edge_index = getattr(batch, "edge_index", None)
+        edge_index = getattr(batch, "edge_index", None) if self.config.graph == "given" else None
         b = getattr(batch, "batch", None)
         if b is None:
             return self.gcn(x, self.adjacency(x, sample, edge_index))
